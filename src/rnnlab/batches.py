@@ -1,0 +1,118 @@
+"""Turning token ids into training batches, with a position that can be saved and restored.
+
+Two shapes of data (see ``text.py``):
+
+* :class:`LineBatches` -- one example per line. ``batch_size`` examples of different lengths are padded to
+  the longest with :func:`pad_sequences`, and a 0/1 mask marks the real positions so padding adds nothing to
+  the loss or gradients. Every batch starts from a zero state. The order is reshuffled every epoch with the
+  Generator passed in (or kept fixed with ``shuffle=False``).
+* :class:`StreamBatches` -- continuous text. The text is cut into ``batch_size`` contiguous streams, and
+  each batch is the next ``seq_length`` window of every stream, so the hidden state at the end of one batch
+  is the right starting state for the next (truncated BPTT: the state is carried, its gradient is cut). At
+  the end of the text an epoch ends and the state is reset.
+
+Both yield :class:`Batch` objects with arrays of shape (T, B): time first, as the sequence loop wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import require
+
+
+@dataclass
+class Batch:
+    ids: np.ndarray              # (T, B) inputs
+    targets: np.ndarray          # (T, B) next characters
+    mask: np.ndarray | None      # (T, B) 1.0 for real characters, 0.0 for padding; None when all are real
+    reset_state: bool            # start this batch from a zero state
+    epoch: int                   # the epoch this batch belongs to
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.ids.size if self.mask is None else self.mask.sum())
+
+
+def pad_sequences(sequences: list[np.ndarray], pad_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stack sequences of different lengths into (T_max, B) ids and a (T_max, B) 0/1 float mask."""
+    T = max(len(s) for s in sequences)
+    padded = np.full((T, len(sequences)), pad_value, dtype=np.int64)   # (T, B)
+    mask = np.zeros((T, len(sequences)), dtype=np.float64)             # (T, B)
+    for b, seq in enumerate(sequences):
+        padded[:len(seq), b] = seq
+        mask[:len(seq), b] = 1.0
+    return padded, mask
+
+
+class LineBatches:
+    """Padded batches of line examples; each example is a pair (ids, targets) of equal length."""
+
+    def __init__(self, examples: list[tuple[np.ndarray, np.ndarray]], batch_size: int,
+                 rng: np.random.Generator, shuffle: bool = True):
+        require(len(examples) > 0, "no examples to train on: the corpus has no non-empty lines")
+        require(batch_size > 0, f"--batch_size must be > 0, got {batch_size}")
+        self.examples, self.batch_size, self.rng, self.shuffle = examples, min(batch_size, len(examples)), rng, shuffle
+        self.epoch, self.position = 0, 0
+        self.order = self._new_order()
+
+    def _new_order(self) -> np.ndarray:
+        n = len(self.examples)
+        return self.rng.permutation(n) if self.shuffle else np.arange(n)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position >= len(self.order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self.order = self._new_order()
+        chosen = [self.examples[i] for i in self.order[self.position:self.position + self.batch_size]]
+        self.position += self.batch_size
+        ids, mask = pad_sequences([x for x, _ in chosen])
+        targets, _ = pad_sequences([y for _, y in chosen])
+        return Batch(ids, targets, None if mask.all() else mask, True, self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "order": self.order.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.order = np.asarray(state["order"], dtype=np.int64)
+
+
+class StreamBatches:
+    """(T, B) windows walking through ``batch_size`` contiguous streams of one long id array."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, seq_length: int):
+        require(seq_length > 0, f"--seq_length must be > 0, got {seq_length}")
+        require(batch_size > 0, f"--batch_size must be > 0, got {batch_size}")
+        stream_len = (len(data) - 1) // batch_size
+        require(stream_len >= seq_length,
+                f"--seq_length {seq_length} needs at least {seq_length * batch_size + 1} characters "
+                f"with --batch_size {batch_size}, the text has {len(data)}: use a smaller --seq_length "
+                "or --batch_size, or a longer text")
+        n = stream_len * batch_size
+        self.inputs = data[:n].reshape(batch_size, stream_len).T.copy()         # (L, B)
+        self.targets = data[1:n + 1].reshape(batch_size, stream_len).T.copy()   # (L, B)
+        self.seq_length = seq_length
+        self.epoch, self.position = 0, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position + self.seq_length > len(self.inputs):
+            self.epoch, self.position = self.epoch + 1, 0
+        start = self.position
+        self.position += self.seq_length
+        window = slice(start, start + self.seq_length)
+        return Batch(self.inputs[window], self.targets[window], None, start == 0, self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

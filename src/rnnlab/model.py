@@ -1,0 +1,145 @@
+"""CharModel: a stack of recurrent layers (any cell in ``CELLS``) under a softmax output layer.
+
+    ids (T, B) --layer 0--> h^0 (T, B, H) --dropout--> layer 1 --> ... --> h^{L-1} --Wy, by--> logits (T, B, V)
+
+Parameters are one flat dict of named arrays -- ``l0.Wx``, ``l0.Wh``, ``l0.b`` (+ ``l0.bh`` for GRU), ...,
+``Wy``, ``by`` -- and gradients use the same keys, so optimizers, clipping and checkpoints see one
+uniform dict. The first layer's ``Wx`` (V, G*H) doubles as the character embedding: x is one-hot, so
+``x @ Wx`` is the row ``Wx[id]``.
+
+:func:`loss_and_grads` is the whole learning signal, step by step:
+
+    1. forward        logits = model(ids)
+    2. loss (+ dy)     L, dy = softmax_cross_entropy(logits, targets, mask)
+    3. project to da   da = dy Wy^T
+    4. backward        BPTT through every layer, top to bottom
+    5. output grads    dWy = h^T dy, dby = sum dy
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .cells import CELLS
+from .errors import RnnlabError, require
+from .losses import softmax_cross_entropy
+from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
+from .recurrence import input_grads, project_inputs, rnn_backward, rnn_forward
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    cell: str = "rnn"
+    hidden_size: int = 100
+    num_layers: int = 1
+    dropout: float = 0.0  # between stacked layers, training only (inverted dropout)
+
+    def __post_init__(self):
+        require(self.cell in CELLS, f"unknown cell {self.cell!r}: use one of {', '.join(CELLS)}")
+        require(self.vocab_size >= 2, f"vocabulary of {self.vocab_size} character(s): a corpus needs at least 2")
+        require(self.hidden_size > 0, f"--hidden_size must be > 0, got {self.hidden_size}")
+        require(self.num_layers > 0, f"--num_layers must be > 0, got {self.num_layers}")
+        require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_params(params: dict, layer: int) -> dict:
+    """The parameters of one layer with the ``l{k}.`` prefix removed: {Wx, Wh, b[, bh]}."""
+    prefix = f"l{layer}."
+    return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
+
+
+def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict:
+    cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
+    params = {}
+    for layer in range(config.num_layers):
+        for name, value in cell.init(V if layer == 0 else H, H, rng).items():
+            params[f"l{layer}.{name}"] = value
+    params["Wy"] = rng.uniform(-1.0, 1.0, size=(H, V)) / np.sqrt(H)
+    params["by"] = np.zeros(V)
+    return {name: value.astype(dtype) for name, value in params.items()}
+
+
+def check_params(config: ModelConfig, params: dict) -> None:
+    """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
+    expected = init_params(config, np.random.default_rng(0), dtype=np.float32)
+    missing = sorted(expected.keys() - params.keys())
+    extra = sorted(params.keys() - expected.keys())
+    require(not missing and not extra, f"parameters do not match the model: missing {missing}, unexpected {extra}")
+    for name, value in expected.items():
+        if params[name].shape != value.shape:
+            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {value.shape}")
+
+
+def zero_state(config: ModelConfig, batch: int, dtype=np.float32) -> list:
+    """The initial state: one tuple of zero (B, H) arrays per layer."""
+    cell = CELLS[config.cell]
+    return [cell.zero_state(batch, config.hidden_size, dtype) for _ in range(config.num_layers)]
+
+
+@dataclass
+class ForwardCache:
+    """What the backward pass needs from the forward pass."""
+
+    layer_inputs: list = field(default_factory=list)   # x of each layer: ids (T, B), then (T, B, H)
+    step_caches: list = field(default_factory=list)    # per layer, the cell caches of every step
+    dropout_masks: list = field(default_factory=list)  # per layer below the top: scaled 0/1 mask or None
+    top_hidden: np.ndarray | None = None               # h of the last layer, (T, B, H)
+
+
+def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
+            dropout_rng: np.random.Generator | None = None):
+    """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given."""
+    cell = CELLS[config.cell]
+    cache = ForwardCache()
+    x = ids
+    final_state = []
+    for layer in range(config.num_layers):
+        p = layer_params(params, layer)
+        zx = project_inputs(x, p["Wx"], p["b"])                  # (T, B, GH)
+        hs, last, steps = rnn_forward(cell, zx, state[layer], p)  # (T, B, H)
+        cache.layer_inputs.append(x)
+        cache.step_caches.append(steps)
+        final_state.append(last)
+        mask = None
+        if layer < config.num_layers - 1 and config.dropout > 0 and dropout_rng is not None:
+            keep = 1.0 - config.dropout
+            mask = (dropout_rng.random(hs.shape) < keep).astype(hs.dtype) / keep  # (T, B, H)
+            hs = hs * mask
+        cache.dropout_masks.append(mask)
+        x = hs
+    cache.top_hidden = x
+    return output_forward(x, params["Wy"], params["by"]), final_state, cache
+
+
+def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelConfig) -> dict:
+    """BPTT through the stack: da = dL/dh of the top layer (T, B, H) -> grads of every layer parameter."""
+    cell = CELLS[config.cell]
+    grads = {}
+    dh = da
+    for layer in reversed(range(config.num_layers)):
+        p = layer_params(params, layer)
+        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.step_caches[layer], p)  # (T, B, GH)
+        x = cache.layer_inputs[layer]
+        layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
+        grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})
+        if layer > 0:
+            mask = cache.dropout_masks[layer - 1]
+            dh = dx if mask is None else dx * mask               # (T, B, H) into the layer below
+    return grads
+
+
+def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
+                   mask: np.ndarray | None = None, dropout_rng: np.random.Generator | None = None):
+    """-> (loss in nats/char, grads, final state). The learning signal of one step, in order."""
+    logits, final_state, cache = forward(params, config, ids, state, dropout_rng)   # 1. forward
+    loss, dy = softmax_cross_entropy(logits, targets, mask)                           # 2. loss (+ dy)
+    da = project_logit_grad_to_hidden(dy, params["Wy"])                               # 3. project to da
+    grads = backward(da, cache, params, config)                                       # 4. BPTT
+    grads.update(output_layer_grads(dy, cache.top_hidden))                            # 5. output grads
+    return loss, grads, final_state

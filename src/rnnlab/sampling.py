@@ -1,0 +1,63 @@
+"""Generating text from a trained model, one character at a time.
+
+At each step the model's logits z for the next character become probabilities
+
+    p = softmax(z / T)        (T = temperature; T < 1 sharpens, T > 1 flattens, T -> 0 is greedy)
+
+optionally restricted to the ``top_k`` most likely characters, and the next character is drawn from p
+(or taken as argmax p with ``greedy``). It is fed back in as the next input. The same function serves
+every cell and every model size: it only needs ``model.forward``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import model as charmodel
+from .activations import softmax
+from .errors import require
+from .text import NEWLINE, CharTokenizer
+
+
+def next_char_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+    """logits (V,) -> float64 probabilities (V,) after temperature and top-k."""
+    z = np.asarray(logits, dtype=np.float64)
+    if top_k is not None:
+        require(0 < top_k <= len(z), f"--top_k must be between 1 and the vocabulary size {len(z)}, got {top_k}")
+        kth_largest = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= kth_largest, z, -np.inf)               # ties at the k-th value are all kept
+    return softmax(z, temperature)
+
+
+def pick(p: np.ndarray, rng: np.random.Generator, greedy: bool = False) -> int:
+    """Draw an index from p (inverse-CDF with one uniform number), or its argmax when greedy."""
+    if greedy:
+        return int(np.argmax(p))
+    cdf = np.cumsum(p)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
+           *, length: int = 200, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
+           prime: str = "", stop_at_newline: bool = False) -> str:
+    """Generate up to ``length`` characters after ``prime`` and return ``prime`` + the new text.
+
+    With no prime the model starts after a newline (the start symbol of a ``lines`` corpus). With
+    ``stop_at_newline`` generation ends at the first newline, which is not returned (one name per call).
+    """
+    require(length > 0, f"sample length must be > 0, got {length}")
+    require(temperature > 0, f"--temperature must be > 0, got {temperature}")
+    context = prime or (NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0])
+    ids = tokenizer.encode(context)
+    dtype = params["Wy"].dtype
+    state = charmodel.zero_state(config, 1, dtype)
+    logits, state, _ = charmodel.forward(params, config, ids.reshape(-1, 1), state)  # (T, 1, V)
+    out = []
+    for _ in range(length):
+        idx = pick(next_char_distribution(logits[-1, 0], temperature, top_k), rng, greedy)
+        char = tokenizer.chars[idx]
+        if stop_at_newline and char == NEWLINE:
+            break
+        out.append(char)
+        logits, state, _ = charmodel.forward(params, config, np.array([[idx]]), state)
+    return prime + "".join(out)
