@@ -134,6 +134,13 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
     return grads
 
 
+def evaluate_loss(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
+                  mask: np.ndarray | None = None):
+    """Forward only (no dropout) -> (loss in nats/char, final state): for validation."""
+    logits, final_state, _ = forward(params, config, ids, state)
+    return softmax_cross_entropy(logits, targets, mask)[0], final_state
+
+
 def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
                    mask: np.ndarray | None = None, dropout_rng: np.random.Generator | None = None):
     """-> (loss in nats/char, grads, final state). The learning signal of one step, in order."""

@@ -28,6 +28,10 @@ from .text import CharTokenizer, line_example, load_corpus
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+class TrainingDiverged(RnnlabError):
+    """The loss became nan/inf or grew past 3x its first value (char-rnn's rule)."""
+
+
 @dataclass
 class TrainConfig:
     dataset: str = "dinos"
@@ -85,8 +89,6 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
         params, model_config, batch.ids, batch.targets, state,     # output-layer grads
         mask=batch.mask, dropout_rng=dropout_rng)
-    if not math.isfinite(loss):
-        raise RnnlabError(f"the loss became {loss}: training diverged; lower --learning_rate or set --clip_norm")
     if clip_value is not None:                                     # clip
         clip_by_value(grads, clip_value)
     if clip_norm is not None:
@@ -116,6 +118,7 @@ class Trainer:
         self.step = 0
         self.smooth_loss = math.log(self.tokenizer.vocab_size)  # the loss of a uniform guess
         self.elapsed_s = 0.0
+        self.first_loss = None
 
     def _make_batches(self, rng: np.random.Generator):
         if self.corpus.mode == "lines":
@@ -132,20 +135,31 @@ class Trainer:
         return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng,
                        length=c.sample_length, temperature=c.temperature)]
 
+    def advance(self):
+        """Take the next batch and do one training step -> (loss, batch)."""
+        c = self.config
+        batch = next(self.batches)
+        if self.state is None or batch.reset_state:
+            self.state = charmodel.zero_state(self.model_config, batch.ids.shape[1], self.dtype)
+        loss, self.state = train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch,
+                                      self.state, c.clip_value, c.clip_norm, self.dropout_rng)
+        self.step += 1
+        self.first_loss = loss if self.first_loss is None else self.first_loss
+        if not math.isfinite(loss) or loss > 3 * self.first_loss:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: loss {loss:.4g} (first loss {self.first_loss:.4g}); "
+                "lower --learning_rate, or clip with --clip_value / --clip_norm")
+        self.smooth_loss = 0.999 * self.smooth_loss + 0.001 * loss
+        return loss, batch
+
     def run(self) -> Report:
         """Train until ``iterations`` steps are done; returns the last report."""
         c = self.config
         tokens, started = 0, time.perf_counter()
         report = None
         while self.step < c.iterations:
-            batch = next(self.batches)
-            if self.state is None or batch.reset_state:
-                self.state = charmodel.zero_state(self.model_config, batch.ids.shape[1], self.dtype)
-            loss, self.state = train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch,
-                                          self.state, c.clip_value, c.clip_norm, self.dropout_rng)
-            self.step += 1
+            loss, batch = self.advance()
             tokens += batch.n_tokens
-            self.smooth_loss = 0.999 * self.smooth_loss + 0.001 * loss
             if self.step % c.sample_every == 0 or self.step == c.iterations:
                 now = time.perf_counter()
                 self.elapsed_s += now - started
