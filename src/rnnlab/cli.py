@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .cells import CELLS
@@ -15,7 +16,7 @@ from .errors import RnnlabError
 from .losses import bits_per_char, perplexity
 from .optim import OPTIMIZERS
 from .text import DATA_MODES, SHIPPED_DATASETS
-from .train import DTYPES, Report, TrainConfig, Trainer
+from .train import DTYPES, Progress, Report, TrainConfig, Trainer
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,14 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "num_layers", type=int, default=d.num_layers)
     add_flag(train, "dropout", type=float, default=d.dropout, help="between stacked layers, training only")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
-    add_flag(train, "batch_size", type=int, default=d.batch_size)
-    add_flag(train, "seq_length", type=int, default=d.seq_length, help="BPTT window for stream corpora")
+    add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
+    add_flag(train, "batch_size", type=int, default=d.batch_size,
+             help="examples per step (lines: padded names; stream: parallel streams of the text)")
+    add_flag(train, "seq_length", type=int, default=d.seq_length, help="truncated-BPTT window for stream corpora")
+    add_flag(train, "deterministic", action="store_true", help="fixed example order (no reshuffling); fixed --seed")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS))
     add_flag(train, "learning_rate", type=float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
     add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
              help="clip each gradient entry to [-v, v]; 'none' turns it off")
     add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm, help="clip the global gradient norm")
+    add_flag(train, "val_fraction", type=float, default=d.val_fraction,
+             help="held-out share (lines: by line; stream: the end of the text); default 0.1 where it fits")
+    add_flag(train, "eval_every", type=int, default=d.eval_every,
+             help="validation every N steps (default: with every report, --sample_every)")
     add_flag(train, "temperature", type=float, default=d.temperature, help="sampling temperature (> 0)")
     add_flag(train, "sample_every", type=int, default=d.sample_every, help="report and sample every N steps")
     add_flag(train, "num_samples", type=int, default=d.num_samples, help="names per report (lines corpora)")
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "seed", type=int, default=d.seed)
     add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES))
     add_flag(train, "metrics_file", default=None, help="append one JSON object per report to this file")
-    add_flag(train, "quiet", action="store_true", help="print only the final report")
+    add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
     return parser
 
 
@@ -91,27 +99,63 @@ class MetricsFile:
 
 def format_report(report: Report) -> str:
     line = (f"step {report.step:>7,}  epoch {report.epoch:>3}  loss {report.train_loss:.4f}  "
-            f"smooth {report.smooth_loss:.4f} nats/char ({bits_per_char(report.smooth_loss):.3f} bpc, "
-            f"ppl {perplexity(report.smooth_loss):.2f})  {report.tokens_per_s:,.0f} tok/s  {report.elapsed_s:.1f}s")
+            f"smooth {report.smooth_loss:.4f}")
+    if report.val_loss is not None:
+        line += f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f})"
+    line += f"  {report.tokens_per_s:,.0f} tok/s  {report.elapsed_s:.1f}s"
     return "\n".join([line, *("    " + s.replace("\n", "\n    ") for s in report.samples)])
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class ProgressBar:
+    """A one-line bar on stderr (only on a terminal): step, loss, tokens/s, ETA. Redrawn at most 5x/s."""
+
+    def __init__(self, enabled: bool, stream=sys.stderr):
+        self.stream, self.enabled, self.last_draw = stream, enabled and stream.isatty(), 0.0
+
+    def update(self, p: Progress) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.2 and p.step < p.total):
+            return
+        self.last_draw = now
+        done = p.step / p.total
+        eta = p.elapsed_s / done * (1 - done) if done else 0.0
+        bar = "#" * int(24 * done)
+        self.stream.write(f"\r[{bar:<24}] {p.step:,}/{p.total:,}  loss {p.loss:.3f}  "
+                          f"{p.tokens_per_s:,.0f} tok/s  ETA {format_duration(eta)} ")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics = MetricsFile(args.metrics_file)
+    bar = ProgressBar(enabled=not args.quiet)
 
     def on_report(report: Report) -> None:
         metrics.write(report.metrics())
         if not args.quiet:
+            bar.clear()
             print(format_report(report), flush=True)
 
-    trainer = Trainer(config, on_report)
+    trainer = Trainer(config, on_report, bar.update)
     info = trainer.describe()
     m, o, corpus = info["model"], info["optimizer"], info["corpus"]
+    for note in trainer.notes:
+        print(f"rnnlab: note: {note}", file=sys.stderr)
     print(f"rnnlab: {m['cell']} {m['num_layers']}x{m['hidden_size']} on {corpus['name']} "
           f"({corpus['mode']}, {corpus['chars']:,} chars, vocabulary {m['vocab_size']}), "
-          f"{o['name']} lr={o['lr']}, {config.iterations:,} steps", flush=True)
+          f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {config.batch_size}", flush=True)
     final = trainer.run()
+    bar.clear()
     if args.quiet:
         print(format_report(final))
     return 0

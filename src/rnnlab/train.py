@@ -19,11 +19,12 @@ from typing import Callable
 import numpy as np
 
 from . import model as charmodel
-from .batches import LineBatches, StreamBatches
+from .batches import Batch, LineBatches, StreamBatches, pad_sequences
 from .errors import RnnlabError, require
 from .optim import clip_by_global_norm, clip_by_value, make_optimizer, optimizer_config
 from .sampling import sample
-from .text import CharTokenizer, line_example, load_corpus
+from .losses import bits_per_char, perplexity
+from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -41,12 +42,16 @@ class TrainConfig:
     num_layers: int = 1
     dropout: float = 0.0
     iterations: int = 22001
+    epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
     batch_size: int = 1
     seq_length: int = 25
+    deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
     clip_norm: float | None = None      # clip the global gradient norm; None: off
+    val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
+    eval_every: int | None = None       # None: with every report (--sample_every)
     temperature: float = 1.0
     sample_every: int = 2000
     num_samples: int = 7                # names per report for ``lines`` corpora
@@ -55,32 +60,49 @@ class TrainConfig:
     dtype: str = "float32"
 
     def validate(self) -> None:
-        require(self.iterations > 0, f"--iterations must be > 0, got {self.iterations}")
-        require(self.learning_rate is None or self.learning_rate > 0,
-                f"--learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length"):
+            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        for name in ("epochs", "eval_every", "clip_value", "clip_norm", "learning_rate"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"--{name} must be > 0, got {value}")
         require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
-        require(self.sample_every > 0, f"--sample_every must be > 0, got {self.sample_every}")
-        require(self.seq_length > 0, f"--seq_length must be > 0, got {self.seq_length}")
-        require(self.clip_value is None or self.clip_value > 0, f"--clip_value must be > 0, got {self.clip_value}")
-        require(self.clip_norm is None or self.clip_norm > 0, f"--clip_norm must be > 0, got {self.clip_norm}")
+        require(self.val_fraction is None or 0 <= self.val_fraction < 1,
+                f"--val_fraction must be in [0, 1), got {self.val_fraction}")
         require(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclass
 class Report:
-    """What the trainer tells its caller every ``sample_every`` steps (and at the end)."""
+    """What the trainer tells its caller every ``sample_every`` / ``eval_every`` steps and at the end."""
 
     step: int
     epoch: int
     train_loss: float          # nats/char of the last batch
-    smooth_loss: float         # exponential moving average of train_loss (min-char-rnn's 0.999 / 0.001)
-    tokens_per_s: float        # since the previous report
+    smooth_loss: float         # bias-corrected moving average of train_loss over ~1000 examples
+    tokens_per_s: float        # training tokens per second since the previous report
     elapsed_s: float
+    val_loss: float | None = None   # nats/char on the validation text
+    val_bpc: float | None = None
+    val_ppl: float | None = None
     samples: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict:
-        """The JSON-able numbers (no samples): one line of ``--metrics_file``."""
-        return {k: v for k, v in asdict(self).items() if k != "samples"}
+        """The JSON-able numbers (no samples, no empty validation fields): one line of ``--metrics_file``."""
+        return {k: v for k, v in asdict(self).items() if k != "samples" and v is not None}
+
+
+@dataclass
+class Progress:
+    """Sent after every step, for progress bars."""
+
+    step: int
+    total: int
+    loss: float
+    tokens_per_s: float
+    elapsed_s: float
 
 
 def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
@@ -97,10 +119,58 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     return loss, state
 
 
+def evaluate(params, model_config, batches, dtype) -> float:
+    """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters."""
+    total, count, state = 0.0, 0, None
+    for batch in batches:
+        if state is None or batch.reset_state:
+            state = charmodel.zero_state(model_config, batch.ids.shape[1], dtype)
+        loss, state = charmodel.evaluate_loss(params, model_config, batch.ids, batch.targets, state, batch.mask)
+        total, count = total + loss * batch.n_tokens, count + batch.n_tokens
+    return total / count
+
+
+class LineEvalBatches:
+    """One pass over line examples in fixed order, padded in chunks (validation of ``lines`` corpora)."""
+
+    def __init__(self, examples, batch_size: int = 256):
+        self.chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            ids, mask = pad_sequences([x for x, _ in chunk])
+            targets, _ = pad_sequences([y for _, y in chunk])
+            yield Batch(ids, targets, mask, True, 0)
+
+
+class StreamEvalBatches:
+    """One pass over a text as parallel streams with the state carried (validation of ``stream`` corpora)."""
+
+    def __init__(self, ids: np.ndarray, seq_length: int, max_streams: int = 32):
+        streams = max(1, min(max_streams, (len(ids) - 1) // seq_length))
+        self.windows = StreamBatches(ids, streams, seq_length)
+        self.n_windows = len(self.windows.inputs) // seq_length
+
+    def __iter__(self):
+        self.windows.load_state_dict({"epoch": 0, "position": 0})
+        for _ in range(self.n_windows):
+            yield next(self.windows)
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, callback: Callable[[Report], None] | None = None):
+    """Holds everything a run needs -- data, parameters, optimizer state, RNGs, counters -- and steps it.
+
+    ``on_report`` receives :class:`Report` objects, ``on_progress`` a :class:`Progress` after each step;
+    ``notes`` collects remarks about the set-up (e.g. why there is no validation) for the caller to show.
+    """
+
+    def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
         config.validate()
-        self.config, self.callback = config, callback or (lambda report: None)
+        self.config = config
+        self.on_report = on_report or (lambda report: None)
+        self.on_progress = on_progress or (lambda progress: None)
+        self.notes: list[str] = []
         self.corpus = load_corpus(config.dataset, config.data_mode)
         self.tokenizer = CharTokenizer.fit(self.corpus.text)
         init_seed, data_seed, dropout_seed, sample_seed = np.random.SeedSequence(config.seed).spawn(4)
@@ -113,20 +183,63 @@ class Trainer:
         self.params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
         self.optimizer = make_optimizer(config.optimizer, config.learning_rate)
         self.opt_state = self.optimizer.init(self.params)
-        self.batches = self._make_batches(np.random.default_rng(data_seed))
+        train_text, val_text = self._split()
+        self.batches = self._train_batches(train_text, np.random.default_rng(data_seed))
+        self.val_batches = self._val_batches(val_text) if val_text else None
+        self.total_steps = config.iterations if config.epochs is None else config.epochs * self.steps_per_epoch
+        self.eval_every = config.eval_every or config.sample_every
         self.state = None
         self.step = 0
-        self.smooth_loss = math.log(self.tokenizer.vocab_size)  # the loss of a uniform guess
+        # Smoothed loss: min-char-rnn's moving average (0.999 per example, so it spans ~1000 examples
+        # whatever the batch size), bias-corrected as in Adam so that it starts at the first loss.
+        self.smoothing = max(0.999 ** config.batch_size, 0.9)
+        self.loss_average = 0.0
         self.elapsed_s = 0.0
         self.first_loss = None
 
-    def _make_batches(self, rng: np.random.Generator):
+    # ---- data ------------------------------------------------------------------------------------------
+    def _split(self) -> tuple[str, str]:
+        """Train and validation text. An explicit --val_fraction that cannot be honoured is an error; the
+        default one is dropped with a note."""
+        c = self.config
+        fraction = DEFAULT_VAL_FRACTION if c.val_fraction is None else c.val_fraction
+        if fraction == 0:
+            return self.corpus.text, ""
+        train_text, val_text = split_corpus(self.corpus, fraction)
         if self.corpus.mode == "lines":
-            examples = [line_example(self.tokenizer, line) for line in self.corpus.examples()]
-            return LineBatches(examples, self.config.batch_size, rng)
-        return StreamBatches(self.tokenizer.encode(self.corpus.text), self.config.batch_size,
-                             self.config.seq_length)
+            problem = None if val_text and train_text else "it has too few lines to hold out any"
+        else:
+            need = c.seq_length + 1
+            problem = (None if len(val_text) >= need else
+                       f"its validation part ({len(val_text)} characters) is shorter than one window "
+                       f"(--seq_length {c.seq_length} + 1)")
+        if problem is None:
+            return train_text, val_text
+        message = f"cannot split {self.corpus.name!r} into training and validation: {problem}"
+        if c.val_fraction is not None:
+            raise RnnlabError(f"{message}; use a larger --val_fraction, a smaller --seq_length, or --val_fraction 0")
+        self.notes.append(f"{message}; training on all of it without validation")
+        return self.corpus.text, ""
 
+    def _examples(self, text: str):
+        return [line_example(self.tokenizer, line) for line in Corpus("", text, "lines").examples()]
+
+    def _train_batches(self, text: str, rng: np.random.Generator):
+        c = self.config
+        if self.corpus.mode == "lines":
+            batches = LineBatches(self._examples(text), c.batch_size, rng, shuffle=not c.deterministic)
+            self.steps_per_epoch = math.ceil(len(batches.examples) / batches.batch_size)
+            return batches
+        batches = StreamBatches(self.tokenizer.encode(text), c.batch_size, c.seq_length)
+        self.steps_per_epoch = len(batches.inputs) // c.seq_length
+        return batches
+
+    def _val_batches(self, text: str):
+        if self.corpus.mode == "lines":
+            return LineEvalBatches(self._examples(text))
+        return StreamEvalBatches(self.tokenizer.encode(text), self.config.seq_length)
+
+    # ---- training --------------------------------------------------------------------------------------
     def samples(self) -> list[str]:
         c = self.config
         if self.corpus.mode == "lines":
@@ -134,6 +247,11 @@ class Trainer:
                            temperature=c.temperature, stop_at_newline=True) for _ in range(c.num_samples)]
         return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng,
                        length=c.sample_length, temperature=c.temperature)]
+
+    def validation_loss(self) -> float | None:
+        if self.val_batches is None:
+            return None
+        return evaluate(self.params, self.model_config, self.val_batches, self.dtype)
 
     def advance(self):
         """Take the next batch and do one training step -> (loss, batch)."""
@@ -149,28 +267,46 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged at step {self.step}: loss {loss:.4g} (first loss {self.first_loss:.4g}); "
                 "lower --learning_rate, or clip with --clip_value / --clip_norm")
-        self.smooth_loss = 0.999 * self.smooth_loss + 0.001 * loss
+        self.loss_average = self.smoothing * self.loss_average + (1 - self.smoothing) * loss
         return loss, batch
 
-    def run(self) -> Report:
-        """Train until ``iterations`` steps are done; returns the last report."""
-        c = self.config
-        tokens, started = 0, time.perf_counter()
-        report = None
-        while self.step < c.iterations:
+    @property
+    def smooth_loss(self) -> float:
+        return self.loss_average / (1 - self.smoothing ** self.step) if self.step else math.nan
+
+    def report(self, loss: float, epoch: int, tokens_per_s: float) -> Report:
+        last = self.step == self.total_steps
+        report = Report(self.step, epoch, loss, self.smooth_loss, tokens_per_s, self.elapsed_s)
+        if last or self.step % self.eval_every == 0:
+            val = self.validation_loss()
+            if val is not None:
+                report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
+        if last or self.step % self.config.sample_every == 0:
+            report.samples = self.samples()
+        return report
+
+    def run(self) -> Report | None:
+        """Train until ``total_steps`` are done; returns the last report."""
+        tokens, window_start = 0, time.perf_counter()
+        step_start, report = window_start, None
+        while self.step < self.total_steps:
             loss, batch = self.advance()
+            now = time.perf_counter()
+            self.elapsed_s += now - step_start
             tokens += batch.n_tokens
-            if self.step % c.sample_every == 0 or self.step == c.iterations:
-                now = time.perf_counter()
-                self.elapsed_s += now - started
-                report = Report(self.step, batch.epoch, loss, self.smooth_loss, tokens / max(now - started, 1e-9),
-                                self.elapsed_s, self.samples())
-                self.callback(report)
-                tokens, started = 0, time.perf_counter()
+            rate = tokens / max(now - window_start, 1e-9)
+            self.on_progress(Progress(self.step, self.total_steps, loss, rate, self.elapsed_s))
+            if (self.step == self.total_steps or self.step % self.config.sample_every == 0
+                    or self.step % self.eval_every == 0):
+                report = self.report(loss, batch.epoch, rate)
+                self.on_report(report)
+                tokens, window_start = 0, time.perf_counter()
+            step_start = time.perf_counter()
         return report
 
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs and checkpoints)."""
         return {"corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
                 "model": self.model_config.to_dict(), "optimizer": optimizer_config(self.optimizer),
+                "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "train": asdict(self.config)}
