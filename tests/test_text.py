@@ -43,7 +43,7 @@ def test_tokenizer_round_trips_unicode_text():
         assert ch in tok.index
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)  # same examples every run
 @given(st.text())
 def test_tokenizer_round_trips_arbitrary_text(text):
     """For any Unicode text, decode(encode(text)) == text and every id lies in [0, vocab_size)."""
@@ -54,7 +54,7 @@ def test_tokenizer_round_trips_arbitrary_text(text):
     assert ((0 <= ids) & (ids < tok.vocab_size)).all()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
 @given(st.text(min_size=1), st.one_of(st.none(), st.characters()))
 def test_tokenizer_dict_round_trip_through_json_is_lossless(text, unk_token):
     """to_dict -> JSON -> from_dict gives an equal tokenizer (same chars, ids and unk token) for any text."""

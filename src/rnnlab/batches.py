@@ -76,11 +76,13 @@ class LineBatches:
         return Batch(ids, targets, None if mask.all() else mask, True, self.epoch)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "order": self.order.tolist()}
+        return {"epoch": self.epoch, "position": self.position, "order": self.order.tolist(),
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.order = np.asarray(state["order"], dtype=np.int64)
+        self.rng.bit_generator.state = state["rng"]  # the next epoch's shuffle continues the same stream
 
 
 class StreamBatches:

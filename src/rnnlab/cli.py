@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .cells import CELLS
+from .engines import ENGINES
 from .errors import RnnlabError
 from .losses import bits_per_char, perplexity
 from .optim import OPTIMIZERS
@@ -46,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
              help=f"a shipped corpus ({', '.join(SHIPPED_DATASETS)}) or the path of a UTF-8 text file")
     add_flag(train, "data_mode", default=d.data_mode, choices=DATA_MODES,
              help="lines: one example per line; stream: continuous text; auto: guess from the text")
-    add_flag(train, "cell", default=d.cell, choices=sorted(CELLS))
-    add_flag(train, "hidden_size", type=int, default=d.hidden_size)
-    add_flag(train, "num_layers", type=int, default=d.num_layers)
+    add_flag(train, "cell", default=d.cell, choices=sorted(CELLS), help="recurrent cell type")
+    add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
+    add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
     add_flag(train, "dropout", type=float, default=d.dropout, help="between stacked layers, training only")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
     add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="examples per step (lines: padded names; stream: parallel streams of the text)")
     add_flag(train, "seq_length", type=int, default=d.seq_length, help="truncated-BPTT window for stream corpora")
     add_flag(train, "deterministic", action="store_true", help="fixed example order (no reshuffling); fixed --seed")
-    add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS))
+    add_flag(train, "engine", default=d.engine, choices=list(ENGINES),
+             help="numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / [tf] extra)")
+    add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
     add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
@@ -71,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "num_samples", type=int, default=d.num_samples, help="names per report (lines corpora)")
     add_flag(train, "sample_length", type=int, default=d.sample_length,
              help="characters per sample (stream corpora)")
-    add_flag(train, "seed", type=int, default=d.seed)
-    add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES))
+    add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
+    add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
     add_flag(train, "metrics_file", default=None, help="append one JSON object per report to this file")
     add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
     return parser
@@ -90,6 +93,12 @@ class MetricsFile:
         self.path = Path(path) if path else None
         if self.path is not None and not self.path.parent.is_dir():
             raise RnnlabError(f"--metrics_file {path}: directory {self.path.parent} does not exist; create it first")
+        if self.path is not None:
+            try:
+                self.path.open("a").close()  # fail now, not after an hour of training
+            except OSError as err:
+                raise RnnlabError(f"--metrics_file {path} cannot be written ({err.strerror}); "
+                                  "give the path of a writable file") from None
 
     def write(self, record: dict) -> None:
         if self.path is not None:

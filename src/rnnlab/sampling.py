@@ -43,11 +43,14 @@ def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer
     """Generate up to ``length`` characters after ``prime`` and return ``prime`` + the new text.
 
     With no prime the model starts after a newline (the start symbol of a ``lines`` corpus). With
-    ``stop_at_newline`` generation ends at the first newline, which is not returned (one name per call).
+    ``stop_at_newline`` generation ends at the first newline, which is not returned (one name per call),
+    and a prime is fed after a newline, as the beginning of a name.
     """
     require(length > 0, f"sample length must be > 0, got {length}")
     require(temperature > 0, f"--temperature must be > 0, got {temperature}")
-    context = prime or (NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0])
+    start = NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0]
+    # A name starts after a newline: with stop_at_newline, a prime is read as the beginning of a name.
+    context = (start + prime if stop_at_newline and not prime.startswith(NEWLINE) else prime) or start
     ids = tokenizer.encode(context)
     dtype = params["Wy"].dtype
     state = charmodel.zero_state(config, 1, dtype)

@@ -59,7 +59,7 @@ def load_corpus(dataset: str, mode: str = "auto") -> Corpus:
         raise RnnlabError(f"dataset {dataset!r} not found: give {hint}")
     require(path.is_file(), f"dataset {dataset!r} is a directory: give a UTF-8 text file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: drop a byte-order mark (Notepad writes one)
     except UnicodeDecodeError as err:
         raise RnnlabError(
             f"dataset {dataset!r} is not valid UTF-8 (bad byte at offset {err.start}): "

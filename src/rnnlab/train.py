@@ -1,6 +1,6 @@
 """One trainer for every cell, optimizer and data shape.
 
-Each step follows the same flow, written out in :func:`train_step`:
+Each step follows the same flow, written out in :func:`rnnlab.engines.train_step`:
 
     forward -> loss (+ dy) -> project to da -> backward (BPTT) -> output-layer grads -> clip -> update
 
@@ -21,7 +21,8 @@ import numpy as np
 from . import model as charmodel
 from .batches import Batch, LineBatches, StreamBatches, pad_sequences
 from .errors import RnnlabError, require
-from .optim import clip_by_global_norm, clip_by_value, make_optimizer, optimizer_config
+from .engines import engine_class
+from .optim import make_optimizer, optimizer_config
 from .sampling import sample
 from .losses import bits_per_char, perplexity
 from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
@@ -46,6 +47,7 @@ class TrainConfig:
     batch_size: int = 1
     seq_length: int = 25
     deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
+    engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
@@ -105,27 +107,13 @@ class Progress:
     elapsed_s: float
 
 
-def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
-               dropout_rng=None):
-    """One optimisation step on one batch -> (loss, final state). The whole flow, in order."""
-    loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
-        params, model_config, batch.ids, batch.targets, state,     # output-layer grads
-        mask=batch.mask, dropout_rng=dropout_rng)
-    if clip_value is not None:                                     # clip
-        clip_by_value(grads, clip_value)
-    if clip_norm is not None:
-        clip_by_global_norm(grads, clip_norm)
-    optimizer.update(params, grads, opt_state)                     # update
-    return loss, state
-
-
-def evaluate(params, model_config, batches, dtype) -> float:
+def evaluate(engine, batches) -> float:
     """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters."""
     total, count, state = 0.0, 0, None
     for batch in batches:
         if state is None or batch.reset_state:
-            state = charmodel.zero_state(model_config, batch.ids.shape[1], dtype)
-        loss, state = charmodel.evaluate_loss(params, model_config, batch.ids, batch.targets, state, batch.mask)
+            state = engine.zero_state(batch.ids.shape[1])
+        loss, state = engine.evaluate(batch, state)
         total, count = total + loss * batch.n_tokens, count + batch.n_tokens
     return total / count
 
@@ -180,9 +168,10 @@ class Trainer:
             vocab_size=self.tokenizer.vocab_size, cell=config.cell, hidden_size=config.hidden_size,
             num_layers=config.num_layers, dropout=config.dropout)
         self.dtype = DTYPES[config.dtype]
-        self.params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
+        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
         self.optimizer = make_optimizer(config.optimizer, config.learning_rate)
-        self.opt_state = self.optimizer.init(self.params)
+        self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
+                                                  self.dropout_rng)
         train_text, val_text = self._split()
         self.batches = self._train_batches(train_text, np.random.default_rng(data_seed))
         self.val_batches = self._val_batches(val_text) if val_text else None
@@ -240,6 +229,11 @@ class Trainer:
         return StreamEvalBatches(self.tokenizer.encode(text), self.config.seq_length)
 
     # ---- training --------------------------------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The current parameters in rnnlab's NumPy layout, whatever the engine."""
+        return self.engine.numpy_params()
+
     def samples(self) -> list[str]:
         c = self.config
         if self.corpus.mode == "lines":
@@ -251,23 +245,22 @@ class Trainer:
     def validation_loss(self) -> float | None:
         if self.val_batches is None:
             return None
-        return evaluate(self.params, self.model_config, self.val_batches, self.dtype)
+        return evaluate(self.engine, self.val_batches)
 
     def advance(self):
         """Take the next batch and do one training step -> (loss, batch)."""
-        c = self.config
         batch = next(self.batches)
         if self.state is None or batch.reset_state:
-            self.state = charmodel.zero_state(self.model_config, batch.ids.shape[1], self.dtype)
-        loss, self.state = train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch,
-                                      self.state, c.clip_value, c.clip_norm, self.dropout_rng)
+            self.state = self.engine.zero_state(batch.ids.shape[1])
+        loss, self.state = self.engine.train_step(batch, self.state)
         self.step += 1
         self.first_loss = loss if self.first_loss is None else self.first_loss
-        if not math.isfinite(loss) or loss > 3 * self.first_loss:
-            raise TrainingDiverged(
-                f"training diverged at step {self.step}: loss {loss:.4g} (first loss {self.first_loss:.4g}); "
-                "lower --learning_rate, or clip with --clip_value / --clip_norm")
         self.loss_average = self.smoothing * self.loss_average + (1 - self.smoothing) * loss
+        # char-rnn's guard, on the smoothed loss: one short window can be far above average by chance.
+        if not math.isfinite(loss) or self.smooth_loss > 3 * self.first_loss:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: loss {loss:.4g}, smoothed {self.smooth_loss:.4g} "
+                f"(first loss {self.first_loss:.4g}); lower --learning_rate, or clip with --clip_value / --clip_norm")
         return loss, batch
 
     @property
@@ -307,6 +300,6 @@ class Trainer:
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs and checkpoints)."""
         return {"corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
-                "model": self.model_config.to_dict(), "optimizer": optimizer_config(self.optimizer),
+                "model": self.model_config.to_dict(), "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "train": asdict(self.config)}

@@ -1,0 +1,93 @@
+"""Engines: who computes a training step. The Trainer (data, validation, reports) is the same for all.
+
+An engine is built from the model config, the *NumPy* initial parameters (so every engine starts from the
+same weights), the optimizer dataclass from ``optim.py`` (a framework engine builds its framework's
+equivalent with the same hyper-parameters and conventions), the train config (clipping) and the dropout
+Generator. It offers:
+
+    zero_state(batch_size)         -> an opaque initial state
+    train_step(batch, state)       -> (loss in nats/char, final state)    forward, loss, backward, clip, update
+    evaluate(batch, state)         -> (loss, final state)                 no dropout, no update
+    numpy_params()                 -> {name: array} in rnnlab's layout    for sampling and checkpoints
+    optimizer_state()              -> the optimizer state in rnnlab's layout (checkpoints)
+
+``numpy`` is this package's from-scratch engine; the framework engines live in ``rnnlab.frameworks`` and are
+imported only when asked for, so the core runs with NumPy alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from . import model as charmodel
+from .errors import RnnlabError
+from .optim import clip_by_global_norm, clip_by_value
+
+
+def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
+               dropout_rng=None):
+    """One optimisation step on one batch -> (loss, final state). The whole flow, in order."""
+    loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
+        params, model_config, batch.ids, batch.targets, state,     # output-layer grads
+        mask=batch.mask, dropout_rng=dropout_rng)
+    if clip_value is not None:                                     # clip
+        clip_by_value(grads, clip_value)
+    if clip_norm is not None:
+        clip_by_global_norm(grads, clip_norm)
+    optimizer.update(params, grads, opt_state)                     # update
+    return loss, state
+
+
+class NumpyEngine:
+    """The from-scratch engine: parameters and optimizer moments are dicts of NumPy arrays."""
+
+    name = "numpy"
+
+    def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+        self.model_config, self.params, self.optimizer = model_config, params, optimizer
+        self.opt_state = optimizer.init(params)
+        self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
+        self.dropout_rng = dropout_rng
+        self.dtype = next(iter(params.values())).dtype
+
+    def zero_state(self, batch_size: int):
+        return charmodel.zero_state(self.model_config, batch_size, self.dtype)
+
+    def train_step(self, batch, state):
+        return train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch, state,
+                          self.clip_value, self.clip_norm, self.dropout_rng)
+
+    def evaluate(self, batch, state):
+        return charmodel.evaluate_loss(self.params, self.model_config, batch.ids, batch.targets, state, batch.mask)
+
+    def numpy_params(self) -> dict:
+        return self.params
+
+    def optimizer_state(self) -> dict:
+        return self.opt_state
+
+
+# name -> (module, class, pip extra); the framework modules are imported on first use only.
+ENGINES = {
+    "numpy": (__name__, "NumpyEngine", None),
+    "torch": ("rnnlab.frameworks.torch", "TorchEngine", "torch"),
+    "keras-fit": ("rnnlab.frameworks.keras", "KerasFitEngine", "tf"),
+    "keras-tape": ("rnnlab.frameworks.keras", "KerasTapeEngine", "tf"),
+    "keras-class": ("rnnlab.frameworks.keras", "KerasClassEngine", "tf"),
+}
+
+
+def engine_class(name: str):
+    if name not in ENGINES:
+        raise RnnlabError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    module_name, class_name, extra = ENGINES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if extra is None or err.name not in ("torch", "tensorflow", "keras"):
+            raise
+        raise RnnlabError(f"--engine {name} needs {err.name}, which is not installed: "
+                          f"pip install 'rnnlab[{extra}]'") from None
+    return getattr(module, class_name)
