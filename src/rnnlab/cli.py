@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .cells import CELLS
+from .checkpoint import load_checkpoint
 from .engines import ENGINES
-from .errors import RnnlabError
+from .errors import RnnlabError, TrainingDiverged, require
 from .losses import bits_per_char, perplexity
 from .optim import OPTIMIZERS
-from .text import DATA_MODES, SHIPPED_DATASETS
+from .sampling import sample
+from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
 from .train import DTYPES, Progress, Report, TrainConfig, Trainer
 
 
@@ -77,7 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
     add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
     add_flag(train, "metrics_file", default=None, help="append one JSON object per report to this file")
+    add_flag(train, "checkpoint_dir", default=d.checkpoint_dir,
+             help="save checkpoints here: latest.json (every --save_every steps, at the end, on Ctrl-C) "
+                  "and best.json (best validation loss)")
+    add_flag(train, "save_every", type=int, default=d.save_every, help="save the latest checkpoint every N steps")
+    add_flag(train, "resume", default=None,
+             help="continue a run exactly from a checkpoint (directory or .json); --iterations/--epochs "
+                  "count the total")
     add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
+
+    smp = sub.add_parser("sample", help="generate text from a checkpoint",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(smp, "checkpoint", required=True, help="a checkpoint directory or its .json file")
+    add_flag(smp, "length", type=int, default=200, help="characters per sample (at most, for names)")
+    add_flag(smp, "num_samples", type=int, default=None, help="samples to print (default: 10 names, 1 text)")
+    add_flag(smp, "temperature", type=float, default=1.0, help="> 0; lower is more conservative")
+    add_flag(smp, "top_k", type=int, default=None, help="sample only among the k most likely characters")
+    add_flag(smp, "greedy", action="store_true", help="always take the most likely character")
+    add_flag(smp, "prime", default="", help="text to start from (returned as the start of each sample)")
+    add_flag(smp, "seed", type=int, default=0, help="seeds the sampling Generator")
+    add_flag(smp, "novelty", action="store_true",
+             help="(one-name-per-line corpora) report the share of samples not in the training text")
+
+    plot = sub.add_parser("plot", help="draw train/validation loss curves from a --metrics_file",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    plot.add_argument("metrics", help="a JSONL file written by rnnlab train --metrics_file")
+    add_flag(plot, "out", default="loss.png", help="the image to write (.png, .svg or .pdf)")
+    add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
     return parser
 
 
@@ -144,8 +175,44 @@ class ProgressBar:
             self.stream.flush()
 
 
-def run_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+# Flags that fix the model's shape or the meaning of the saved data position: refused on --resume when
+# they differ from the checkpoint. Every other flag (learning rate, iterations, reporting) may change.
+LOCKED_ON_RESUME = ("dataset", "data_mode", "cell", "hidden_size", "num_layers", "batch_size", "seq_length",
+                    "optimizer", "engine", "dtype", "val_fraction", "seed", "deterministic")
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str], command: str) -> set[str]:
+    """The dests of the flags the user actually typed (so --resume knows what to override)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    typed = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    return {a.dest for a in sub._actions if typed & set(a.option_strings)}
+
+
+def resume_config(args: argparse.Namespace, explicit: set[str], saved: dict) -> tuple[TrainConfig, list[str]]:
+    """The checkpoint's training config with the typed flags applied; shape changes refused."""
+    config = TrainConfig(**saved)
+    notes = []
+    for name in sorted(explicit & TrainConfig.__dataclass_fields__.keys()):
+        old, new = getattr(config, name), getattr(args, name)
+        if old == new:
+            continue
+        if name in LOCKED_ON_RESUME:
+            raise RnnlabError(f"--{name} {new} differs from the checkpoint's {old}: it cannot change on "
+                              f"--resume (start a new run for a different {name})")
+        setattr(config, name, new)
+        notes.append(f"{name} changed from {'the default' if old is None else old} to {new}")
+    return config, notes
+
+
+def run_train(args: argparse.Namespace, explicit: set[str]) -> int:
+    checkpoint, notes = None, []
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        config, notes = resume_config(args, explicit, checkpoint.meta["train"])
+        if config.checkpoint_dir is None:
+            config.checkpoint_dir = str(checkpoint.path.parent)
+    else:
+        config = config_from_args(args)
     metrics = MetricsFile(args.metrics_file)
     bar = ProgressBar(enabled=not args.quiet)
 
@@ -156,24 +223,83 @@ def run_train(args: argparse.Namespace) -> int:
             print(format_report(report), flush=True)
 
     trainer = Trainer(config, on_report, bar.update)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+        notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}")
     info = trainer.describe()
     m, o, corpus = info["model"], info["optimizer"], info["corpus"]
-    for note in trainer.notes:
+    for note in trainer.notes + notes:
         print(f"rnnlab: note: {note}", file=sys.stderr)
     print(f"rnnlab: {m['cell']} {m['num_layers']}x{m['hidden_size']} on {corpus['name']} "
           f"({corpus['mode']}, {corpus['chars']:,} chars, vocabulary {m['vocab_size']}), "
           f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {config.batch_size}", flush=True)
-    final = trainer.run()
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        trainer.request_stop()
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        final = trainer.run()
+    except TrainingDiverged as err:
+        bar.clear()
+        kept = trainer.saved.get("latest") or trainer.saved.get("best")
+        where = f"; the last good checkpoint is {kept}" if kept else ""
+        raise RnnlabError(f"{err}{where}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     bar.clear()
-    if args.quiet:
+    if trainer.stop_requested:
+        where = trainer.saved.get("latest")
+        print(f"rnnlab: interrupted at step {trainer.step:,}; "
+              + (f"checkpoint saved to {where} (continue with --resume {where.parent})" if where
+                 else "nothing saved (no --checkpoint_dir)"), file=sys.stderr)
+        return 0
+    if args.quiet and final is not None:
         print(format_report(final))
+    if "latest" in trainer.saved:
+        print(f"rnnlab: checkpoint {trainer.saved['latest']}" +
+              (f", best validation {trainer.saved['best']}" if "best" in trainer.saved else ""))
     return 0
 
 
+def run_sample(args: argparse.Namespace, explicit: set[str]) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    names = checkpoint.meta["corpus"]["mode"] == "lines"
+    n = args.num_samples if args.num_samples is not None else (10 if names else 1)
+    require(n > 0, f"--num_samples must be > 0, got {n}")
+    require(args.top_k is None or 0 < args.top_k <= checkpoint.model_config.vocab_size,
+            f"--top_k must be between 1 and the vocabulary size {checkpoint.model_config.vocab_size}, got {args.top_k}")
+    rng = np.random.default_rng(args.seed)
+    texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
+                    temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
+                    stop_at_newline=names) for _ in range(n)]
+    print("\n".join(texts) if names else "\n\n".join(texts))
+    if args.novelty:
+        require(names, "--novelty needs a one-name-per-line corpus (this checkpoint was trained on running text)")
+        seen = set(load_corpus(checkpoint.meta["train"]["dataset"], checkpoint.meta["corpus"]["mode"]).examples())
+        novel = sum(text not in seen for text in texts)
+        print(f"novelty: {novel}/{n} samples ({novel / n:.0%}) are not in the training text")
+    return 0
+
+
+def run_plot(args: argparse.Namespace, explicit: set[str]) -> int:
+    from .plot import plot_metrics
+
+    path = plot_metrics(args.metrics, args.out, args.title)
+    print(f"rnnlab: wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        return {"train": run_train}[args.command](args)
+        return COMMANDS[args.command](args, explicit_flags(parser, argv, args.command))
     except RnnlabError as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2

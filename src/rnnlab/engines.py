@@ -10,6 +10,8 @@ Generator. It offers:
     evaluate(batch, state)         -> (loss, final state)                 no dropout, no update
     numpy_params()                 -> {name: array} in rnnlab's layout    for sampling and checkpoints
     optimizer_state()              -> the optimizer state in rnnlab's layout (checkpoints)
+    load_state(params, opt_state)  -> continue from a checkpoint
+    state_to_numpy(state) / state_from_numpy(list of tuples of (B, H) arrays)   the carried hidden state
 
 ``numpy`` is this package's from-scratch engine; the framework engines live in ``rnnlab.frameworks`` and are
 imported only when asked for, so the core runs with NumPy alone.
@@ -18,12 +20,13 @@ imported only when asked for, so the core runs with NumPy alone.
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 
 from . import model as charmodel
-from .errors import RnnlabError
-from .optim import clip_by_global_norm, clip_by_value
+from .errors import RnnlabError, TrainingDiverged
+from .optim import clip_by_global_norm, clip_by_value, global_norm
 
 
 def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
@@ -32,6 +35,8 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
         params, model_config, batch.ids, batch.targets, state,     # output-layer grads
         mask=batch.mask, dropout_rng=dropout_rng)
+    if not math.isfinite(loss) or not math.isfinite(global_norm(grads)):
+        raise TrainingDiverged(f"the loss ({loss:.4g}) or its gradient is not finite; parameters left as they were")
     if clip_value is not None:                                     # clip
         clip_by_value(grads, clip_value)
     if clip_norm is not None:
@@ -67,6 +72,17 @@ class NumpyEngine:
 
     def optimizer_state(self) -> dict:
         return self.opt_state
+
+    def load_state(self, params: dict, optimizer_state: dict) -> None:
+        """Continue from saved parameters and optimizer state (exact resume)."""
+        self.params = {name: value.astype(self.dtype) for name, value in params.items()}
+        self.opt_state = optimizer_state
+
+    def state_to_numpy(self, state) -> list:
+        return state
+
+    def state_from_numpy(self, state: list):
+        return [tuple(part.astype(self.dtype) for part in layer) for layer in state]
 
 
 # name -> (module, class, pip extra); the framework modules are imported on first use only.

@@ -10,6 +10,10 @@ class RnnlabError(ValueError):
     """A user-facing error: the message says what is wrong and how to fix it."""
 
 
+class TrainingDiverged(RnnlabError):
+    """Training blew up: a nan/inf loss or gradient, or a loss far above where it started."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`RnnlabError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import model as charmodel
 from .batches import Batch, LineBatches, StreamBatches, pad_sequences
-from .errors import RnnlabError, require
+from .errors import RnnlabError, TrainingDiverged, require
+from . import checkpoint as ckpt
 from .engines import engine_class
 from .optim import make_optimizer, optimizer_config
 from .sampling import sample
@@ -28,10 +30,6 @@ from .losses import bits_per_char, perplexity
 from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-class TrainingDiverged(RnnlabError):
-    """The loss became nan/inf or grew past 3x its first value (char-rnn's rule)."""
 
 
 @dataclass
@@ -54,6 +52,8 @@ class TrainConfig:
     clip_norm: float | None = None      # clip the global gradient norm; None: off
     val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
     eval_every: int | None = None       # None: with every report (--sample_every)
+    checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
+    save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
     temperature: float = 1.0
     sample_every: int = 2000
     num_samples: int = 7                # names per report for ``lines`` corpora
@@ -64,7 +64,7 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("epochs", "eval_every", "clip_value", "clip_norm", "learning_rate"):
+        for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate"):
             value = getattr(self, name)
             require(value is None or value > 0, f"--{name} must be > 0, got {value}")
         require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
@@ -185,6 +185,9 @@ class Trainer:
         self.loss_average = 0.0
         self.elapsed_s = 0.0
         self.first_loss = None
+        self.best_val_loss = math.inf
+        self.stop_requested = False
+        self.saved: dict[str, Path] = {}   # tag -> JSON path of the last checkpoint written
 
     # ---- data ------------------------------------------------------------------------------------------
     def _split(self) -> tuple[str, str]:
@@ -274,15 +277,26 @@ class Trainer:
             val = self.validation_loss()
             if val is not None:
                 report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
+                if val < self.best_val_loss:
+                    self.best_val_loss = val
+                    self.save("best")
         if last or self.step % self.config.sample_every == 0:
             report.samples = self.samples()
         return report
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
+        self.stop_requested = True
+
     def run(self) -> Report | None:
-        """Train until ``total_steps`` are done; returns the last report."""
+        """Train until ``total_steps`` are done (or a stop is requested); returns the last report.
+
+        ``latest`` is saved every ``save_every`` steps and when the run ends; ``best`` on every new best
+        validation loss (both only with a ``checkpoint_dir``)."""
         tokens, window_start = 0, time.perf_counter()
         step_start, report = window_start, None
-        while self.step < self.total_steps:
+        save_every = self.config.save_every
+        while self.step < self.total_steps and not self.stop_requested:
             loss, batch = self.advance()
             now = time.perf_counter()
             self.elapsed_s += now - step_start
@@ -294,8 +308,55 @@ class Trainer:
                 report = self.report(loss, batch.epoch, rate)
                 self.on_report(report)
                 tokens, window_start = 0, time.perf_counter()
+            if save_every and self.step % save_every == 0 and self.step < self.total_steps:
+                self.save("latest")
             step_start = time.perf_counter()
+        self.save("latest")
         return report
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def meta(self) -> dict:
+        """Everything but the arrays that exact resume needs, as JSON-able data."""
+        return {
+            "step": self.step,
+            "model": self.model_config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "train": asdict(self.config),
+            "corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
+            "optimizer": optimizer_config(self.optimizer),
+            "data_position": self.batches.state_dict(),
+            "rng": {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state},
+            "loss_average": self.loss_average,
+            "first_loss": self.first_loss,
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    def save(self, tag: str) -> Path | None:
+        if self.config.checkpoint_dir is None or self.step == 0:
+            return None
+        hidden = None if self.state is None else self.engine.state_to_numpy(self.state)
+        path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
+                                    self.engine.optimizer_state(), hidden)
+        self.saved[tag] = path
+        return path
+
+    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Continue exactly where ``checkpoint`` stopped: weights, optimizer moments, data position, RNG
+        streams, carried hidden state and counters."""
+        meta = checkpoint.meta
+        require(self.tokenizer == checkpoint.tokenizer,
+                "the corpus' characters differ from the checkpoint's vocabulary: resume on the same --dataset")
+        self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
+        self.batches.load_state_dict(meta["data_position"])
+        self.dropout_rng.bit_generator.state = meta["rng"]["dropout"]
+        self.sample_rng.bit_generator.state = meta["rng"]["sample"]
+        self.step = int(meta["step"])
+        self.loss_average, self.first_loss = float(meta["loss_average"]), meta["first_loss"]
+        self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
+        self.elapsed_s = float(meta["elapsed_s"])
+        hidden = checkpoint.hidden_state
+        self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
 
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs and checkpoints)."""

@@ -1,0 +1,58 @@
+"""Loss curves from a ``--metrics_file`` (matplotlib, an optional extra: ``pip install 'rnnlab[plot]'``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .errors import RnnlabError, require
+
+
+def read_metrics(path) -> list[dict]:
+    path = Path(path)
+    require(path.is_file(), f"metrics file {path} not found: give the --metrics_file of a training run")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise RnnlabError(f"{path} line {number} is not JSON: give a file written by --metrics_file") from None
+    require(any("step" in r for r in records), f"{path} has no metrics records (no 'step' field)")
+    return records
+
+
+def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
+    """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        raise RnnlabError("rnnlab plot needs matplotlib: pip install 'rnnlab[plot]'") from None
+    records = read_metrics(metrics_path)
+    out_path = Path(out_path)
+    require(out_path.parent.is_dir(), f"--out {out_path}: directory {out_path.parent} does not exist")
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
+                              ("smooth_loss", "train (smoothed)", dict(lw=1.6)),
+                              ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), label=label, **style)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / character)")
+    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
+    right.set_ylabel("bits / character")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or Path(metrics_path).name)
+    fig.tight_layout()
+    tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_path)  # atomic: an existing plot is never left half-written
+    return out_path
