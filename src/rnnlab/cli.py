@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("metrics", help="a JSONL file written by rnnlab train --metrics_file")
     add_flag(plot, "out", default="loss.png", help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
+
+    bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(bench, "cells", default="rnn,lstm,gru", help="comma-separated cells")
+    add_flag(bench, "shapes", default=None,
+             help="comma-separated HIDDEN/BATCH/SEQ (default: 50/1/10,128/32/64,256/64/100,512/64/100)")
+    add_flag(bench, "engines", default="numpy,torch,keras", help="those not installed are skipped")
+    add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
+    add_flag(bench, "rounds", type=int, default=5, help="interleaved timing rounds per engine")
+    add_flag(bench, "json", default=None, help="also write every row (and the GEMM peak) to this JSON file")
     return parser
 
 
@@ -291,7 +301,37 @@ def run_plot(args: argparse.Namespace, explicit: set[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot}
+def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
+    from . import bench
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for cell in cells:
+        require(cell in CELLS, f"unknown cell {cell!r} in --cells: use {', '.join(CELLS)}")
+    if args.shapes:
+        shapes = [bench.Shape.parse(s.strip()) for s in args.shapes.split(",") if s.strip()]
+    else:
+        shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
+    require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
+    rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+
+    def on_row(row):
+        print(f"  {row['cell']:>4} {row['hidden']}/{row['batch']}/{row['seq']:<4} {row['engine']:>6}: "
+              f"{row['tokens_per_s']:>10,.0f} tok/s  {row['gflops']:6.1f} GFLOP/s  {row['peak_rss_mb']:6.0f} MB",
+              file=sys.stderr, flush=True)
+
+    result = bench.run_bench(cells, shapes, engines, rounds, round_s, on_row)
+    print(bench.format_table(result))
+    if args.json:
+        text = json.dumps(result, indent=1).encode("utf-8")
+        from .checkpoint import atomic_write_bytes
+        atomic_write_bytes(Path(args.json), text)
+    return 0
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot, "bench": run_bench_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,220 @@
+"""``rnnlab bench``: one full training step, NumPy vs PyTorch vs Keras, measured side by side.
+
+A *training step* is what every engine's ``train_step`` does: forward, softmax cross-entropy, backward
+(BPTT), clipping and an Adam update, on a (T, B) batch over a 65-character vocabulary.
+
+Method (these machines are shared and noisy, so only ratios from one run mean much):
+
+* each engine runs in its own worker subprocess, one per (cell, shape), so its peak RSS is its own;
+* the workers are warmed up, then timed in interleaved rounds (numpy, torch, keras, numpy, ...) of about
+  ``round_s`` seconds each, and the median time per step is reported;
+* the float32 GEMM peak of this machine is measured in the same run (best of several 1024^3 products),
+  and each engine's achieved GFLOP/s is the model's matrix FLOPs per step divided by its time per step.
+
+Model FLOPs per step (the same count for every engine, so GFLOP/s ratios equal speed ratios):
+forward 2*T*B*H*(G*H) for the recurrence plus 2*T*B*H*V for the output layer; backward twice that (the
+gradients with respect to the weights and to the inputs). The input projection is a row lookup for
+character ids and is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .batches import Batch
+from .cells import CELLS
+from .engines import ENGINES, engine_class
+from .errors import RnnlabError, require
+from .model import ModelConfig, init_params
+from .optim import Adam
+from .train import TrainConfig
+
+VOCAB = 65
+SHAPES = ((50, 1, 10), (128, 32, 64), (256, 64, 100), (512, 64, 100))   # (hidden, batch, seq)
+QUICK_SHAPES = ((50, 1, 10), (128, 32, 64))
+ENGINE_ORDER = ("numpy", "torch", "keras")
+BENCH_ENGINES = {"numpy": "numpy", "torch": "torch", "keras": "keras-tape"}  # keras: its compiled tape loop
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    batch: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shape":
+        try:
+            hidden, batch, seq = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise RnnlabError(f"shape {text!r} is not HIDDEN/BATCH/SEQ, e.g. 256/64/100") from None
+        require(min(hidden, batch, seq) > 0, f"shape {text!r} must have positive sizes")
+        return cls(hidden, batch, seq)
+
+    def __str__(self) -> str:
+        return f"{self.hidden}/{self.batch}/{self.seq}"
+
+
+def flops_per_step(cell: str, shape: Shape, vocab: int = VOCAB) -> float:
+    """Matrix FLOPs of one training step (forward + backward), see the module docstring."""
+    H, B, T, G = shape.hidden, shape.batch, shape.seq, CELLS[cell].n_gates
+    forward = 2 * T * B * H * (G * H) + 2 * T * B * H * vocab
+    return 3.0 * forward
+
+
+def gemm_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of an n x n x n matrix product with NumPy's BLAS (all its threads)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ---- the worker: one engine, one cell, one shape ---------------------------------------------------------
+
+def worker(engine_name: str, cell: str, shape: Shape) -> None:
+    """Build the model, then answer ``time N`` lines on stdin with the seconds N steps took."""
+    rng = np.random.default_rng(0)
+    config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden)
+    params = init_params(config, rng, np.float32)
+    train_config = TrainConfig(clip_value=None, clip_norm=5.0)
+    engine = engine_class(BENCH_ENGINES[engine_name])(config, params, Adam(lr=1e-3), train_config,
+                                                      np.random.default_rng(1))
+    ids = rng.integers(0, VOCAB, size=(shape.seq + 1, shape.batch))
+    batch = Batch(ids[:-1], ids[1:], None, False, 0)
+    state = engine.zero_state(shape.batch)
+
+    def steps(n):
+        for _ in range(n):
+            engine.train_step(batch, state)   # the state is not carried: every step times the same work
+
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "time":
+            seconds = _timed(lambda: steps(int(command[1])))
+            print(json.dumps({"seconds": seconds}), flush=True)
+        elif command[0] == "quit":
+            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+            print(json.dumps({"peak_rss_mb": peak_kb / 1024}), flush=True)
+            return
+
+
+class Worker:
+    def __init__(self, engine: str, cell: str, shape: Shape):
+        self.engine = engine
+        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.bench", "--worker", engine, cell, str(shape)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RnnlabError(f"bench worker for {self.engine} failed: {self.proc.stderr.read().strip()[-300:]}")
+        return json.loads(line)
+
+    def time(self, steps: int) -> float:
+        self.proc.stdin.write(f"time {steps}\n")
+        self.proc.stdin.flush()
+        return self._read()["seconds"]
+
+    def finish(self) -> float:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        peak = self._read()["peak_rss_mb"]
+        self.proc.wait(timeout=60)
+        return peak
+
+
+def available_engines(requested) -> list[str]:
+    """The requested engines whose framework is installed (numpy always is)."""
+    found = []
+    for name in requested:
+        require(name in BENCH_ENGINES, f"unknown bench engine {name!r}: use {', '.join(BENCH_ENGINES)}")
+        try:
+            engine_class(BENCH_ENGINES[name])
+            found.append(name)
+        except RnnlabError:
+            continue
+    return found
+
+
+def bench_one(cell: str, shape: Shape, engines: list[str], rounds: int, round_s: float) -> list[dict]:
+    """Interleaved timing of every engine on one (cell, shape) -> one row per engine."""
+    workers = [Worker(engine, cell, shape) for engine in engines]
+    try:
+        steps = {}
+        for w in workers:                       # warm-up, and the step count that fills one round
+            w.time(2)
+            per_step = max(w.time(3) / 3, 1e-6)
+            steps[w.engine] = max(1, int(round_s / per_step))
+        times = {w.engine: [] for w in workers}
+        for _ in range(rounds):
+            for w in workers:
+                times[w.engine].append(w.time(steps[w.engine]) / steps[w.engine])
+        peaks = {w.engine: w.finish() for w in workers}
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+    flops = flops_per_step(cell, shape)
+    rows = []
+    for engine in engines:
+        seconds = statistics.median(times[engine])
+        rows.append({"cell": cell, "hidden": shape.hidden, "batch": shape.batch, "seq": shape.seq,
+                     "engine": engine, "seconds_per_step": seconds,
+                     "tokens_per_s": shape.batch * shape.seq / seconds, "gflops": flops / seconds / 1e9,
+                     "peak_rss_mb": peaks[engine], "rounds": rounds, "steps_per_round": steps[engine]})
+    numpy_row = next((r for r in rows if r["engine"] == "numpy"), None)
+    for row in rows:
+        if numpy_row is not None and row is not numpy_row:
+            numpy_row[f"speedup_vs_{row['engine']}"] = numpy_row["tokens_per_s"] / row["tokens_per_s"]
+            numpy_row[f"rss_ratio_vs_{row['engine']}"] = numpy_row["peak_rss_mb"] / row["peak_rss_mb"]
+    return rows
+
+
+def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, on_row=None) -> dict:
+    engines = available_engines(engines)
+    peak = gemm_peak_gflops()
+    rows = []
+    for shape in shapes:
+        for cell in cells:
+            for row in bench_one(cell, shape, engines, rounds, round_s):
+                row["gemm_peak_gflops"] = peak
+                row["peak_fraction"] = row["gflops"] / peak
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return {"gemm_peak_gflops": peak, "engines": engines, "rows": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"float32 GEMM peak (NumPy BLAS, this run): {result['gemm_peak_gflops']:.1f} GFLOP/s", "",
+             "| cell | H/B/T | engine | tokens/s | GFLOP/s | % peak | peak RSS MB | numpy speed-up |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        speedups = ", ".join(f"{r[k]:.2f}x vs {k[len('speedup_vs_'):]}" for k in r if k.startswith("speedup_vs_"))
+        lines.append(f"| {r['cell']} | {r['hidden']}/{r['batch']}/{r['seq']} | {r['engine']} | "
+                     f"{r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {speedups} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
+    worker(sys.argv[2], sys.argv[3], Shape.parse(sys.argv[4]))
