@@ -87,7 +87,7 @@ class ForwardCache:
     """What the backward pass needs from the forward pass."""
 
     layer_inputs: list = field(default_factory=list)   # x of each layer: ids (T, B), then (T, B, H)
-    step_caches: list = field(default_factory=list)    # per layer, the cell caches of every step
+    sequences: list = field(default_factory=list)      # per layer, its recurrence.SequenceCache
     dropout_masks: list = field(default_factory=list)  # per layer below the top: scaled 0/1 mask or None
     top_hidden: np.ndarray | None = None               # h of the last layer, (T, B, H)
 
@@ -104,7 +104,7 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         zx = project_inputs(x, p["Wx"], p["b"])                  # (T, B, GH)
         hs, last, steps = rnn_forward(cell, zx, state[layer], p)  # (T, B, H)
         cache.layer_inputs.append(x)
-        cache.step_caches.append(steps)
+        cache.sequences.append(steps)
         final_state.append(last)
         mask = None
         if layer < config.num_layers - 1 and config.dropout > 0 and dropout_rng is not None:
@@ -124,7 +124,7 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
     dh = da
     for layer in reversed(range(config.num_layers)):
         p = layer_params(params, layer)
-        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.step_caches[layer], p)  # (T, B, GH)
+        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.sequences[layer], p)  # (T, B, GH)
         x = cache.layer_inputs[layer]
         layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})

@@ -16,12 +16,15 @@ import numpy as np
 
 
 def output_forward(hs: np.ndarray, Wy: np.ndarray, by: np.ndarray) -> np.ndarray:
-    return hs @ Wy + by                                          # (T, B, V)
+    """(T, B, H) -> logits (T, B, V), as one 2-D GEMM (a 3-D matmul would loop over T)."""
+    H, V = Wy.shape
+    return (hs.reshape(-1, H) @ Wy + by).reshape(*hs.shape[:-1], V)
 
 
 def project_logit_grad_to_hidden(dy: np.ndarray, Wy: np.ndarray) -> np.ndarray:
     """da = dy @ Wy^T: (T, B, V) -> (T, B, H)."""
-    return dy @ Wy.T
+    H, V = Wy.shape
+    return (dy.reshape(-1, V) @ Wy.T).reshape(*dy.shape[:-1], H)
 
 
 def output_layer_grads(dy: np.ndarray, hs: np.ndarray) -> dict:

@@ -4,34 +4,46 @@ Forward, for t = 1 .. T:               state_t = cell.step_forward(zx_t, state_{
 Backward, for t = T .. 1 (BPTT):       the gradient reaching state_t is the sum of
                                          * dh_t from above (the output layer or the next layer), and
                                          * dstate_t from step t+1 (through the recurrence),
-                                       and the cell's step_backward turns it into dzx_t and dstate_{t-1}.
+                                       and the cell's step_backward turns it into dzx_t, dzh_t, dstate_{t-1}.
+After the loop, for all steps at once:  dWh = sum_t h_{t-1}^T dzh_t      (one (H, T*B) x (T*B, GH) GEMM)
+                                        dbh = sum_t dzh_t                 (GRU's recurrent bias)
 
 Inputs enter through ``zx = x @ Wx + b`` for all steps at once (:func:`project_inputs`); for character
-ids that product is a row lookup ``Wx[ids]`` (x is one-hot), and its gradient a row-wise sum
-(:func:`scatter_add_rows`) instead of a one-hot matrix product or the slow ``np.add.at``.
+ids that product is a row lookup ``(Wx + b)[ids]`` (x is one-hot), and its gradient ``dWx = onehot^T dzx``
+(:func:`embedding_grad`) is one small GEMM instead of the slow ``np.add.at``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .cells import Cell
 
+ONE_HOT_GEMM_MAX_VOCAB = 512  # above this, sorting + reduceat beats the one-hot product
+
 
 def project_inputs(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
     """zx = x @ Wx + b for every step: ids (T, B) -> row lookup; features (T, B, In) -> one GEMM."""
-    if x.ndim == 2:                                              # character ids: one-hot @ Wx == Wx[ids]
-        return Wx[x] + b                                         # (T, B, GH)
-    return x @ Wx + b                                            # (T, B, GH)
+    if x.ndim == 2:                                              # character ids: onehot @ Wx + b == (Wx + b)[ids]
+        return np.take(Wx + b, x, axis=0)                        # (T, B, GH)
+    T, B, In = x.shape
+    return (x.reshape(T * B, In) @ Wx + b).reshape(T, B, -1)     # (T, B, GH)
 
 
-def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """out[k] = sum of rows[j] with ids[j] == k, for k < n: the gradient of a row lookup.
+def embedding_grad(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """out[k] = sum of rows[j] with ids[j] == k (k < n): the gradient of the row lookup ``W[ids]``.
 
-    Sorting the ids groups equal ones, and ``np.add.reduceat`` sums each group in one vectorised pass.
+    Small vocabularies: ``onehot(ids)^T @ rows`` -- one GEMM. Large ones: sort the ids so equal ones are
+    adjacent and sum each run with ``np.add.reduceat``. Both equal ``np.add.at(out, ids, rows)``.
     """
     ids = ids.reshape(-1)                                        # (N,)
     rows = rows.reshape(len(ids), -1)                            # (N, GH)
+    if n <= ONE_HOT_GEMM_MAX_VOCAB:
+        onehot = np.zeros((len(ids), n), dtype=rows.dtype)       # (N, n)
+        onehot[np.arange(len(ids)), ids] = 1.0
+        return onehot.T @ rows                                   # (n, GH)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -42,38 +54,53 @@ def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 def input_grads(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Backward of :func:`project_inputs` -> (dWx, db, dx); dx is None for character ids."""
-    db = dzx.reshape(-1, dzx.shape[-1]).sum(axis=0)              # (GH,)
+    GH = dzx.shape[-1]
+    dzx2 = dzx.reshape(-1, GH)                                   # (T*B, GH)
+    db = dzx2.sum(axis=0)                                        # (GH,)
     if x.ndim == 2:
-        return scatter_add_rows(x, dzx, Wx.shape[0]), db, None   # (V, GH)
-    In = x.shape[-1]
-    dWx = x.reshape(-1, In).T @ dzx.reshape(-1, dzx.shape[-1])   # (In, GH)
-    return dWx, db, dzx @ Wx.T                                   # dx (T, B, In)
+        return embedding_grad(x, dzx2, Wx.shape[0]), db, None    # (V, GH)
+    T, B, In = x.shape
+    x2 = x.reshape(T * B, In)
+    return x2.T @ dzx2, db, (dzx2 @ Wx.T).reshape(T, B, In)      # dWx (In, GH), dx (T, B, In)
+
+
+@dataclass
+class SequenceCache:
+    h_prev: np.ndarray      # (T, B, H): the hidden state entering each step (h_0 .. h_{T-1})
+    steps: list             # the cell's cache of every step
 
 
 def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict):
-    """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, caches)."""
+    """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, SequenceCache)."""
     T = zx.shape[0]
-    state = state0
-    hs = np.empty((T, *state0[0].shape), dtype=zx.dtype)         # (T, B, H)
-    caches = []
+    hs_all = np.empty((T + 1, *state0[0].shape), dtype=zx.dtype)  # (T+1, B, H): h_0, h_1 .. h_T
+    hs_all[0] = state0[0]
+    state, steps = state0, []
     for t in range(T):
-        state, cache = cell.step_forward(zx[t], state, p)
-        hs[t] = state[0]
-        caches.append(cache)
-    return hs, state, caches
+        state, step_cache = cell.step_forward(zx[t], state, p)
+        hs_all[t + 1] = state[0]
+        steps.append(step_cache)
+    return hs_all[1:], state, SequenceCache(hs_all[:-1], steps)
 
 
-def rnn_backward(cell: Cell, dhs: np.ndarray, caches: list, p: dict, dstate_final: tuple | None = None):
+def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None):
     """BPTT: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}, dstate0).
 
     ``dstate_final`` is the gradient arriving at the last state from outside the window; truncated BPTT
     passes None (zero): the window's future is cut off.
     """
-    T = dhs.shape[0]
-    grads = {name: np.zeros_like(value) for name, value in p.items() if name not in ("Wx", "b")}
+    T, B, H = dhs.shape
+    GH = p["Wh"].shape[1]
+    dzx = np.empty((T, B, GH), dtype=dhs.dtype)                  # (T, B, GH)
+    dzh = dzx if "bh" not in p else np.empty_like(dzx)           # differs only with a recurrent bias (GRU)
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
-    dzx = np.empty((T, dhs.shape[1], p["Wh"].shape[1]), dtype=dhs.dtype)  # (T, B, GH)
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
-        dzx[t], dstate = cell.step_backward(dstate, caches[t], p, grads)
+        dzx[t], dzh_t, dstate = cell.step_backward(dstate, cache.steps[t], p)
+        if dzh is not dzx:
+            dzh[t] = dzh_t
+    dzh2 = dzh.reshape(T * B, GH)
+    grads = {"Wh": cache.h_prev.reshape(T * B, H).T @ dzh2}     # (H, GH), all steps in one GEMM
+    if "bh" in p:
+        grads["bh"] = dzh2.sum(axis=0)                           # (GH,)
     return dzx, grads, dstate
