@@ -237,3 +237,14 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
         assert checkpoint.meta["step"] > 0
         leftovers = [p.name for p in directory.iterdir() if p.suffix == ".npz"]
         assert checkpoint.meta["arrays"] in leftovers
+
+
+def test_resume_follows_the_same_cosine_schedule(tmp_path):
+    """The learning rate is a function of the step: a resumed cosine run ends bit-identical too."""
+    common = dict(dataset="dinos", batch_size=8, hidden_size=10, lr_schedule="cosine", sample_every=100)
+    full, _ = run(TrainConfig(iterations=30, **common))
+    run(TrainConfig(iterations=15, checkpoint_dir=str(tmp_path), **common))
+    resumed, _ = run(TrainConfig(iterations=30, checkpoint_dir=str(tmp_path), **common), resume_from=tmp_path)
+    assert resumed.engine.optimizer.lr == pytest.approx(0.005 / 20)
+    for name, value in full.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)

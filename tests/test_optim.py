@@ -123,3 +123,11 @@ def test_clip_by_global_norm_keeps_direction():
     small = {"a": np.array([0.3])}
     clip_by_global_norm(small, 1.0)
     assert small["a"][0] == 0.3  # below the limit nothing changes
+
+
+def test_cosine_schedule_runs_from_lr_to_min_lr():
+    from rnnlab.optim import scheduled_learning_rate
+    lrs = [scheduled_learning_rate("cosine", step, 101, 1.0, 0.1) for step in range(1, 102)]
+    assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.55)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert scheduled_learning_rate("constant", 50, 101, 1.0, 0.1) == 1.0

@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
 from .losses import bits_per_char, perplexity
-from .optim import OPTIMIZERS
+from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
 from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
 from .train import DTYPES, Progress, Report, TrainConfig, Trainer
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
+    add_flag(train, "lr_schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
+             help="cosine: decay from --learning_rate to --min_learning_rate over the run")
+    add_flag(train, "min_learning_rate", type=float, default=d.min_learning_rate,
+             help="the cosine schedule's final rate (default: learning rate / 20)")
     add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
              help="clip each gradient entry to [-v, v]; 'none' turns it off")
     add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm, help="clip the global gradient norm")

@@ -11,6 +11,7 @@ Generator. It offers:
     numpy_params()                 -> {name: array} in rnnlab's layout    for sampling and checkpoints
     optimizer_state()              -> the optimizer state in rnnlab's layout (checkpoints)
     load_state(params, opt_state)  -> continue from a checkpoint
+    set_learning_rate(lr)          -> for learning-rate schedules
     state_to_numpy(state) / state_from_numpy(list of tuples of (B, H) arrays)   the carried hidden state
 
 ``numpy`` is this package's from-scratch engine; the framework engines live in ``rnnlab.frameworks`` and are
@@ -19,6 +20,7 @@ imported only when asked for, so the core runs with NumPy alone.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 
@@ -72,6 +74,9 @@ class NumpyEngine:
 
     def optimizer_state(self) -> dict:
         return self.opt_state
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer = dataclasses.replace(self.optimizer, lr=lr)
 
     def load_state(self, params: dict, optimizer_state: dict) -> None:
         """Continue from saved parameters and optimizer state (exact resume)."""

@@ -21,6 +21,7 @@ whose trajectory it reproduces (see docs/optimizers.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -193,6 +194,25 @@ def optimizer_config(optimizer) -> dict:
     """Name and hyper-parameters, for checkpoints and logs."""
     name = next(key for key, cls in OPTIMIZERS.items() if isinstance(optimizer, cls))
     return {"name": name, **asdict(optimizer)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning-rate schedules: a pure function of the step, so a resumed run follows the same curve.
+# ---------------------------------------------------------------------------------------------------------
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_learning_rate(schedule: str, step: int, total_steps: int, lr: float, min_lr: float) -> float:
+    """constant: lr.   cosine: lr_t = min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2, t = step - 1 of T.
+
+    Cosine decay (Loshchilov & Hutter 2017) lets the last part of training settle into a minimum that a
+    constant rate keeps jumping over."""
+    require(schedule in LR_SCHEDULES, f"unknown --lr_schedule {schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return lr
+    progress = min(max(step - 1, 0) / max(total_steps - 1, 1), 1.0)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .batches import Batch, LineBatches, StreamBatches, pad_sequences
 from .errors import RnnlabError, TrainingDiverged, require
 from . import checkpoint as ckpt
 from .engines import engine_class
-from .optim import make_optimizer, optimizer_config
+from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, scheduled_learning_rate
 from .sampling import sample
 from .losses import bits_per_char, perplexity
 from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
@@ -48,6 +48,8 @@ class TrainConfig:
     engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
+    lr_schedule: str = "constant"       # constant | cosine (decays to min_learning_rate at the last step)
+    min_learning_rate: float | None = None  # cosine's floor; None: 1/20 of the learning rate
     clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
     clip_norm: float | None = None      # clip the global gradient norm; None: off
     val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
@@ -64,6 +66,10 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        require(self.lr_schedule in LR_SCHEDULES,
+                f"unknown --lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+        require(self.min_learning_rate is None or self.min_learning_rate >= 0,
+                f"--min_learning_rate must be >= 0, got {self.min_learning_rate}")
         for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate"):
             value = getattr(self, name)
             require(value is None or value > 0, f"--{name} must be > 0, got {value}")
@@ -250,8 +256,16 @@ class Trainer:
             return None
         return evaluate(self.engine, self.val_batches)
 
+    def learning_rate(self, step: int) -> float:
+        """The learning rate used for ``step`` (1-based) under the configured schedule."""
+        base = self.optimizer.lr
+        floor = base / 20 if self.config.min_learning_rate is None else self.config.min_learning_rate
+        return scheduled_learning_rate(self.config.lr_schedule, step, self.total_steps, base, floor)
+
     def advance(self):
         """Take the next batch and do one training step -> (loss, batch)."""
+        if self.config.lr_schedule != "constant":
+            self.engine.set_learning_rate(self.learning_rate(self.step + 1))
         batch = next(self.batches)
         if self.state is None or batch.reset_state:
             self.state = self.engine.zero_state(batch.ids.shape[1])
