@@ -240,11 +240,16 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
 
 
 def test_resume_follows_the_same_cosine_schedule(tmp_path):
-    """The learning rate is a function of the step: a resumed cosine run ends bit-identical too."""
-    common = dict(dataset="dinos", batch_size=8, hidden_size=10, lr_schedule="cosine", sample_every=100)
-    full, _ = run(TrainConfig(iterations=30, **common))
-    run(TrainConfig(iterations=15, checkpoint_dir=str(tmp_path), **common))
-    resumed, _ = run(TrainConfig(iterations=30, checkpoint_dir=str(tmp_path), **common), resume_from=tmp_path)
+    """The learning rate is a function of (step, total steps): a 30-step cosine run stopped at step 15 (as
+    Ctrl-C does) and resumed ends bit-identical to an uninterrupted one."""
+    common = dict(dataset="dinos", batch_size=8, hidden_size=10, lr_schedule="cosine", sample_every=100,
+                  iterations=30)
+    full, _ = run(TrainConfig(**common))
+    stopped = Trainer(TrainConfig(checkpoint_dir=str(tmp_path), **common),
+                      on_progress=lambda p: stopped.request_stop() if p.step == 15 else None)
+    stopped.run()
+    assert stopped.step == 15
+    resumed, _ = run(TrainConfig(checkpoint_dir=str(tmp_path), **common), resume_from=tmp_path)
     assert resumed.engine.optimizer.lr == pytest.approx(0.005 / 20)
     for name, value in full.params.items():
         np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)

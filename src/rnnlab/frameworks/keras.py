@@ -453,6 +453,7 @@ class KerasFitEngine(KerasEngine):
     def train_step(self, batch, state):
         ids, targets, mask, states = self.batch_tensors(batch, state)
         _, final = self._evaluate(ids, targets, mask, states)               # pre-update final state
-        history = self.fit_model.fit([ids, *states], targets, sample_weight=None if batch.mask is None else mask,
-                                     batch_size=len(ids), epochs=1, shuffle=False, verbose=0)
+        # A one-batch tf.data.Dataset rather than arrays: fit casts NumPy float64 inputs to float32.
+        data = ((ids, *states), targets) if batch.mask is None else ((ids, *states), targets, mask)
+        history = self.fit_model.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0)
         return float(history.history["loss"][0]), tuple(s.numpy() for s in final)

@@ -251,7 +251,7 @@ class TorchEngine:
         clip_gradients(self.trainable, self.clip_value, self.clip_norm)
         self.optimizer.step()
         self.steps += 1
-        return float(loss), tuple(s.detach() for s in final)
+        return loss.item(), tuple(s.detach() for s in final)
 
     @torch.no_grad()
     def evaluate(self, batch, state):
