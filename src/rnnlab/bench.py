@@ -5,7 +5,8 @@ A *training step* is what every engine's ``train_step`` does: forward, softmax c
 
 Method (these machines are shared and noisy, so only ratios from one run mean much):
 
-* each engine runs in its own worker subprocess, one per (cell, shape), so its peak RSS is its own;
+* each engine runs in its own worker subprocess, new for every (cell, shape), so its peak RSS is its own
+  (``--quick`` reuses the workers to save start-up time; its RSS column is then a running maximum);
 * the workers are warmed up, then timed in interleaved rounds (numpy, torch, keras, numpy, ...) of about
   ``round_s`` seconds each, and the median time per step is reported;
 * the float32 GEMM peak of this machine is measured in the same run (best of several 1024^3 products),
@@ -85,19 +86,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-# ---- the worker: one engine, one cell, one shape ---------------------------------------------------------
+# ---- the worker: one engine, answering build / time / quit commands on stdin ------------------------------
 
-def worker(engine_name: str, cell: str, shape: Shape) -> None:
-    """Build the model, then answer ``time N`` lines on stdin with the seconds N steps took."""
-    rng = np.random.default_rng(0)
-    config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden)
-    params = init_params(config, rng, np.float32)
-    train_config = TrainConfig(clip_value=None, clip_norm=5.0)
-    engine = engine_class(BENCH_ENGINES[engine_name])(config, params, Adam(lr=1e-3), train_config,
-                                                      np.random.default_rng(1))
-    ids = rng.integers(0, VOCAB, size=(shape.seq + 1, shape.batch))
-    batch = Batch(ids[:-1], ids[1:], None, False, 0)
-    state = engine.zero_state(shape.batch)
+def worker(engine_name: str) -> None:
+    """``build CELL H/B/T`` makes a model and a batch; ``time N`` answers the seconds N steps took;
+    ``quit`` answers the process's peak RSS."""
+    engine = batch = state = None
 
     def steps(n):
         for _ in range(n):
@@ -106,22 +100,40 @@ def worker(engine_name: str, cell: str, shape: Shape) -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command = line.split()
-        if command[0] == "time":
+        if command[0] == "build":
+            cell, shape = command[1], Shape.parse(command[2])
+            rng = np.random.default_rng(0)
+            config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden)
+            params = init_params(config, rng, np.float32)
+            train_config = TrainConfig(clip_value=None, clip_norm=5.0)
+            engine = engine_class(BENCH_ENGINES[engine_name])(config, params, Adam(lr=1e-3), train_config,
+                                                              np.random.default_rng(1))
+            ids = rng.integers(0, VOCAB, size=(shape.seq + 1, shape.batch))
+            batch = Batch(ids[:-1], ids[1:], None, False, 0)
+            state = engine.zero_state(shape.batch)
+            print(json.dumps({"built": True}), flush=True)
+        elif command[0] == "time":
             seconds = _timed(lambda: steps(int(command[1])))
             print(json.dumps({"seconds": seconds}), flush=True)
-        elif command[0] == "quit":
+        elif command[0] in ("rss", "quit"):
             peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
             print(json.dumps({"peak_rss_mb": peak_kb / 1024}), flush=True)
-            return
+            if command[0] == "quit":
+                return
 
 
 class Worker:
-    def __init__(self, engine: str, cell: str, shape: Shape):
+    def __init__(self, engine: str):
         self.engine = engine
-        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.bench", "--worker", engine, cell, str(shape)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.bench", "--worker", engine],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self._read()
+
+    def _send(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._read()
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -129,17 +141,20 @@ class Worker:
             raise RnnlabError(f"bench worker for {self.engine} failed: {self.proc.stderr.read().strip()[-300:]}")
         return json.loads(line)
 
-    def time(self, steps: int) -> float:
-        self.proc.stdin.write(f"time {steps}\n")
-        self.proc.stdin.flush()
-        return self._read()["seconds"]
+    def build(self, cell: str, shape: Shape) -> None:
+        self._send(f"build {cell} {shape}")
 
-    def finish(self) -> float:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        peak = self._read()["peak_rss_mb"]
+    def time(self, steps: int) -> float:
+        return self._send(f"time {steps}")["seconds"]
+
+    def peak_rss_mb(self) -> float:
+        peak = self._send("quit")["peak_rss_mb"]
         self.proc.wait(timeout=60)
         return peak
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
 
 
 def available_engines(requested) -> list[str]:
@@ -155,52 +170,69 @@ def available_engines(requested) -> list[str]:
     return found
 
 
-def bench_one(cell: str, shape: Shape, engines: list[str], rounds: int, round_s: float) -> list[dict]:
-    """Interleaved timing of every engine on one (cell, shape) -> one row per engine."""
-    workers = [Worker(engine, cell, shape) for engine in engines]
-    try:
-        steps = {}
-        for w in workers:                       # warm-up, and the step count that fills one round
-            w.time(2)
-            per_step = max(w.time(3) / 3, 1e-6)
-            steps[w.engine] = max(1, int(round_s / per_step))
-        times = {w.engine: [] for w in workers}
-        for _ in range(rounds):
-            for w in workers:
-                times[w.engine].append(w.time(steps[w.engine]) / steps[w.engine])
-        peaks = {w.engine: w.finish() for w in workers}
-    finally:
+def bench_one(cell: str, shape: Shape, workers: list, rounds: int, round_s: float) -> list[dict]:
+    """Interleaved timing of every engine on one (cell, shape) -> one row per engine (RSS added later)."""
+    steps, times = {}, {w.engine: [] for w in workers}
+    for w in workers:                           # build, warm up, and find the step count filling one round
+        w.build(cell, shape)
+        w.time(2)
+        per_step = max(w.time(3) / 3, 1e-6)
+        steps[w.engine] = max(1, int(round_s / per_step))
+    for _ in range(rounds):
         for w in workers:
-            if w.proc.poll() is None:
-                w.proc.kill()
+            times[w.engine].append(w.time(steps[w.engine]) / steps[w.engine])
     flops = flops_per_step(cell, shape)
     rows = []
-    for engine in engines:
-        seconds = statistics.median(times[engine])
+    for w in workers:
+        seconds = statistics.median(times[w.engine])
         rows.append({"cell": cell, "hidden": shape.hidden, "batch": shape.batch, "seq": shape.seq,
-                     "engine": engine, "seconds_per_step": seconds,
+                     "engine": w.engine, "seconds_per_step": seconds,
                      "tokens_per_s": shape.batch * shape.seq / seconds, "gflops": flops / seconds / 1e9,
-                     "peak_rss_mb": peaks[engine], "rounds": rounds, "steps_per_round": steps[engine]})
+                     "rounds": rounds, "steps_per_round": steps[w.engine]})
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """NumPy's speed-up and memory ratio against each framework measured on the same (cell, shape)."""
     numpy_row = next((r for r in rows if r["engine"] == "numpy"), None)
     for row in rows:
         if numpy_row is not None and row is not numpy_row:
             numpy_row[f"speedup_vs_{row['engine']}"] = numpy_row["tokens_per_s"] / row["tokens_per_s"]
             numpy_row[f"rss_ratio_vs_{row['engine']}"] = numpy_row["peak_rss_mb"] / row["peak_rss_mb"]
-    return rows
 
 
-def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, on_row=None) -> dict:
+def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, fresh_workers: bool = True,
+              on_row=None) -> dict:
+    """Every (shape, cell) for every installed engine. With ``fresh_workers`` each (shape, cell) gets new
+    worker processes, so peak RSS is that configuration's own; without (``--quick``) the workers are reused
+    and the reported peak RSS is the largest seen so far in that worker."""
     engines = available_engines(engines)
     peak = gemm_peak_gflops()
-    rows = []
-    for shape in shapes:
-        for cell in cells:
-            for row in bench_one(cell, shape, engines, rounds, round_s):
-                row["gemm_peak_gflops"] = peak
-                row["peak_fraction"] = row["gflops"] / peak
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+    rows, workers = [], []
+    try:
+        for shape in shapes:
+            for cell in cells:
+                if fresh_workers or not workers:
+                    workers = [Worker(engine) for engine in engines]
+                group = bench_one(cell, shape, workers, rounds, round_s)
+                if fresh_workers:
+                    rss = {w.engine: w.peak_rss_mb() for w in workers}
+                else:
+                    rss = {w.engine: w._send("rss")["peak_rss_mb"] for w in workers}
+                for row in group:
+                    row["peak_rss_mb"] = rss[row["engine"]]
+                add_ratios(group)
+                for row in group:
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+    finally:
+        for w in workers:
+            w.kill()
+    peak = max(peak, gemm_peak_gflops())  # the machine's best, measured before and after the engines
+    for row in rows:
+        row["gemm_peak_gflops"] = peak
+        row["peak_fraction"] = row["gflops"] / peak
     return {"gemm_peak_gflops": peak, "engines": engines, "rows": rows}
 
 
@@ -216,5 +248,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    worker(sys.argv[2], sys.argv[3], Shape.parse(sys.argv[4]))
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
+    worker(sys.argv[2])

@@ -326,7 +326,7 @@ def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
               f"{row['tokens_per_s']:>10,.0f} tok/s  {row['gflops']:6.1f} GFLOP/s  {row['peak_rss_mb']:6.0f} MB",
               file=sys.stderr, flush=True)
 
-    result = bench.run_bench(cells, shapes, engines, rounds, round_s, on_row)
+    result = bench.run_bench(cells, shapes, engines, rounds, round_s, fresh_workers=not args.quick, on_row=on_row)
     print(bench.format_table(result))
     if args.json:
         text = json.dumps(result, indent=1).encode("utf-8")
