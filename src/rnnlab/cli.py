@@ -179,7 +179,7 @@ class ProgressBar:
         done = p.step / p.total
         eta = p.elapsed_s / done * (1 - done) if done else 0.0
         bar = "#" * int(24 * done)
-        self.stream.write(f"\r[{bar:<24}] {p.step:,}/{p.total:,}  loss {p.loss:.3f}  "
+        self.stream.write(f"\r[{bar:<24}] {p.step:,}/{p.total:,}  loss {p.smooth_loss:.3f} (smoothed)  "
                           f"{p.tokens_per_s:,.0f} tok/s  ETA {format_duration(eta)} ")
         self.stream.flush()
 

@@ -109,6 +109,7 @@ class Progress:
     step: int
     total: int
     loss: float
+    smooth_loss: float
     tokens_per_s: float
     elapsed_s: float
 
@@ -316,7 +317,7 @@ class Trainer:
             self.elapsed_s += now - step_start
             tokens += batch.n_tokens
             rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, loss, rate, self.elapsed_s))
+            self.on_progress(Progress(self.step, self.total_steps, loss, self.smooth_loss, rate, self.elapsed_s))
             if (self.step == self.total_steps or self.step % self.config.sample_every == 0
                     or self.step % self.eval_every == 0):
                 report = self.report(loss, batch.epoch, rate)
