@@ -1,13 +1,10 @@
 """Checkpoints: exact resume, crash safety, and a clear error for every kind of bad checkpoint."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

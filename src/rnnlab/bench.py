@@ -32,7 +32,7 @@ import numpy as np
 
 from .batches import Batch
 from .cells import CELLS
-from .engines import ENGINES, engine_class
+from .engines import engine_class
 from .errors import RnnlabError, require
 from .model import ModelConfig, init_params
 from .optim import Adam

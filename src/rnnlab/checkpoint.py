@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 from . import model as charmodel
 from .errors import RnnlabError, require
+from .files import atomic_write_bytes
 from .text import CharTokenizer
 
 FORMAT_VERSION = 1
@@ -49,20 +48,6 @@ class Checkpoint:
     @property
     def tokenizer(self) -> CharTokenizer:
         return CharTokenizer.from_dict(self.meta["tokenizer"])
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, flush it to disk, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | None) -> dict:
@@ -93,12 +78,12 @@ def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_sta
     buffer = io.BytesIO()
     np.savez(buffer, **flatten_arrays(params, optimizer_state, hidden_state))
     data = buffer.getvalue()
-    atomic_write_bytes(directory / arrays_name, data)
+    atomic_write_bytes(directory / arrays_name, data, "checkpoint")
     document = {**meta, "format_version": FORMAT_VERSION, "arrays": arrays_name,
                 "arrays_sha256": hashlib.sha256(data).hexdigest(),
                 "optimizer_slots": sorted(k for k in optimizer_state if k != "step"),
                 "optimizer_step": int(optimizer_state.get("step", 0))}
-    atomic_write_bytes(json_path, json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"))
+    atomic_write_bytes(json_path, json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), "checkpoint")
     if previous and previous != arrays_name:
         (directory / previous).unlink(missing_ok=True)
     return json_path

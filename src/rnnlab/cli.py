@@ -18,7 +18,7 @@ from .cells import CELLS
 from .checkpoint import load_checkpoint
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
-from .losses import bits_per_char, perplexity
+from .files import atomic_write_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
 from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
     add_flag(bench, "rounds", type=int, default=5, help="interleaved timing rounds per engine")
     add_flag(bench, "json", default=None, help="also write every row (and the GEMM peak) to this JSON file")
+
+    vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
+                         "quotes, lines, brackets ..., and the next-character predictions",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(vis, "checkpoint", required=True, help="a checkpoint directory or its .json file")
+    add_flag(vis, "text", required=True,
+             help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error)")
+    add_flag(vis, "out", required=True, help="the HTML file to write (self-contained: works offline)")
+    add_flag(vis, "max_chars", type=int, default=3000, help="visualise at most the first N characters")
+    add_flag(vis, "layer", type=int, default=None, help="the layer shown first, 0 = bottom (default: the top layer)")
     return parser
 
 
@@ -329,13 +339,24 @@ def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
     result = bench.run_bench(cells, shapes, engines, rounds, round_s, fresh_workers=not args.quick, on_row=on_row)
     print(bench.format_table(result))
     if args.json:
-        text = json.dumps(result, indent=1).encode("utf-8")
-        from .checkpoint import atomic_write_bytes
-        atomic_write_bytes(Path(args.json), text)
+        atomic_write_bytes(args.json, json.dumps(result, indent=1).encode("utf-8"), "--json")
     return 0
 
 
-COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot, "bench": run_bench_command}
+def run_visualize(args: argparse.Namespace, explicit: set[str]) -> int:
+    from .visualize import read_text_argument, render_html, visualization_data, write_html
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    text = read_text_argument(args.text)
+    vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
+    path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer))
+    shown = f"{len(vis.text):,}" + (f" of {vis.total_chars:,}" if vis.total_chars > len(vis.text) else "")
+    print(f"rnnlab: wrote {path} ({shown} characters)")
+    return 0
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot, "bench": run_bench_command,
+            "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 
 from .errors import RnnlabError, require
+from .files import atomic_write_bytes
 
 
 def read_metrics(path) -> list[dict]:
@@ -51,8 +52,7 @@ def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
     ax.legend()
     ax.set_title(title or Path(metrics_path).name)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix}")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=out_path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    os.replace(tmp, out_path)  # atomic: an existing plot is never left half-written
-    return out_path
+    return atomic_write_bytes(out_path, buffer.getvalue(), "--out")  # an old plot is never half-overwritten
