@@ -131,3 +131,25 @@ def test_cosine_schedule_runs_from_lr_to_min_lr():
     assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.55)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert scheduled_learning_rate("constant", 50, 101, 1.0, 0.1) == 1.0
+
+
+def test_adagrad_eps_inside_sqrt():
+    # G1 = 0.25 -> p1 = 1 - 0.1 * 0.5 / sqrt(0.25 + 0.01)
+    trajectory, _ = run(Adagrad(lr=0.1, eps=0.01, eps_inside_sqrt=True), steps=1)
+    assert trajectory[0] == pytest.approx(1 - 0.05 / math.sqrt(0.26), rel=1e-12)
+
+
+def test_optimizer_options_parse_to_typed_fields():
+    from rnnlab.optim import parse_options
+    assert parse_options("momentum", "mu=0.95, form=ema") == {"mu": 0.95, "form": "ema"}
+    assert parse_options("adam", "eps_hat=true,beta2=0.99") == {"eps_hat": True, "beta2": 0.99}
+    assert parse_options("sgd", "") == {}
+    for bad, message in [("mu", "KEY=VALUE"), ("nope=1", "no option"), ("mu=fast", "number"), ("lr=1", "no option")]:
+        with pytest.raises(RnnlabError, match=message):
+            parse_options("momentum", bad)
+
+
+def test_schedule_floor_must_be_positive():
+    from rnnlab.optim import scheduled_learning_rate
+    with pytest.raises(RnnlabError, match="> 0"):
+        scheduled_learning_rate("cosine", 5, 5, 0.1, 0.0)

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
+    add_flag(train, "optimizer_options", default=d.optimizer_options,
+             help="KEY=VALUE,... hyper-parameters and conventions, e.g. 'mu=0.95,form=ema' (momentum), "
+                  "'eps_hat=true' (Adam as Keras), 'eps_inside_sqrt=true' (RMSProp/Adagrad as Keras)")
     add_flag(train, "lr_schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
              help="cosine: decay from --learning_rate to --min_learning_rate over the run")
     add_flag(train, "min_learning_rate", type=float, default=d.min_learning_rate,
@@ -202,7 +205,7 @@ class ProgressBar:
 # Flags that fix the model's shape or the meaning of the saved data position: refused on --resume when
 # they differ from the checkpoint. Every other flag (learning rate, iterations, reporting) may change.
 LOCKED_ON_RESUME = ("dataset", "data_mode", "cell", "hidden_size", "num_layers", "batch_size", "seq_length",
-                    "optimizer", "engine", "dtype", "val_fraction", "seed", "deterministic")
+                    "optimizer", "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str], command: str) -> set[str]:

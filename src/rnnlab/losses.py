@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 
-from .activations import softmax
 
 
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
@@ -30,11 +29,13 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndar
     if count == 0:
         return 0.0, np.zeros_like(logits)
     shifted = z - z.max(axis=1, keepdims=True)                   # (N, V)
-    log_norm = np.log(np.exp(shifted).sum(axis=1))               # (N,)  log sum_j e^z_j
+    exp = np.exp(shifted)                                        # (N, V)
+    norm = exp.sum(axis=1)                                       # (N,)
+    log_norm = np.log(norm)                                      # (N,)  log sum_j e^z_j (shifted)
     rows = np.arange(len(k))
     nll = log_norm - shifted[rows, k]                            # (N,)  -log p[k]
     loss = float((nll * m).sum() / count)
-    dz = softmax(z)                                              # (N, V)  p
+    dz = exp / norm[:, None]                                     # (N, V)  p = softmax(z)
     dz[rows, k] -= 1.0                                           # p - onehot(k)
     dz *= (m / count)[:, None]                                   # masked mean
     return loss, dz.reshape(logits.shape)

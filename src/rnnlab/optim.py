@@ -16,7 +16,10 @@ whose trajectory it reproduces (see docs/optimizers.md):
 * RMSProp ``eps_inside_sqrt``: p -= lr g / (sqrt(s) + eps) (PyTorch) or lr g / sqrt(s + eps).
 * Adam ``eps_hat``: eps added to sqrt(v_hat) (PyTorch, the paper's Algorithm 1) or to sqrt(v) after folding
   the bias corrections into the step size (Keras, the paper's "efficient version").
-* Adagrad ``initial_accumulator`` and ``eps`` (PyTorch 0 and 1e-10, Keras 0.1 and 1e-7).
+* Adagrad ``initial_accumulator``, ``eps`` and ``eps_inside_sqrt`` (PyTorch: 0, 1e-10, outside; Keras: 0.1,
+  1e-7, inside).
+
+On the command line these are ``--optimizer_options``, e.g. ``form=ema,mu=0.95`` (see :func:`parse_options`).
 """
 
 from __future__ import annotations
@@ -152,11 +155,12 @@ class Adam:
 
 @dataclass(frozen=True)
 class Adagrad:
-    """G += g^2;     p -= lr g / (sqrt(G) + eps)        (G starts at initial_accumulator)"""
+    """G += g^2;     p -= lr g / (sqrt(G) + eps)    (or lr g / sqrt(G + eps));   G starts at initial_accumulator"""
 
     lr: float = 0.1
     eps: float = 1e-10
     initial_accumulator: float = 0.0
+    eps_inside_sqrt: bool = False
 
     def __post_init__(self):
         _positive("learning rate", self.lr)
@@ -171,7 +175,8 @@ class Adagrad:
         for name, p in params.items():
             g, acc = grads[name], state["sum_sq"][name]
             acc += g * g
-            p -= self.lr * g / (np.sqrt(acc) + self.eps)
+            denom = np.sqrt(acc + self.eps) if self.eps_inside_sqrt else np.sqrt(acc) + self.eps
+            p -= self.lr * g / denom
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rms": RMSProp, "adam": Adam, "adagrad": Adagrad}
@@ -188,6 +193,31 @@ def make_optimizer(name: str, lr: float | None = None, **options):
     if lr is not None:
         options["lr"] = lr
     return cls(**options)
+
+
+def parse_options(name: str, text: str) -> dict:
+    """``"mu=0.95,form=ema"`` -> {"mu": 0.95, "form": "ema"}, each value converted to the field's type."""
+    require(name in OPTIMIZERS, f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+    types = {f.name: f.type for f in fields(OPTIMIZERS[name])}
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        require(sep == "=", f"--optimizer_options item {item!r} is not KEY=VALUE (e.g. eps_hat=true)")
+        require(key in types and key != "lr",
+                f"optimizer {name} has no option {key!r}: it takes {sorted(k for k in types if k != 'lr')}")
+        kind = types[key]
+        try:
+            if kind in (bool, "bool"):
+                require(value.lower() in ("true", "false", "1", "0"), f"{key} must be true or false, got {value!r}")
+                options[key] = value.lower() in ("true", "1")
+            elif kind in (float, "float"):
+                options[key] = float(value)
+            else:
+                options[key] = value.strip()
+        except ValueError:
+            raise RnnlabError(f"optimizer option {key} must be a number, got {value!r}") from None
+    return options
 
 
 def optimizer_config(optimizer) -> dict:
@@ -209,6 +239,7 @@ def scheduled_learning_rate(schedule: str, step: int, total_steps: int, lr: floa
     Cosine decay (Loshchilov & Hutter 2017) lets the last part of training settle into a minimum that a
     constant rate keeps jumping over."""
     require(schedule in LR_SCHEDULES, f"unknown --lr_schedule {schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+    require(min_lr > 0, f"the schedule's final learning rate must be > 0, got {min_lr}")
     if schedule == "constant":
         return lr
     progress = min(max(step - 1, 0) / max(total_steps - 1, 1), 1.0)

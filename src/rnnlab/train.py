@@ -24,7 +24,7 @@ from .batches import Batch, LineBatches, StreamBatches, pad_sequences
 from .errors import RnnlabError, TrainingDiverged, require
 from . import checkpoint as ckpt
 from .engines import engine_class
-from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, scheduled_learning_rate
+from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 from .sampling import sample
 from .losses import bits_per_char, perplexity
 from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
@@ -48,6 +48,7 @@ class TrainConfig:
     engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
+    optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
     lr_schedule: str = "constant"       # constant | cosine (decays to min_learning_rate at the last step)
     min_learning_rate: float | None = None  # cosine's floor; None: 1/20 of the learning rate
     clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
@@ -68,8 +69,10 @@ class TrainConfig:
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
         require(self.lr_schedule in LR_SCHEDULES,
                 f"unknown --lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
-        require(self.min_learning_rate is None or self.min_learning_rate >= 0,
-                f"--min_learning_rate must be >= 0, got {self.min_learning_rate}")
+        require(self.min_learning_rate is None or self.min_learning_rate > 0,
+                f"--min_learning_rate must be > 0, got {self.min_learning_rate}")
+        if self.optimizer_options:
+            make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
         for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate"):
             value = getattr(self, name)
             require(value is None or value > 0, f"--{name} must be > 0, got {value}")
@@ -176,7 +179,8 @@ class Trainer:
             num_layers=config.num_layers, dropout=config.dropout)
         self.dtype = DTYPES[config.dtype]
         params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
-        self.optimizer = make_optimizer(config.optimizer, config.learning_rate)
+        self.optimizer = make_optimizer(config.optimizer, config.learning_rate,
+                                        **parse_options(config.optimizer, config.optimizer_options))
         self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                   self.dropout_rng)
         train_text, val_text = self._split()

@@ -1,0 +1,60 @@
+"""Re-point the docs' code links after the code moved: ``python scripts/fix_doc_links.py [--check]``.
+
+A code link looks like [`fragment`](../src/rnnlab/cells.py#L87) (the rule tests/test_docs.py enforces). For
+every link whose fragment is no longer near its line, this finds the fragment's new line (spaces ignored)
+and rewrites the anchor; if the fragment now occurs on several lines, the one closest to the old anchor
+wins; if it occurs nowhere, the link is reported for a human to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"\[`([^`]+)`\]\(([^()\s#]+)#L(\d+)(?:-L(\d+))?\)")
+NEARBY = 3
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def fix(doc: Path, check: bool) -> tuple[int, list[str]]:
+    text, moved, lost = doc.read_text(encoding="utf-8"), 0, []
+
+    def repoint(match):
+        nonlocal moved
+        fragment, target, start, end = match[1], match[2], int(match[3]), match[4]
+        lines = (doc.parent / target).resolve().read_text(encoding="utf-8").splitlines()
+        hits = [i + 1 for i, line in enumerate(lines) if squash(fragment) in squash(line)]
+        if any(abs(h - start) <= NEARBY for h in hits):
+            return match[0]
+        if not hits:
+            lost.append(f"{doc.name}: `{fragment}` ({target}#L{start}) is not in the file any more")
+            return match[0]
+        new = min(hits, key=lambda h: abs(h - start))
+        moved += 1
+        span = f"-L{new + int(end) - start}" if end else ""
+        return f"[`{fragment}`]({target}#L{new}{span})"
+
+    fixed = LINK.sub(repoint, text)
+    if moved and not check:
+        doc.write_text(fixed, encoding="utf-8")
+    return moved, lost
+
+
+def main() -> int:
+    check = "--check" in sys.argv[1:]
+    total, lost = 0, []
+    for doc in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        moved, missing = fix(doc, check)
+        total, lost = total + moved, lost + missing
+    print(f"{total} link(s) {'would be ' if check else ''}re-pointed")
+    print("\n".join(lost))
+    return 1 if lost or (check and total) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
