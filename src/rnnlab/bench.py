@@ -35,7 +35,8 @@ from .cells import CELLS
 from .engines import engine_class
 from .errors import RnnlabError, require
 from .model import ModelConfig, init_params
-from .optim import Adam
+from .frameworks import engine_optimizer_options
+from .optim import make_optimizer
 from .train import TrainConfig
 
 VOCAB = 65
@@ -106,8 +107,9 @@ def worker(engine_name: str) -> None:
             config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden)
             params = init_params(config, rng, np.float32)
             train_config = TrainConfig(clip_value=None, clip_norm=5.0)
-            engine = engine_class(BENCH_ENGINES[engine_name])(config, params, Adam(lr=1e-3), train_config,
-                                                              np.random.default_rng(1))
+            name = BENCH_ENGINES[engine_name]
+            adam = make_optimizer("adam", 1e-3, **engine_optimizer_options(name, "adam"))  # its own conventions
+            engine = engine_class(name)(config, params, adam, train_config, np.random.default_rng(1))
             ids = rng.integers(0, VOCAB, size=(shape.seq + 1, shape.batch))
             batch = Batch(ids[:-1], ids[1:], None, False, 0)
             state = engine.zero_state(shape.batch)

@@ -24,6 +24,7 @@ from .batches import Batch, LineBatches, StreamBatches, pad_sequences
 from .errors import RnnlabError, TrainingDiverged, require
 from . import checkpoint as ckpt
 from .engines import engine_class
+from .frameworks import engine_optimizer_options
 from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 from .sampling import sample
 from .losses import bits_per_char, perplexity
@@ -179,8 +180,11 @@ class Trainer:
             num_layers=config.num_layers, dropout=config.dropout)
         self.dtype = DTYPES[config.dtype]
         params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
-        self.optimizer = make_optimizer(config.optimizer, config.learning_rate,
-                                        **parse_options(config.optimizer, config.optimizer_options))
+        # A framework engine runs its framework's optimizer: start from that framework's conventions (e.g.
+        # Adam's eps_hat for Keras); --optimizer_options override them.
+        options = {**engine_optimizer_options(config.engine, config.optimizer),
+                   **parse_options(config.optimizer, config.optimizer_options)}
+        self.optimizer = make_optimizer(config.optimizer, config.learning_rate, **options)
         self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                   self.dropout_rng)
         train_text, val_text = self._split()

@@ -28,18 +28,37 @@ docs/frameworks.md for every convention difference.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import RnnlabError
+from ..optim import OPTIMIZERS
 
 RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}
 
-# framework module -> (the package it imports first, the pip extra that installs it)
-FRAMEWORKS = {"torch": ("torch", "torch"), "keras": ("tensorflow", "tf")}
-FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}
+FRAMEWORKS = ("torch", "keras")
+FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}   # package -> pip extra
+
+
+# The rnnlab optimizer options under which a framework's own optimizer follows rnnlab's trajectory
+# (docs/frameworks.md). torch.optim needs none: rnnlab's defaults are PyTorch's conventions.
+FRAMEWORK_OPTIMIZER_OPTIONS = {
+    "torch": {},
+    "keras": {"rms": {"eps_inside_sqrt": True}, "adam": {"eps_hat": True}, "adagrad": {"eps_inside_sqrt": True}},
+}
+
+
+def engine_optimizer_options(engine: str, optimizer: str) -> dict:
+    """Options for ``optim.make_optimizer(optimizer, lr, **options)`` so that ``engine`` can run it exactly:
+    {} for numpy and torch, e.g. {"eps_hat": True} for Adam on a Keras engine. Options that rnnlab's
+    optimizer does not have (yet) are left out; the engine then says what is missing."""
+    framework = "keras" if engine.startswith("keras") else engine
+    options = FRAMEWORK_OPTIMIZER_OPTIONS.get(framework, {}).get(optimizer, {})
+    known = OPTIMIZERS[optimizer].__dataclass_fields__ if optimizer in OPTIMIZERS else {}
+    return {name: value for name, value in options.items() if name in known}
 
 
 def reorder_gates(array: np.ndarray, source: tuple, target: tuple, axis: int = -1) -> np.ndarray:
@@ -65,6 +84,23 @@ def load_framework(name: str):
                           f"pip install 'rnnlab[{FRAMEWORK_PACKAGES[err.name]}]'") from None
 
 
-def unsupported(framework: str, setting: str, fix: str) -> RnnlabError:
-    """The error for an rnnlab setting a framework cannot reproduce exactly: what, and what to change."""
-    return RnnlabError(f"{framework} cannot reproduce {setting}: {fix}")
+@dataclass
+class MappedOptimizer:
+    """A framework optimizer standing in for an rnnlab optimizer dataclass, and how their states relate.
+
+    slots:    rnnlab slot name -> (the framework's name for it, factor): rnnlab value = factor * framework's
+    lr_scale: the framework's learning rate = rnnlab's lr * lr_scale (Momentum "ema", see the modules)
+    fixed_lr: None, or why this optimizer cannot follow rnnlab's trajectory once the learning rate changes
+    """
+
+    optimizer: object
+    slots: dict
+    lr_scale: float = 1.0
+    fixed_lr: str | None = None
+
+
+def unsupported(framework: str, setting: str, reason: str, option: str, value: bool) -> RnnlabError:
+    """The one-line error for an rnnlab setting a framework cannot reproduce exactly: what, why, and the
+    option to change (in Python and on the command line)."""
+    return RnnlabError(f"{framework} cannot reproduce {setting} ({reason}): use {option}={value} "
+                       f"(--optimizer_options {option}={str(value).lower()})")

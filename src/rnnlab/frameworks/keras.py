@@ -25,11 +25,12 @@ Verified in keras/src/layers/rnn/gru.py (Keras 3.15): the kernel is split [:, :H
 [:, 2H:] -> candidate; the (2, 3H) bias is (input bias, recurrent bias); h = z h_prev + (1 - z) hh, the
 same function as rnnlab's GRU with z the update gate.
 
-float64. Keras keeps a float learning rate in a float32 variable, and ``ops.cast(0.9, "float64")`` goes
-through float32 (0.8999999761...), which Keras does for SGD's momentum and Adam's betas. So the learning
-rate is passed as a constant callable and every hyper-parameter as ``np.float64``: a float64 model then
-follows rnnlab's float64 trajectory to rounding. The loss is given the model's dtype for the same reason
-(Keras losses otherwise compute in float32).
+float64. Keras keeps a float learning rate in a float32 variable, ``ops.cast(0.9, "float64")`` goes through
+float32 (0.8999999761...; Keras does this to SGD's momentum and Adam's betas), losses compute in float32
+unless given a dtype, and ``fit`` casts float64 NumPy inputs to float32. So the engines read the learning
+rate from a float64 variable through a callable (which also lets ``set_learning_rate`` reach compiled
+steps), pass hyper-parameters as ``np.float64``, give keras-fit's loss the model's dtype and feed ``fit`` a
+``tf.data.Dataset``: a float64 model then follows rnnlab's float64 trajectory to rounding.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..errors import RnnlabError, require
+from ..cells import CELLS
+from ..errors import RnnlabError, TrainingDiverged, require
 from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
-from . import KERAS_GATES, RNNLAB_GATES, reorder_gates, unsupported
+from . import KERAS_GATES, RNNLAB_GATES, MappedOptimizer, reorder_gates, unsupported
 
 KERAS_LAYERS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 # Spelled out rather than left to defaults: these are what make each layer compute rnnlab's cell.
@@ -50,7 +52,6 @@ KERAS_CELL_OPTIONS = {
     "lstm": {"activation": "tanh", "recurrent_activation": "sigmoid"},
     "gru": {"activation": "tanh", "recurrent_activation": "sigmoid", "reset_after": True},
 }
-N_STATES = {"rnn": 1, "lstm": 2, "gru": 1}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def build_keras_model(config, dtype: str = "float32", dropout_seed: int | None =
     """Functional model: [ids (B, T) int32, *initial states (B, H)] -> [logits (B, T, V), *final states]."""
     ids = keras.Input((None,), dtype="int32", name="ids")
     states = [keras.Input((config.hidden_size,), dtype=dtype, name=f"l{k}_state{s}")
-              for k in range(config.num_layers) for s in range(N_STATES[config.cell])]
+              for k in range(config.num_layers) for s in range(CELLS[config.cell].n_states)]
     logits, finals = run_char_layers(char_layers(config, dtype, dropout_seed), ids, states)
     return keras.Model([ids, *states], [logits, *finals], name="char_rnn")
 
@@ -181,11 +182,24 @@ def clip_gradients(grads: list, clip_value: float | None, clip_norm: float | Non
     return grads
 
 
+def apply_if_finite(optimizer, loss, grads: list, variables: list, clip_value, clip_norm):
+    """Clip and apply ``grads`` unless the loss or a gradient is nan/inf (then leave everything, optimizer
+    moments included, as it was -- as rnnlab's engine does) -> a boolean tensor: whether it applied them."""
+    finite = tf.math.is_finite(loss) & tf.math.is_finite(tf.linalg.global_norm(grads))
+
+    def update():
+        optimizer.apply(clip_gradients(grads, clip_value, clip_norm), variables)
+        return tf.constant(True)
+
+    return tf.cond(finite, update, lambda: tf.constant(False))
+
+
 class TFCharRNN(keras.Model):
     """rnnlab's CharModel as a ``keras.Model`` subclass.
 
     ``call((ids, states))`` -> (logits, final states); ``train_step`` is one optimisation step with the
-    masked loss and rnnlab's clipping (so ``fit`` would use it too); ``generate`` samples text.
+    masked loss and rnnlab's clipping (``fit`` calls it too, given ((ids, states), targets, mask) batches);
+    ``generate`` samples text.
     """
 
     def __init__(self, model_config, dtype: str = "float32", dropout_seed: int | None = None,
@@ -199,21 +213,22 @@ class TFCharRNN(keras.Model):
     def zero_state(self, batch_size: int) -> tuple:
         c = self.model_config
         return tuple(np.zeros((batch_size, c.hidden_size), self.variable_dtype)
-                     for _ in range(c.num_layers * N_STATES[c.cell]))
+                     for _ in range(c.num_layers * CELLS[c.cell].n_states))
 
     def call(self, inputs, training=False):
         ids, states = inputs
         return run_char_layers(self.parts, ids, states, training=training)
 
     def train_step(self, data):
-        """data = ((ids (B, T), states), targets (B, T), mask (B, T)) -> {"loss", "state"}."""
+        """data = ((ids (B, T), states), targets (B, T), mask (B, T)) -> {"loss", "state", "applied"}."""
         (ids, states), targets, mask = data
         with tf.GradientTape() as tape:
             logits, final = self((ids, states), training=True)                # (B, T, V)
             loss = masked_cross_entropy(logits, targets, mask)
         grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(clip_gradients(grads, self.clip_value, self.clip_norm), self.trainable_variables)
-        return {"loss": loss, "state": final}
+        applied = apply_if_finite(self.optimizer, loss, grads, self.trainable_variables,
+                                  self.clip_value, self.clip_norm)
+        return {"loss": loss, "state": final, "applied": applied}
 
     def generate(self, prime_ids, length: int, temperature: float = 1.0, greedy: bool = False,
                  seed: int | None = None) -> list:
@@ -240,61 +255,60 @@ class TFCharRNN(keras.Model):
 # Optimizers: rnnlab dataclass -> keras.optimizers, with the same trajectory
 # --------------------------------------------------------------------------------------------------------
 
-def _constant(value: float):
-    """A learning rate Keras does not round to float32 (see the module docstring)."""
-    value = np.float64(value)
-    return lambda: value
+def _sgd(opt: SGD, lr, **clip) -> MappedOptimizer:
+    return MappedOptimizer(keras.optimizers.SGD(lr, **clip), {})
 
 
-def _momentum(opt: Momentum, **clip):
-    # Keras: m = mu m - lr g; p += m. That is -lr times torch's buf = mu buf + g (rnnlab form "torch");
-    # form "ema" v = mu v + (1 - mu) g equals Keras with lr (1 - mu). Either way rnnlab's v = -m / lr.
+def _momentum(opt: Momentum, lr, **clip) -> MappedOptimizer:
+    # Keras: m = mu m - lr g; p += m. For a constant lr that is -lr times torch's buf = mu buf + g (rnnlab's
+    # form "torch"); form "ema" v = mu v + (1 - mu) g equals Keras with lr (1 - mu). Either way v = -m / lr.
+    # Keras scales g by lr *before* accumulating it, so once lr changes the trajectories part.
     scale = 1.0 - opt.mu if opt.form == "ema" else 1.0
-    return (keras.optimizers.SGD(_constant(opt.lr * scale), momentum=np.float64(opt.mu), **clip),
-            {"velocity": ("momentums", -1.0 / opt.lr)})
+    return MappedOptimizer(keras.optimizers.SGD(lr, momentum=np.float64(opt.mu), **clip),
+                           {"velocity": ("momentums", -1.0 / opt.lr)}, lr_scale=scale,
+                           fixed_lr="keras.optimizers.SGD(momentum) multiplies g by the learning rate before "
+                                    "accumulating it, so it follows rnnlab's Momentum only at a constant rate: "
+                                    "use --lr_schedule constant, another optimizer, or --engine numpy/torch")
 
 
-def _rmsprop(opt: RMSProp, **clip):
+def _rmsprop(opt: RMSProp, lr, **clip) -> MappedOptimizer:
     if not opt.eps_inside_sqrt:
         raise unsupported("keras.optimizers.RMSprop", "RMSProp(eps_inside_sqrt=False)",
-                          "it adds eps inside the square root; use eps_inside_sqrt=True")
-    return (keras.optimizers.RMSprop(_constant(opt.lr), rho=np.float64(opt.rho), epsilon=np.float64(opt.eps), **clip),
-            {"square_avg": ("_velocities", 1.0)})
+                          "it adds eps inside the square root", "eps_inside_sqrt", True)
+    return MappedOptimizer(keras.optimizers.RMSprop(lr, rho=np.float64(opt.rho), epsilon=np.float64(opt.eps), **clip),
+                           {"square_avg": ("_velocities", 1.0)})
 
 
-def _adam(opt: Adam, **clip):
+def _adam(opt: Adam, lr, **clip) -> MappedOptimizer:
     if not opt.eps_hat:
         raise unsupported("keras.optimizers.Adam", "Adam(eps_hat=False)",
-                          "it adds eps to sqrt(v) after folding the bias corrections into the step; use eps_hat=True")
-    return (keras.optimizers.Adam(_constant(opt.lr), beta_1=np.float64(opt.beta1), beta_2=np.float64(opt.beta2),
-                                  epsilon=np.float64(opt.eps), **clip),
-            {"m": ("_momentums", 1.0), "v": ("_velocities", 1.0)})
+                          "it adds eps to sqrt(v) after folding the bias corrections into the step", "eps_hat", True)
+    return MappedOptimizer(keras.optimizers.Adam(lr, beta_1=np.float64(opt.beta1), beta_2=np.float64(opt.beta2),
+                                                 epsilon=np.float64(opt.eps), **clip),
+                           {"m": ("_momentums", 1.0), "v": ("_velocities", 1.0)})
 
 
-def _adagrad(opt: Adagrad, **clip):
+def _adagrad(opt: Adagrad, lr, **clip) -> MappedOptimizer:
     if not getattr(opt, "eps_inside_sqrt", False):
         raise unsupported("keras.optimizers.Adagrad", "Adagrad with eps outside the square root",
-                          "it computes lr g / sqrt(G + eps); use Adagrad(eps_inside_sqrt=True)")
-    return (keras.optimizers.Adagrad(_constant(opt.lr), initial_accumulator_value=np.float64(opt.initial_accumulator),
-                                     epsilon=np.float64(opt.eps), **clip),
-            {"sum_sq": ("_accumulators", 1.0)})
+                          "it computes lr g / sqrt(G + eps)", "eps_inside_sqrt", True)
+    return MappedOptimizer(keras.optimizers.Adagrad(lr, initial_accumulator_value=np.float64(opt.initial_accumulator),
+                                                    epsilon=np.float64(opt.eps), **clip),
+                           {"sum_sq": ("_accumulators", 1.0)})
 
 
-KERAS_OPTIMIZERS = {
-    SGD: lambda opt, **clip: (keras.optimizers.SGD(_constant(opt.lr), **clip), {}),
-    Momentum: _momentum,
-    RMSProp: _rmsprop,
-    Adam: _adam,
-    Adagrad: _adagrad,
-}
+KERAS_OPTIMIZERS = {SGD: _sgd, Momentum: _momentum, RMSProp: _rmsprop, Adam: _adam, Adagrad: _adagrad}
 
 
-def keras_optimizer(optimizer, **clip) -> tuple:
-    """-> (keras optimizer, {rnnlab slot: (optimizer attribute holding it, factor to rnnlab's value)}).
-    ``clip``: Keras' own ``clipvalue`` / ``global_clipnorm`` (used by ``fit``)."""
+def keras_optimizer(optimizer, learning_rate, **clip) -> MappedOptimizer:
+    """The keras optimizer that follows ``optimizer``'s trajectory (RnnlabError if none does).
+
+    ``learning_rate``: a no-argument callable giving Keras' rate (``optimizer.lr * lr_scale``; see the module
+    docstring for why not a float); ``clip``: Keras' own ``clipvalue`` / ``global_clipnorm`` (for fit)."""
     if type(optimizer) not in KERAS_OPTIMIZERS:
-        raise RnnlabError(f"no Keras optimizer for {type(optimizer).__name__}: use one of sgd, momentum, rms, adam, adagrad")
-    return KERAS_OPTIMIZERS[type(optimizer)](optimizer, **clip)
+        raise RnnlabError(f"no Keras optimizer for {type(optimizer).__name__}: "
+                          "use one of sgd, momentum, rms, adam, adagrad")
+    return KERAS_OPTIMIZERS[type(optimizer)](optimizer, learning_rate, **clip)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -307,6 +321,8 @@ class KerasEngine:
     The state is a tuple of NumPy (B, H) arrays, [l0 h, (l0 c), l1 h, ...]: it enters each window as
     input and leaves as output, so it is carried between windows and its gradient is cut (truncated BPTT).
     Subclasses build ``self.model`` (its layers named ``l{k}`` / ``output``) and define ``train_step``.
+    The learning rate lives in a float64 variable read through a callable, so that ``set_learning_rate``
+    reaches compiled functions and a float64 model is not handed a float32-rounded rate.
     """
 
     name = "keras"
@@ -319,15 +335,19 @@ class KerasEngine:
         self.dropout_seed = int(dropout_rng.integers(2 ** 31)) if dropout_on else None
         self.model = self.build_model()
         set_keras_weights(self.model, to_keras(params, model_config))
-        self.optimizer, self.slots = keras_optimizer(optimizer, **self.optimizer_clipping())
+        self.learning_rate = keras.Variable(np.float64(optimizer.lr), dtype="float64", trainable=False,
+                                            name="rnnlab_learning_rate")
+        self.mapped = keras_optimizer(optimizer, lambda: self.learning_rate, **self.optimizer_clipping())
+        self.learning_rate.assign(np.float64(optimizer.lr * self.mapped.lr_scale))
+        self.optimizer = self.mapped.optimizer
         self.optimizer.build(self.model.trainable_variables)   # slots exist before any tf.function traces
-        self.lr = optimizer.lr
-        signature = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-                     tf.TensorSpec([None, None], self.dtype),
-                     tuple(tf.TensorSpec([None, model_config.hidden_size], self.dtype)
-                           for _ in range(model_config.num_layers * N_STATES[model_config.cell])))
-        self.signature = signature
-        self._evaluate = tf.function(self._evaluate_graph, input_signature=signature)
+        n_states = model_config.num_layers * CELLS[model_config.cell].n_states
+        self.signature = (tf.TensorSpec([None, None], tf.int32),                    # ids (B, T)
+                          tf.TensorSpec([None, None], tf.int32),                    # targets (B, T)
+                          tf.TensorSpec([None, None], self.dtype),                  # mask (B, T)
+                          tuple(tf.TensorSpec([None, model_config.hidden_size], self.dtype)
+                                for _ in range(n_states)))                          # states (B, H)
+        self._evaluate = tf.function(self._evaluate_graph, input_signature=self.signature)
 
     def build_model(self) -> keras.Model:
         return build_keras_model(self.model_config, self.dtype, self.dropout_seed)
@@ -335,9 +355,11 @@ class KerasEngine:
     def optimizer_clipping(self) -> dict:
         return {}   # the tape and class engines clip with clip_gradients
 
+    # ---- training ----------------------------------------------------------------------------------------
     def zero_state(self, batch_size: int) -> tuple:
         c = self.model_config
-        return tuple(np.zeros((batch_size, c.hidden_size), self.dtype) for _ in range(c.num_layers * N_STATES[c.cell]))
+        n_states = c.num_layers * CELLS[c.cell].n_states
+        return tuple(np.zeros((batch_size, c.hidden_size), self.dtype) for _ in range(n_states))
 
     def batch_tensors(self, batch, state):
         """rnnlab's (T, B) batch -> batch-first (ids, targets, mask, states) for Keras."""
@@ -355,19 +377,53 @@ class KerasEngine:
         loss, final = self._evaluate(*self.batch_tensors(batch, state))
         return float(loss), tuple(s.numpy() for s in final)
 
+    @staticmethod
+    def check_finite(applied, loss) -> None:
+        if not bool(applied):
+            raise TrainingDiverged(f"the loss ({float(loss):.4g}) or its gradient is not finite; "
+                                   "parameters left as they were")
+
+    def set_learning_rate(self, lr: float) -> None:
+        if self.mapped.fixed_lr is not None:
+            raise RnnlabError(self.mapped.fixed_lr)
+        self.learning_rate.assign(np.float64(lr * self.mapped.lr_scale))
+
+    # ---- rnnlab's layout in and out ----------------------------------------------------------------------
     def numpy_params(self) -> dict:
         return from_keras(get_keras_weights(self.model, self.model_config), self.model_config)
+
+    def _slot_variables(self, attribute: str) -> dict:
+        """{layer name: [the optimizer's slot variable of each of the layer's weights]}."""
+        variables = getattr(self.optimizer, attribute)
+        return {name: [variables[self.optimizer._get_variable_index(w)] for w in self.model.get_layer(name).weights]
+                for name in weight_layer_names(self.model_config)}
 
     def optimizer_state(self) -> dict:
         """The Keras optimizer's slots in rnnlab's layout (optim.py's slot names, params' keys)."""
         state = {"step": int(self.optimizer.iterations.numpy())}
-        for slot, (attribute, factor) in self.slots.items():
-            variables = getattr(self.optimizer, attribute)
-            per_layer = {name: [factor * variables[self.optimizer._get_variable_index(w)].numpy()
-                                for w in self.model.get_layer(name).weights]
-                         for name in weight_layer_names(self.model_config)}
+        for slot, (attribute, factor) in self.mapped.slots.items():
+            per_layer = {name: [factor * v.numpy() for v in variables]
+                         for name, variables in self._slot_variables(attribute).items()}
             state[slot] = from_keras(per_layer, self.model_config)
         return state
+
+    def load_state(self, params: dict, optimizer_state: dict) -> None:
+        """Continue from rnnlab-layout parameters and optimizer state (a checkpoint of any engine)."""
+        set_keras_weights(self.model, to_keras(params, self.model_config))
+        self.optimizer.iterations.assign(int(optimizer_state["step"]))
+        for slot, (attribute, factor) in self.mapped.slots.items():
+            values = to_keras(optimizer_state[slot], self.model_config)
+            for name, variables in self._slot_variables(attribute).items():
+                for variable, value in zip(variables, values[name]):
+                    variable.assign(np.asarray(value, dtype=self.dtype) / factor)
+
+    def state_to_numpy(self, state) -> list:
+        """Flat [l0 h, (l0 c), l1 h, ...] -> per layer a tuple of (B, H) arrays: (h,) or (h, c)."""
+        n = CELLS[self.model_config.cell].n_states
+        return [tuple(state[k * n:(k + 1) * n]) for k in range(self.model_config.num_layers)]
+
+    def state_from_numpy(self, state: list) -> tuple:
+        return tuple(np.asarray(part, dtype=self.dtype) for layer in state for part in layer)
 
 
 class KerasTapeEngine(KerasEngine):
@@ -384,13 +440,13 @@ class KerasTapeEngine(KerasEngine):
         with tf.GradientTape() as tape:
             logits, *final = self.model([ids, *states], training=True)        # (B, T, V)
             loss = masked_cross_entropy(logits, targets, mask)
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        grads = clip_gradients(grads, self.clip_value, self.clip_norm)
-        self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss, final
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        return loss, final, apply_if_finite(self.optimizer, loss, grads, variables, self.clip_value, self.clip_norm)
 
     def train_step(self, batch, state):
-        loss, final = self._train(*self.batch_tensors(batch, state))
+        loss, final, applied = self._train(*self.batch_tensors(batch, state))
+        self.check_finite(applied, loss)
         return float(loss), tuple(s.numpy() for s in final)
 
 
@@ -402,11 +458,13 @@ class KerasClassEngine(KerasEngine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.model.compile(optimizer=self.optimizer)
-        self._train = tf.function(lambda ids, targets, mask, states: self.model.train_step(((ids, states), targets, mask)),
-                                  input_signature=self.signature)
+        self._train = tf.function(self._train_graph, input_signature=self.signature)
 
     def build_model(self) -> keras.Model:
         return TFCharRNN(self.model_config, self.dtype, self.dropout_seed, self.clip_value, self.clip_norm)
+
+    def _train_graph(self, ids, targets, mask, states):
+        return self.model.train_step(((ids, states), targets, mask))
 
     def _evaluate_graph(self, ids, targets, mask, states):
         logits, final = self.model((ids, states), training=False)
@@ -414,6 +472,7 @@ class KerasClassEngine(KerasEngine):
 
     def train_step(self, batch, state):
         logs = self._train(*self.batch_tensors(batch, state))
+        self.check_finite(logs["applied"], logs["loss"])
         return float(logs["loss"]), tuple(s.numpy() for s in logs["state"])
 
 
@@ -426,9 +485,12 @@ class KerasFitEngine(KerasEngine):
     is computed first by a forward pass with the pre-update weights -- what rnnlab's engine returns too
     (with dropout between layers, this forward pass runs without it). The cost is one extra forward pass.
 
-    The loss is Keras' ``SparseCategoricalCrossentropy(from_logits=True, reduction=
-    "mean_with_sample_weight")`` with the mask as sample weight: the mean over real characters. Clipping is
-    the optimizer's ``clipvalue`` / ``global_clipnorm``; Keras allows only one of them.
+    The batch goes in as a one-element ``tf.data.Dataset``: given NumPy arrays, ``fit`` casts float64
+    inputs (the carried state) to float32. The loss is Keras' ``SparseCategoricalCrossentropy(from_logits=
+    True, reduction="mean_with_sample_weight")`` with the mask as sample weight: the mean over real
+    characters; ``fit`` reports it through a float32 metric. Clipping is the optimizer's ``clipvalue`` /
+    ``global_clipnorm``; Keras allows only one of them. A non-finite loss stops the step before ``fit``;
+    ``fit`` itself has no guard against a non-finite gradient.
     """
 
     name = "keras-fit"
@@ -452,8 +514,8 @@ class KerasFitEngine(KerasEngine):
 
     def train_step(self, batch, state):
         ids, targets, mask, states = self.batch_tensors(batch, state)
-        _, final = self._evaluate(ids, targets, mask, states)               # pre-update final state
-        # A one-batch tf.data.Dataset rather than arrays: fit casts NumPy float64 inputs to float32.
+        loss, final = self._evaluate(ids, targets, mask, states)            # pre-update final state
+        self.check_finite(tf.math.is_finite(loss), loss)
         data = ((ids, *states), targets) if batch.mask is None else ((ids, *states), targets, mask)
-        history = self.fit_model.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0)
+        history = self.fit_model.fit(tf.data.Dataset.from_tensors(data), epochs=1, shuffle=False, verbose=0)
         return float(history.history["loss"][0]), tuple(s.numpy() for s in final)

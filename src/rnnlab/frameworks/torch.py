@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cells import CELLS
+from ..errors import RnnlabError, TrainingDiverged
 from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
-from . import RNNLAB_GATES, TORCH_GATES, reorder_gates, unsupported
+from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, unsupported
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -109,9 +111,8 @@ class TorchCharRNN(nn.Module):
                 getattr(self.rnn, f"bias_hh_l{k}").requires_grad_(False)
 
     def zero_state(self, batch_size: int) -> tuple:
-        n_states = 2 if self.config.cell == "lstm" else 1
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        return tuple(torch.zeros(shape, dtype=self.out.weight.dtype) for _ in range(n_states))
+        return tuple(torch.zeros(shape, dtype=self.out.weight.dtype) for _ in range(CELLS[self.config.cell].n_states))
 
     def forward(self, ids: torch.Tensor, state: tuple):
         """ids (T, B) int64 -> (logits (T, B, V), final state)."""
@@ -154,48 +155,50 @@ def clip_gradients(parameters: list, clip_value: float | None, clip_norm: float 
 # Optimizers: rnnlab dataclass -> torch.optim, with the same trajectory
 # --------------------------------------------------------------------------------------------------------
 
-def _momentum(opt: Momentum, parameters):
+def _sgd(opt: SGD, parameters) -> MappedOptimizer:
+    return MappedOptimizer(torch.optim.SGD(parameters, lr=opt.lr), {})
+
+
+def _momentum(opt: Momentum, parameters) -> MappedOptimizer:
     # torch: buf = mu buf + g (buf = g at step 1), p -= lr buf  -- rnnlab's form "torch".
     # form "ema" v = mu v + (1 - mu) g is (1 - mu) * buf, so p -= lr v is torch with lr (1 - mu).
     scale = 1.0 - opt.mu if opt.form == "ema" else 1.0
-    return torch.optim.SGD(parameters, lr=opt.lr * scale, momentum=opt.mu), {"velocity": ("momentum_buffer", scale)}
+    return MappedOptimizer(torch.optim.SGD(parameters, lr=opt.lr * scale, momentum=opt.mu),
+                           {"velocity": ("momentum_buffer", scale)}, lr_scale=scale)
 
 
-def _rmsprop(opt: RMSProp, parameters):
+def _rmsprop(opt: RMSProp, parameters) -> MappedOptimizer:
     if opt.eps_inside_sqrt:
         raise unsupported("torch.optim.RMSprop", "RMSProp(eps_inside_sqrt=True)",
-                          "it adds eps outside the square root; use eps_inside_sqrt=False")
-    return (torch.optim.RMSprop(parameters, lr=opt.lr, alpha=opt.rho, eps=opt.eps),
-            {"square_avg": ("square_avg", 1.0)})
+                          "it adds eps outside the square root", "eps_inside_sqrt", False)
+    return MappedOptimizer(torch.optim.RMSprop(parameters, lr=opt.lr, alpha=opt.rho, eps=opt.eps),
+                           {"square_avg": ("square_avg", 1.0)})
 
 
-def _adam(opt: Adam, parameters):
+def _adam(opt: Adam, parameters) -> MappedOptimizer:
     if opt.eps_hat:
-        raise unsupported("torch.optim.Adam", "Adam(eps_hat=True)",
-                          "it adds eps to sqrt(v_hat); use eps_hat=False")
-    return (torch.optim.Adam(parameters, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps),
-            {"m": ("exp_avg", 1.0), "v": ("exp_avg_sq", 1.0)})
+        raise unsupported("torch.optim.Adam", "Adam(eps_hat=True)", "it adds eps to sqrt(v_hat)", "eps_hat", False)
+    return MappedOptimizer(torch.optim.Adam(parameters, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps),
+                           {"m": ("exp_avg", 1.0), "v": ("exp_avg_sq", 1.0)})
 
 
-def _adagrad(opt: Adagrad, parameters):
+def _adagrad(opt: Adagrad, parameters) -> MappedOptimizer:
     if getattr(opt, "eps_inside_sqrt", False):
         raise unsupported("torch.optim.Adagrad", "Adagrad(eps_inside_sqrt=True)",
-                          "it adds eps outside the square root; use eps_inside_sqrt=False")
-    return (torch.optim.Adagrad(parameters, lr=opt.lr, eps=opt.eps, initial_accumulator_value=opt.initial_accumulator),
-            {"sum_sq": ("sum", 1.0)})
+                          "it adds eps outside the square root", "eps_inside_sqrt", False)
+    return MappedOptimizer(torch.optim.Adagrad(parameters, lr=opt.lr, eps=opt.eps,
+                                               initial_accumulator_value=opt.initial_accumulator),
+                           {"sum_sq": ("sum", 1.0)})
 
 
-TORCH_OPTIMIZERS = {
-    SGD: lambda opt, parameters: (torch.optim.SGD(parameters, lr=opt.lr), {}),
-    Momentum: _momentum,
-    RMSProp: _rmsprop,
-    Adam: _adam,
-    Adagrad: _adagrad,
-}
+TORCH_OPTIMIZERS = {SGD: _sgd, Momentum: _momentum, RMSProp: _rmsprop, Adam: _adam, Adagrad: _adagrad}
 
 
-def torch_optimizer(optimizer, parameters) -> tuple:
-    """-> (torch.optim optimizer, {rnnlab slot: (torch state key, factor from the torch slot to rnnlab's)})."""
+def torch_optimizer(optimizer, parameters) -> MappedOptimizer:
+    """The torch.optim optimizer that follows ``optimizer``'s trajectory (RnnlabError if none does)."""
+    if type(optimizer) not in TORCH_OPTIMIZERS:
+        raise RnnlabError(f"no torch.optim equivalent for {type(optimizer).__name__}: "
+                          f"use one of sgd, momentum, rms, adam, adagrad")
     return TORCH_OPTIMIZERS[type(optimizer)](optimizer, list(parameters))
 
 
@@ -203,29 +206,32 @@ def torch_optimizer(optimizer, parameters) -> tuple:
 # The engine
 # --------------------------------------------------------------------------------------------------------
 
-
 class TorchEngine:
     """rnnlab's engine interface (engines.py) on :class:`TorchCharRNN` and ``torch.optim``.
 
     The state is a tuple of (L, B, H) tensors, detached after each window (truncated BPTT: the forward state
     is carried, its gradient cut). Dropout masks come from torch's generator, seeded for each training step
     from ``dropout_rng`` inside ``torch.random.fork_rng`` so that the global torch RNG is left untouched
-    and a run is reproducible from rnnlab's seed.
+    and a run is reproducible from rnnlab's seed. As in the NumPy engine, a non-finite loss or gradient
+    raises TrainingDiverged before the update, leaving the parameters as they were.
     """
 
     name = "torch"
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
         self.model_config = model_config
-        self.dtype = TORCH_DTYPES[np.dtype(next(iter(params.values())).dtype)]
+        self.numpy_dtype = np.dtype(next(iter(params.values())).dtype)
+        self.dtype = TORCH_DTYPES[self.numpy_dtype]
         self.model = TorchCharRNN(model_config, self.dtype)
         self.model.load_numpy(params)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer, self.slots = torch_optimizer(optimizer, self.trainable)
+        self.mapped = torch_optimizer(optimizer, self.trainable)
+        self.optimizer = self.mapped.optimizer
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
         self.dropout_rng = dropout_rng
         self.steps = 0
 
+    # ---- training ----------------------------------------------------------------------------------------
     def zero_state(self, batch_size: int) -> tuple:
         return self.model.zero_state(batch_size)
 
@@ -248,6 +254,10 @@ class TorchEngine:
         loss = masked_cross_entropy(logits, targets, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in self.trainable))
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            raise TrainingDiverged(f"the loss ({loss.item():.4g}) or its gradient is not finite; "
+                                   "parameters left as they were")
         clip_gradients(self.trainable, self.clip_value, self.clip_norm)
         self.optimizer.step()
         self.steps += 1
@@ -260,20 +270,49 @@ class TorchEngine:
         logits, final = self.model(ids, state)
         return float(masked_cross_entropy(logits, targets, mask)), final
 
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * self.mapped.lr_scale
+
+    # ---- rnnlab's layout in and out ----------------------------------------------------------------------
     def numpy_params(self) -> dict:
         return self.model.numpy_params()
 
     def optimizer_state(self) -> dict:
         """torch.optim's per-parameter state in rnnlab's layout (optim.py's slot names, params' keys)."""
         state = {"step": self.steps}
-        for slot, (key, factor) in self.slots.items():
+        for slot, (key, factor) in self.mapped.slots.items():
             arrays = {}
             for name, p in self.model.named_parameters():
                 value = self.optimizer.state.get(p, {}).get(key)   # none yet, or a frozen bias: zeros
                 arrays[name] = np.zeros(p.shape) if value is None else factor * value.detach().numpy()
-            state[slot] = {name: value.astype(NUMPY_DTYPES[self.dtype])
+            state[slot] = {name: value.astype(self.numpy_dtype)
                            for name, value in from_torch(arrays, self.model_config).items()}
         return state
+
+    def load_state(self, params: dict, optimizer_state: dict) -> None:
+        """Continue from rnnlab-layout parameters and optimizer state (a checkpoint of any engine)."""
+        self.model.load_numpy(params)
+        self.steps = int(optimizer_state["step"])
+        per_slot = {key: (to_torch(optimizer_state[slot], self.model_config), factor)
+                    for slot, (key, factor) in self.mapped.slots.items()}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad and per_slot:
+                entry = {key: torch.from_numpy(arrays[name] / factor).to(self.dtype)
+                         for key, (arrays, factor) in per_slot.items()}
+                if not isinstance(self.optimizer, torch.optim.SGD):  # Adam, RMSprop, Adagrad count steps per tensor
+                    entry["step"] = torch.tensor(float(self.steps))
+                self.optimizer.state[p] = entry
+
+    def state_to_numpy(self, state) -> list:
+        """(L, B, H) tensors -> per layer a tuple of (B, H) arrays: (h,) or (h, c)."""
+        return [tuple(part[k].numpy().astype(self.numpy_dtype) for part in state)
+                for k in range(self.model_config.num_layers)]
+
+    def state_from_numpy(self, state: list) -> tuple:
+        n_parts = len(state[0])
+        return tuple(torch.from_numpy(np.stack([np.asarray(layer[i]) for layer in state])).to(self.dtype)
+                     for i in range(n_parts))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,295 @@
+"""PyTorch cross-checks: the same weights give the same logits, loss, gradients and optimizer trajectories
+as rnnlab's NumPy model, for every cell, 1 and 2 layers, a padded batch and a nonzero initial state.
+
+Tolerances. Both sides compute in float64 with the same formulas; what differs is the order of additions
+inside matrix products and fused kernels (torch's log-softmax, its GRU/LSTM kernels), about 1e-16 relative
+per operation, grown by a few dozen operations through 5 steps and 2 layers: observed differences are
+~1e-16..1e-15. rtol 1e-10 / atol 1e-12 leaves a margin of 1e4 and is still far below what a real bug
+(a swapped gate, a missing bias) produces: 1e-3..1e-1.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rnnlab import model as charmodel  # noqa: E402
+from rnnlab.batches import Batch  # noqa: E402
+from rnnlab.cells import CELLS  # noqa: E402
+from rnnlab.engines import NumpyEngine  # noqa: E402
+from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
+from rnnlab.frameworks import torch as rtorch  # noqa: E402
+from rnnlab.losses import softmax_cross_entropy  # noqa: E402
+from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
+from rnnlab.output import output_layer_grads, project_logit_grad_to_hidden  # noqa: E402
+from rnnlab.train import TrainConfig  # noqa: E402
+
+V, H, T, B = 7, 4, 5, 3
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Models this small gain nothing from threads, and on a shared 2-core machine torch's waiting
+    threads can make a step 10-50x slower; restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+CONFIGS = [charmodel.ModelConfig(V, cell, H, layers) for cell in sorted(CELLS) for layers in (1, 2)]
+NO_CLIP = TrainConfig(clip_value=None, clip_norm=None)
+
+
+def config_id(config):
+    return f"{config.cell}-{config.num_layers}layer"
+
+
+def random_params(config, seed=0):
+    """init_params plus N(0, 0.3) noise on every array: every bias nonzero (zero biases hide bias bugs)."""
+    rng = np.random.default_rng(seed)
+    params = charmodel.init_params(config, rng, np.float64)
+    return {name: value + 0.3 * rng.standard_normal(value.shape) for name, value in params.items()}
+
+
+def random_batch(seed=1):
+    """(T, B) ids and targets, and a mask with padding at the end of columns 0 and 1 (as pad_sequences makes)."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((T, B))
+    mask[3:, 0] = 0.0
+    mask[4:, 1] = 0.0
+    return Batch(rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B)), mask, False, 0)
+
+
+def random_state(config, seed=2):
+    """A nonzero initial state: per layer a tuple of (B, H) arrays, (h,) or (h, c)."""
+    rng = np.random.default_rng(seed)
+    return [tuple(0.5 * rng.standard_normal((B, H)) for _ in range(CELLS[config.cell].n_states))
+            for _ in range(config.num_layers)]
+
+
+def torch_model(config, params):
+    model = rtorch.TorchCharRNN(config, torch.float64)
+    model.load_numpy(params)
+    return model
+
+
+def to_torch_state(state):
+    """rnnlab's per-layer tuples -> torch's tuple of (L, B, H) tensors."""
+    return tuple(torch.from_numpy(np.stack([layer[i] for layer in state])) for i in range(len(state[0])))
+
+
+def numpy_grads(params, config, ids, state, dy):
+    """rnnlab's gradients for an arbitrary upstream gradient dy = dL/dlogits (T, B, V)."""
+    _, _, cache = charmodel.forward(params, config, ids, state)
+    grads = charmodel.backward(project_logit_grad_to_hidden(dy, params["Wy"]), cache, params, config)
+    grads.update(output_layer_grads(dy, cache.top_hidden))
+    return grads
+
+
+def torch_grads(model, config):
+    """Autograd's gradients in rnnlab's layout (a frozen bias has none: zeros)."""
+    return rtorch.from_torch({name: torch.zeros_like(p) if p.grad is None else p.grad
+                              for name, p in model.named_parameters()}, config)
+
+
+def assert_dicts_close(actual, expected, **tol):
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], err_msg=name, **(tol or TOL))
+
+
+# ---- weights ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_numpy_torch_numpy_round_trip_is_exact(config):
+    params = random_params(config)
+    converted = rtorch.from_torch(rtorch.to_torch(params, config), config)
+    for back in (converted, torch_model(config, params).numpy_params()):
+        assert back.keys() == params.keys()
+        for name in params:
+            np.testing.assert_array_equal(back[name], params[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_a_torch_initialised_model_converts_to_the_same_function(cell):
+    """PyTorch's own initialisation (two nonzero biases per layer) converted to rnnlab computes the same
+    logits: torch -> numpy is right on its own, not only as the inverse of numpy -> torch."""
+    config = charmodel.ModelConfig(V, cell, H, 2)
+    torch.manual_seed(0)
+    model = rtorch.TorchCharRNN(config, torch.float64)
+    for name, p in model.named_parameters():
+        assert torch.count_nonzero(p) == p.numel(), name      # every bias, including the frozen bias_hh
+    batch, state = random_batch(), random_state(config)
+    expected, _ = model(torch.from_numpy(batch.ids), to_torch_state(state))
+    logits, _, _ = charmodel.forward(model.numpy_params(), config, batch.ids, state)
+    np.testing.assert_allclose(logits, expected.detach().numpy(), **TOL)
+
+
+def test_rnn_and_lstm_train_one_bias_like_rnnlab():
+    """PyTorch's second bias of RNN/LSTM is frozen at 0: trained, it would move b twice as fast."""
+    for cell in ("rnn", "lstm"):
+        model = torch_model(charmodel.ModelConfig(V, cell, H, 2), random_params(charmodel.ModelConfig(V, cell, H, 2)))
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        assert frozen == {"rnn.bias_hh_l0", "rnn.bias_hh_l1"}
+        assert all(torch.count_nonzero(getattr(model.rnn, name[4:])) == 0 for name in frozen)
+    gru = torch_model(charmodel.ModelConfig(V, "gru", H, 1), random_params(charmodel.ModelConfig(V, "gru", H, 1)))
+    assert all(p.requires_grad for p in gru.parameters())   # rnnlab's GRU has both biases, bh included
+
+
+# ---- forward and gradients -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_logits_final_state_and_masked_loss_match(config):
+    params, batch, state = random_params(config), random_batch(), random_state(config)
+    logits, final, _ = charmodel.forward(params, config, batch.ids, state)
+    expected_logits, expected_final = torch_model(config, params)(torch.from_numpy(batch.ids), to_torch_state(state))
+    np.testing.assert_allclose(logits, expected_logits.detach().numpy(), **TOL)
+    for part, expected in zip(to_torch_state(final), expected_final):
+        np.testing.assert_allclose(part.numpy(), expected.detach().numpy(), **TOL)
+    expected_loss = rtorch.masked_cross_entropy(expected_logits, torch.from_numpy(batch.targets),
+                                                torch.from_numpy(batch.mask))
+    assert softmax_cross_entropy(logits, batch.targets, batch.mask)[0] == pytest.approx(expected_loss.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("upstream", ["masked loss", "random dlogits"])
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_every_parameter_gradient_matches_autograd(config, upstream):
+    """From a nonzero initial state; upstream either the masked loss or a random dL/dlogits."""
+    params, batch, state = random_params(config), random_batch(), random_state(config)
+    model = torch_model(config, params)
+    logits, _ = model(torch.from_numpy(batch.ids), to_torch_state(state))
+    if upstream == "masked loss":
+        loss = rtorch.masked_cross_entropy(logits, torch.from_numpy(batch.targets), torch.from_numpy(batch.mask))
+        _, expected, _ = charmodel.loss_and_grads(params, config, batch.ids, batch.targets, state, batch.mask)
+    else:
+        dy = np.random.default_rng(3).standard_normal((T, B, V))
+        loss = (logits * torch.from_numpy(dy)).sum()
+        expected = numpy_grads(params, config, batch.ids, state, dy)
+    loss.backward()
+    assert_dicts_close(torch_grads(model, config), expected)
+
+
+# ---- optimizers ------------------------------------------------------------------------------------------
+
+# rnnlab options that are torch.optim's conventions (verified in torch/optim/*.py, torch 2.13):
+#   SGD(momentum): buf = mu buf + g, buf = g at step 1, p -= lr buf          -> Momentum(form="torch")
+#   RMSprop: p -= lr g / (sqrt(s) + eps)                                      -> eps_inside_sqrt=False
+#   Adam: denom = sqrt(v) / sqrt(1 - b2^t) + eps, p -= lr / (1 - b1^t) m / denom  -> eps_hat=False
+#   Adagrad: G starts at initial_accumulator_value (0), p -= lr g / (sqrt(G) + eps (1e-10))
+TORCH_OPTIMIZERS = {
+    "sgd": SGD(lr=0.5),
+    "momentum": Momentum(lr=0.1, mu=0.9, form="torch"),
+    "momentum-ema": Momentum(lr=0.5, mu=0.8, form="ema"),   # torch SGD with lr (1 - mu), see torch.py
+    "rmsprop": RMSProp(lr=0.01, rho=0.99, eps=1e-8),
+    "adam": Adam(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8),
+    "adagrad": Adagrad(lr=0.1, eps=1e-10, initial_accumulator=0.0),
+    "adagrad-init": Adagrad(lr=0.1, eps=1e-10, initial_accumulator=0.1),
+}
+
+
+def run_both(engine, reference, batch, steps):
+    """``steps`` training steps of both engines on ``batch``, carrying each one's state; compares the
+    parameters after every step."""
+    state, ref_state = engine.zero_state(B), reference.zero_state(B)
+    for step in range(steps):
+        loss, state = engine.train_step(batch, state)
+        ref_loss, ref_state = reference.train_step(batch, ref_state)
+        assert loss == pytest.approx(ref_loss, rel=1e-10), step
+        # A few ulps per step on each side, compounded over 10 steps and amplified on small entries by the
+        # adaptive optimizers' division by sqrt(v): observed ~1e-14 relative, 2e-12 at worst; 1e-9 keeps a
+        # margin of 500 and still catches a float32-rounded hyper-parameter (~1e-8, see keras.py).
+        assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_OPTIMIZERS))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_ten_steps_follow_torch_optim(name, cell):
+    """10 steps of TorchEngine (torch.optim) and NumpyEngine (rnnlab.optim): the same parameters after
+    every step, and the same optimizer moments at the end. LSTM has the frozen bias, GRU both biases."""
+    config = charmodel.ModelConfig(V, cell, H, 2)
+    optimizer, params = TORCH_OPTIMIZERS[name], random_params(config)
+    engine = rtorch.TorchEngine(config, params, optimizer, NO_CLIP, np.random.default_rng(0))
+    reference = NumpyEngine(config, {k: v.copy() for k, v in params.items()}, optimizer, NO_CLIP, None)
+    run_both(engine, reference, random_batch(), 10)
+    state, expected = engine.optimizer_state(), reference.optimizer_state()
+    assert state.keys() == expected.keys() and state["step"] == expected["step"] == 10
+    for slot in set(expected) - {"step"}:
+        assert_dicts_close(state[slot], expected[slot], rtol=1e-9, atol=1e-12)
+
+
+def test_resuming_from_a_numpy_optimizer_state_continues_its_trajectory():
+    """load_state: torch picks up rnnlab's Adam moments and step count mid-run (checkpoint resume)."""
+    config = charmodel.ModelConfig(V, "lstm", H, 2)
+    optimizer, batch = Adam(lr=0.01), random_batch()
+    reference = NumpyEngine(config, random_params(config), optimizer, NO_CLIP, None)
+    state = reference.zero_state(B)
+    for _ in range(3):
+        _, state = reference.train_step(batch, state)
+    engine = rtorch.TorchEngine(config, random_params(config, seed=9), optimizer, NO_CLIP, np.random.default_rng(0))
+    saved = {k: v if k == "step" else {n: a.copy() for n, a in v.items()} for k, v in reference.opt_state.items()}
+    engine.load_state({k: v.copy() for k, v in reference.params.items()}, saved)
+    loss, _ = engine.train_step(batch, engine.state_from_numpy(state))
+    ref_loss, _ = reference.train_step(batch, state)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
+
+
+def test_scheduled_learning_rate_follows_rnnlab():
+    """set_learning_rate every step (a schedule) with the ema momentum form keeps the trajectories equal."""
+    config = charmodel.ModelConfig(V, "gru", H, 1)
+    optimizer, params = Momentum(lr=0.5, mu=0.8, form="ema"), random_params(config)
+    engine = rtorch.TorchEngine(config, params, optimizer, NO_CLIP, np.random.default_rng(0))
+    reference = NumpyEngine(config, {k: v.copy() for k, v in params.items()}, optimizer, NO_CLIP, None)
+    state, ref_state = engine.zero_state(B), reference.zero_state(B)
+    for lr in (0.5, 0.3, 0.1, 0.05):
+        engine.set_learning_rate(lr)
+        reference.set_learning_rate(lr)
+        _, state = engine.train_step(random_batch(), state)
+        _, ref_state = reference.train_step(random_batch(), ref_state)
+    assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer, option", [(RMSProp(eps_inside_sqrt=True), "eps_inside_sqrt"),
+                                               (Adam(eps_hat=True), "eps_hat")])
+def test_an_option_torch_cannot_reproduce_is_a_one_line_error(optimizer, option):
+    config = charmodel.ModelConfig(V, "rnn", H, 1)
+    with pytest.raises(RnnlabError, match=option) as err:
+        rtorch.TorchEngine(config, random_params(config), optimizer, NO_CLIP, np.random.default_rng(0))
+    assert "\n" not in str(err.value)
+
+
+# ---- engine details --------------------------------------------------------------------------------------
+
+def test_clipping_uses_rnnlab_formulas():
+    """clip_value then clip_norm, as engines.train_step; not clip_grad_norm_ (which divides by norm + 1e-6)."""
+    config = charmodel.ModelConfig(V, "lstm", H, 2)
+    clip = TrainConfig(clip_value=0.05, clip_norm=0.1)
+    params = random_params(config)
+    engine = rtorch.TorchEngine(config, params, SGD(lr=1.0), clip, np.random.default_rng(0))
+    reference = NumpyEngine(config, {k: v.copy() for k, v in params.items()}, SGD(lr=1.0), clip, None)
+    run_both(engine, reference, random_batch(), 3)
+
+
+def test_hidden_state_converts_to_rnnlab_layout_and_back():
+    config = charmodel.ModelConfig(V, "lstm", H, 2)
+    engine = rtorch.TorchEngine(config, random_params(config), SGD(), NO_CLIP, np.random.default_rng(0))
+    state = random_state(config)
+    back = engine.state_to_numpy(engine.state_from_numpy(state))
+    assert [len(layer) for layer in back] == [2, 2]
+    for layer, expected in zip(back, state):
+        for part, want in zip(layer, expected):
+            np.testing.assert_array_equal(part, want)
+
+
+def test_a_non_finite_loss_stops_before_the_update():
+    config = charmodel.ModelConfig(V, "rnn", H, 1)
+    params = random_params(config)
+    params["by"][0] = np.inf
+    engine = rtorch.TorchEngine(config, params, SGD(), NO_CLIP, np.random.default_rng(0))
+    before = engine.numpy_params()
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        engine.train_step(random_batch(), engine.zero_state(B))
+    for name, value in engine.numpy_params().items():
+        np.testing.assert_array_equal(value, before[name])
