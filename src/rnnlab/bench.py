@@ -20,6 +20,7 @@ character ids and is not counted.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import resource
 import statistics
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -118,10 +120,22 @@ def worker(engine_name: str) -> None:
             seconds = _timed(lambda: steps(int(command[1])))
             print(json.dumps({"seconds": seconds}), flush=True)
         elif command[0] in ("rss", "quit"):
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-            print(json.dumps({"peak_rss_mb": peak_kb / 1024}), flush=True)
+            print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
             if command[0] == "quit":
                 return
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM from /proc (ru_maxrss would be wrong here: a child
+    inherits its parent's ru_maxrss across fork + exec); elsewhere ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024                          # kB -> MB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)         # bytes on macOS, kB elsewhere
 
 
 class Worker:
@@ -159,17 +173,15 @@ class Worker:
             self.proc.kill()
 
 
+FRAMEWORK_MODULE = {"numpy": "numpy", "torch": "torch", "keras": "tensorflow"}
+
+
 def available_engines(requested) -> list[str]:
-    """The requested engines whose framework is installed (numpy always is)."""
-    found = []
+    """The requested engines whose framework is installed (numpy always is). Only looked up, not imported:
+    the parent process stays small, and each worker imports just its own framework."""
     for name in requested:
         require(name in BENCH_ENGINES, f"unknown bench engine {name!r}: use {', '.join(BENCH_ENGINES)}")
-        try:
-            engine_class(BENCH_ENGINES[name])
-            found.append(name)
-        except RnnlabError:
-            continue
-    return found
+    return [name for name in requested if importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None]
 
 
 def bench_one(cell: str, shape: Shape, workers: list, rounds: int, round_s: float) -> list[dict]:
