@@ -72,7 +72,7 @@ BAD_INPUTS = {
     "batch size 0": (["--batch_size", "0"], ["--batch_size must be > 0"]),
     "non-numeric value": (["--hidden_size", "big"], ["--hidden_size", "invalid int value"]),
     "unknown flag": (["--bogus", "1"], ["unrecognized arguments: --bogus"]),
-    "metrics file in a missing directory": (["--metrics_file", "no/such/dir/m.jsonl"], ["does not exist"]),
+    "metrics file under a file": (["--metrics_file", "short.txt/m.jsonl"], ["cannot be written"]),
     "metrics file is a directory": (["--metrics_file", "adir"], ["--metrics_file", "adir"]),
     "sample length 0": (["--dataset", "short.txt", "--seq_length", "5", "--sample_length", "0"],
                         ["--sample_length must be > 0"]),
@@ -206,3 +206,10 @@ def test_different_seed_different_output(tmp_path):
     a = rnnlab(*GOOD_RUN, "--seed", "1", cwd=tmp_path)
     b = rnnlab(*GOOD_RUN, "--seed", "2", cwd=tmp_path)
     assert TIMING.sub("", a.stdout) != TIMING.sub("", b.stdout)
+
+
+def test_metrics_file_directory_is_created(tmp_path):
+    result = rnnlab("train", "--iterations", "3", "--sample_every", "3", "--metrics_file", "runs/a/m.jsonl",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "a" / "m.jsonl").read_text().count("\n") == 1

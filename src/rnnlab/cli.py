@@ -145,18 +145,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 class MetricsFile:
-    """Appends one JSON object per line; each line is written and flushed whole."""
+    """Appends one JSON object per line; each line is written and flushed whole. Its directory is created
+    (like --checkpoint_dir), and a path that cannot be written fails before training starts."""
 
     def __init__(self, path: str | None):
         self.path = Path(path) if path else None
-        if self.path is not None and not self.path.parent.is_dir():
-            raise RnnlabError(f"--metrics_file {path}: directory {self.path.parent} does not exist; create it first")
-        if self.path is not None:
-            try:
-                self.path.open("a").close()  # fail now, not after an hour of training
-            except OSError as err:
-                raise RnnlabError(f"--metrics_file {path} cannot be written ({err.strerror}); "
-                                  "give the path of a writable file") from None
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.open("a").close()  # fail now, not after an hour of training
+        except OSError as err:
+            raise RnnlabError(f"--metrics_file {path} cannot be written ({err.strerror}); "
+                              "give the path of a writable file") from None
 
     def write(self, record: dict) -> None:
         if self.path is not None:
