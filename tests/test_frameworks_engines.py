@@ -17,24 +17,12 @@ from rnnlab.frameworks import engine_optimizer_options, reorder_gates
 from rnnlab.optim import OPTIMIZERS, Adagrad, Adam, make_optimizer
 from rnnlab.train import TrainConfig, Trainer
 
+from crosscheck import random_params
+from crosscheck import one_torch_thread  # noqa: F401 (an autouse fixture: used by being imported)
+
 FRAMEWORK_ENGINES = ["torch", "keras-fit", "keras-tape", "keras-class"]
 PACKAGE = {"torch": "torch", "keras-fit": "tensorflow", "keras-tape": "tensorflow", "keras-class": "tensorflow"}
-V, H, T, B = 7, 5, 6, 3
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Models this small gain nothing from threads, and on a shared 2-core machine torch's waiting
-    threads can make a step 10-50x slower; restored after each test."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+V, H, T, B = 7, 5, 6, 3          # this file's own sizes, not crosscheck's
 
 
 def need(engine):
@@ -43,13 +31,6 @@ def need(engine):
         import tensorflow as tf
         tf.get_logger().setLevel("ERROR")   # each test builds new tf.functions: retracing warnings are expected
     return engine_class(engine)
-
-
-def random_params(config, seed=0):
-    """init_params plus N(0, 0.3) noise on every array: every bias nonzero."""
-    rng = np.random.default_rng(seed)
-    params = charmodel.init_params(config, rng, np.float64)
-    return {name: value + 0.3 * rng.standard_normal(value.shape) for name, value in params.items()}
 
 
 def two_windows():

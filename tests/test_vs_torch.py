@@ -14,59 +14,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rnnlab import model as charmodel  # noqa: E402
-from rnnlab.batches import Batch  # noqa: E402
 from rnnlab.cells import CELLS  # noqa: E402
 from rnnlab.engines import NumpyEngine  # noqa: E402
 from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import torch as rtorch  # noqa: E402
 from rnnlab.losses import softmax_cross_entropy  # noqa: E402
 from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
-from rnnlab.output import output_layer_grads, project_logit_grad_to_hidden  # noqa: E402
 from rnnlab.train import TrainConfig  # noqa: E402
 
-V, H, T, B = 7, 4, 5, 3
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Models this small gain nothing from threads, and on a shared 2-core machine torch's waiting
-    threads can make a step 10-50x slower; restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-TOL = dict(rtol=1e-10, atol=1e-12)
-CONFIGS = [charmodel.ModelConfig(V, cell, H, layers) for cell in sorted(CELLS) for layers in (1, 2)]
-NO_CLIP = TrainConfig(clip_value=None, clip_norm=None)
-
-
-def config_id(config):
-    return f"{config.cell}-{config.num_layers}layer"
-
-
-def random_params(config, seed=0):
-    """init_params plus N(0, 0.3) noise on every array: every bias nonzero (zero biases hide bias bugs)."""
-    rng = np.random.default_rng(seed)
-    params = charmodel.init_params(config, rng, np.float64)
-    return {name: value + 0.3 * rng.standard_normal(value.shape) for name, value in params.items()}
-
-
-def random_batch(seed=1):
-    """(T, B) ids and targets, and a mask with padding at the end of columns 0 and 1 (as pad_sequences makes)."""
-    rng = np.random.default_rng(seed)
-    mask = np.ones((T, B))
-    mask[3:, 0] = 0.0
-    mask[4:, 1] = 0.0
-    return Batch(rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B)), mask, False, 0)
-
-
-def random_state(config, seed=2):
-    """A nonzero initial state: per layer a tuple of (B, H) arrays, (h,) or (h, c)."""
-    rng = np.random.default_rng(seed)
-    return [tuple(0.5 * rng.standard_normal((B, H)) for _ in range(CELLS[config.cell].n_states))
-            for _ in range(config.num_layers)]
+from crosscheck import (  # noqa: E402
+    B, CONFIGS, H, NO_CLIP, T, TOL, V, assert_dicts_close, assert_optimizer_trajectories_match,
+    assert_resumes_numpy_trajectory, config_id, numpy_grads, random_batch, random_params, random_state, run_both)
+from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
 
 
 def torch_model(config, params):
@@ -80,24 +39,10 @@ def to_torch_state(state):
     return tuple(torch.from_numpy(np.stack([layer[i] for layer in state])) for i in range(len(state[0])))
 
 
-def numpy_grads(params, config, ids, state, dy):
-    """rnnlab's gradients for an arbitrary upstream gradient dy = dL/dlogits (T, B, V)."""
-    _, _, cache = charmodel.forward(params, config, ids, state)
-    grads = charmodel.backward(project_logit_grad_to_hidden(dy, params["Wy"]), cache, params, config)
-    grads.update(output_layer_grads(dy, cache.top_hidden))
-    return grads
-
-
 def torch_grads(model, config):
     """Autograd's gradients in rnnlab's layout (a frozen bias has none: zeros)."""
     return rtorch.from_torch({name: torch.zeros_like(p) if p.grad is None else p.grad
                               for name, p in model.named_parameters()}, config)
-
-
-def assert_dicts_close(actual, expected, **tol):
-    assert actual.keys() == expected.keys()
-    for name in expected:
-        np.testing.assert_allclose(actual[name], expected[name], err_msg=name, **(tol or TOL))
 
 
 # ---- weights ---------------------------------------------------------------------------------------------
@@ -189,51 +134,19 @@ TORCH_OPTIMIZERS = {
 }
 
 
-def run_both(engine, reference, batch, steps):
-    """``steps`` training steps of both engines on ``batch``, carrying each one's state; compares the
-    parameters after every step."""
-    state, ref_state = engine.zero_state(B), reference.zero_state(B)
-    for step in range(steps):
-        loss, state = engine.train_step(batch, state)
-        ref_loss, ref_state = reference.train_step(batch, ref_state)
-        assert loss == pytest.approx(ref_loss, rel=1e-10), step
-        # A few ulps per step on each side, compounded over 10 steps and amplified on small entries by the
-        # adaptive optimizers' division by sqrt(v): observed ~1e-14 relative, 2e-12 at worst; 1e-9 keeps a
-        # margin of 500 and still catches a float32-rounded hyper-parameter (~1e-8, see keras.py).
-        assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
-
-
 @pytest.mark.parametrize("name", sorted(TORCH_OPTIMIZERS))
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_ten_steps_follow_torch_optim(name, cell):
     """10 steps of TorchEngine (torch.optim) and NumpyEngine (rnnlab.optim): the same parameters after
     every step, and the same optimizer moments at the end. LSTM has the frozen bias, GRU both biases."""
     config = charmodel.ModelConfig(V, cell, H, 2)
-    optimizer, params = TORCH_OPTIMIZERS[name], random_params(config)
-    engine = rtorch.TorchEngine(config, params, optimizer, NO_CLIP, np.random.default_rng(0))
-    reference = NumpyEngine(config, {k: v.copy() for k, v in params.items()}, optimizer, NO_CLIP, None)
-    run_both(engine, reference, random_batch(), 10)
-    state, expected = engine.optimizer_state(), reference.optimizer_state()
-    assert state.keys() == expected.keys() and state["step"] == expected["step"] == 10
-    for slot in set(expected) - {"step"}:
-        assert_dicts_close(state[slot], expected[slot], rtol=1e-9, atol=1e-12)
+    assert_optimizer_trajectories_match(rtorch.TorchEngine, config, TORCH_OPTIMIZERS[name], 10)
 
 
 def test_resuming_from_a_numpy_optimizer_state_continues_its_trajectory():
     """load_state: torch picks up rnnlab's Adam moments and step count mid-run (checkpoint resume)."""
     config = charmodel.ModelConfig(V, "lstm", H, 2)
-    optimizer, batch = Adam(lr=0.01), random_batch()
-    reference = NumpyEngine(config, random_params(config), optimizer, NO_CLIP, None)
-    state = reference.zero_state(B)
-    for _ in range(3):
-        _, state = reference.train_step(batch, state)
-    engine = rtorch.TorchEngine(config, random_params(config, seed=9), optimizer, NO_CLIP, np.random.default_rng(0))
-    saved = {k: v if k == "step" else {n: a.copy() for n, a in v.items()} for k, v in reference.opt_state.items()}
-    engine.load_state({k: v.copy() for k, v in reference.params.items()}, saved)
-    loss, _ = engine.train_step(batch, engine.state_from_numpy(state))
-    ref_loss, _ = reference.train_step(batch, state)
-    assert loss == pytest.approx(ref_loss, rel=1e-10)
-    assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
+    assert_resumes_numpy_trajectory(rtorch.TorchEngine, config, Adam(lr=0.01))
 
 
 def test_scheduled_learning_rate_follows_rnnlab():
