@@ -250,3 +250,15 @@ def test_resume_follows_the_same_cosine_schedule(tmp_path):
     assert resumed.engine.optimizer.lr == pytest.approx(0.005 / 20)
     for name, value in full.params.items():
         np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+
+
+def test_divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint(tmp_path):
+    """SGD at lr 1e4 without clipping blows up; the run ends with one line that says why, what to change
+    and where the last good checkpoint is -- and that checkpoint still loads, with finite weights."""
+    result = rnnlab("train", "--optimizer", "sgd", "--learning_rate", 1e4, "--clip_value", "none",
+                    "--batch_size", 8, "--save_every", 1, "--checkpoint_dir", tmp_path / "ck", "--quiet")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "diverged" in line and "--learning_rate" in line and "last good checkpoint" in line
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    assert all(np.isfinite(value).all() for value in checkpoint.params.values())
