@@ -13,7 +13,7 @@ from rnnlab.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.errors import RnnlabError
 from rnnlab.train import TrainConfig, Trainer
 
-TIMING = ("tokens_per_s", "elapsed_s")  # wall-clock fields differ between any two runs
+TIMING = ("tokens_per_s", "elapsed_s", "wall_s")  # wall-clock fields differ between any two runs
 
 
 def metrics_by_step(reports):

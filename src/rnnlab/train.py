@@ -95,7 +95,8 @@ class Report:
     train_loss: float          # nats/char of the last batch
     smooth_loss: float         # bias-corrected moving average of train_loss over ~1000 examples
     tokens_per_s: float        # training tokens per second since the previous report
-    elapsed_s: float
+    elapsed_s: float           # seconds spent in training steps (excludes validation, sampling, saving)
+    wall_s: float = 0.0        # wall-clock seconds of the whole run so far, everything included
     val_loss: float | None = None   # nats/char on the validation text
     val_bpc: float | None = None
     val_ppl: float | None = None
@@ -199,6 +200,8 @@ class Trainer:
         self.smoothing = max(0.999 ** config.batch_size, 0.9)
         self.loss_average = 0.0
         self.elapsed_s = 0.0
+        self.wall_before_run = 0.0          # wall seconds of earlier sessions of this run (resume)
+        self.run_started = None
         self.first_loss = None
         self.best_val_loss = math.inf
         self.stop_requested = False
@@ -305,7 +308,13 @@ class Trainer:
                     self.save("best")
         if last or self.step % self.config.sample_every == 0:
             report.samples = self.samples()
+        report.wall_s = self.wall_s()
         return report
+
+    def wall_s(self) -> float:
+        """Wall-clock seconds of the run, across resumes, including validation and checkpoints."""
+        now = 0.0 if self.run_started is None else time.perf_counter() - self.run_started
+        return self.wall_before_run + now
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
@@ -318,6 +327,7 @@ class Trainer:
         validation loss (both only with a ``checkpoint_dir``)."""
         tokens, window_start = 0, time.perf_counter()
         step_start, report = window_start, None
+        self.run_started = window_start
         save_every = self.config.save_every
         while self.step < self.total_steps and not self.stop_requested:
             loss, batch = self.advance()
@@ -335,6 +345,7 @@ class Trainer:
                 self.save("latest")
             step_start = time.perf_counter()
         self.save("latest")
+        self.wall_before_run, self.run_started = self.wall_s(), None
         return report
 
     # ---- checkpoints -----------------------------------------------------------------------------------
@@ -353,6 +364,7 @@ class Trainer:
             "first_loss": self.first_loss,
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "elapsed_s": self.elapsed_s,
+            "wall_s": self.wall_s(),
         }
 
     def save(self, tag: str) -> Path | None:
@@ -378,6 +390,7 @@ class Trainer:
         self.loss_average, self.first_loss = float(meta["loss_average"]), meta["first_loss"]
         self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
         self.elapsed_s = float(meta["elapsed_s"])
+        self.wall_before_run = float(meta.get("wall_s", 0.0))
         hidden = checkpoint.hidden_state
         self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
 
