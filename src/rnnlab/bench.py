@@ -44,7 +44,9 @@ from .train import TrainConfig
 VOCAB = 65
 SHAPES = ((50, 1, 10), (128, 32, 64), (256, 64, 100), (512, 64, 100))   # (hidden, batch, seq)
 QUICK_SHAPES = ((50, 1, 10), (128, 32, 64))
-ENGINE_ORDER = ("numpy", "torch", "keras")
+# Pause before each timing round: PyTorch's OpenMP and TensorFlow's Eigen threads spin-wait for a while after
+# their work ends, and would otherwise steal the CPU from whichever engine is timed next.
+SETTLE_S = 0.3
 BENCH_ENGINES = {"numpy": "numpy", "torch": "torch", "keras": "keras-tape"}  # keras: its compiled tape loop
 
 
@@ -194,6 +196,7 @@ def bench_one(cell: str, shape: Shape, workers: list, rounds: int, round_s: floa
         steps[w.engine] = max(1, int(round_s / per_step))
     for _ in range(rounds):
         for w in workers:
+            time.sleep(SETTLE_S)
             times[w.engine].append(w.time(steps[w.engine]) / steps[w.engine])
     flops = flops_per_step(cell, shape)
     rows = []
