@@ -22,6 +22,7 @@ from rnnlab.cells import CELLS  # noqa: E402
 from rnnlab.engines import NumpyEngine  # noqa: E402
 from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import keras as rkeras  # noqa: E402
+from rnnlab.frameworks import keras_engines as rkeng  # noqa: E402
 from rnnlab.losses import softmax_cross_entropy  # noqa: E402
 from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
 from rnnlab.sampling import sample  # noqa: E402
@@ -154,7 +155,7 @@ def test_ten_steps_follow_keras_optimizers(name):
     """10 steps of KerasTapeEngine (keras.optimizers) and NumpyEngine (rnnlab.optim) on a 2-layer GRU:
     the same parameters after every step, and the same optimizer moments at the end."""
     config = charmodel.ModelConfig(V, "gru", H, 2)
-    assert_optimizer_trajectories_match(rkeras.KerasTapeEngine, config, KERAS_OPTIMIZERS[name], 10)
+    assert_optimizer_trajectories_match(rkeng.KerasTapeEngine, config, KERAS_OPTIMIZERS[name], 10)
 
 
 @pytest.mark.parametrize("optimizer, option", [(RMSProp(), "eps_inside_sqrt"), (Adam(), "eps_hat"),
@@ -162,14 +163,14 @@ def test_ten_steps_follow_keras_optimizers(name):
 def test_an_option_keras_cannot_reproduce_is_a_one_line_error(optimizer, option):
     config = charmodel.ModelConfig(V, "rnn", H, 1)
     with pytest.raises(RnnlabError, match=option) as err:
-        rkeras.KerasTapeEngine(config, random_params(config), optimizer, NO_CLIP, np.random.default_rng(0))
+        rkeng.KerasTapeEngine(config, random_params(config), optimizer, NO_CLIP, np.random.default_rng(0))
     assert "\n" not in str(err.value)
 
 
 def test_resuming_from_a_numpy_optimizer_state_continues_its_trajectory():
     """load_state: Keras picks up rnnlab's Adam moments and step count mid-run (checkpoint resume)."""
     config = charmodel.ModelConfig(V, "lstm", H, 2)
-    assert_resumes_numpy_trajectory(rkeras.KerasTapeEngine, config, KERAS_OPTIMIZERS["adam"])
+    assert_resumes_numpy_trajectory(rkeng.KerasTapeEngine, config, KERAS_OPTIMIZERS["adam"])
 
 
 def test_scheduled_learning_rate_reaches_the_compiled_step():
@@ -177,7 +178,7 @@ def test_scheduled_learning_rate_reaches_the_compiled_step():
     Keras momentum cannot follow a changing rate and says so."""
     config = charmodel.ModelConfig(V, "rnn", H, 1)
     optimizer, params = KERAS_OPTIMIZERS["adam"], random_params(config)
-    engine = rkeras.KerasTapeEngine(config, params, optimizer, NO_CLIP, np.random.default_rng(0))
+    engine = rkeng.KerasTapeEngine(config, params, optimizer, NO_CLIP, np.random.default_rng(0))
     reference = NumpyEngine(config, {k: v.copy() for k, v in params.items()}, optimizer, NO_CLIP, None)
     state, ref_state = engine.zero_state(B), reference.zero_state(B)
     for lr in (0.05, 0.02, 0.001):
@@ -186,7 +187,7 @@ def test_scheduled_learning_rate_reaches_the_compiled_step():
         _, state = engine.train_step(random_batch(), state)
         _, ref_state = reference.train_step(random_batch(), ref_state)
     assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
-    momentum = rkeras.KerasTapeEngine(config, params, Momentum(), NO_CLIP, np.random.default_rng(0))
+    momentum = rkeng.KerasTapeEngine(config, params, Momentum(), NO_CLIP, np.random.default_rng(0))
     with pytest.raises(RnnlabError, match="lr_schedule constant"):
         momentum.set_learning_rate(0.01)
 
@@ -195,7 +196,7 @@ def test_a_non_finite_loss_stops_before_the_update():
     config = charmodel.ModelConfig(V, "rnn", H, 1)
     params = random_params(config)
     params["by"][0] = np.inf
-    for engine_class in (rkeras.KerasTapeEngine, rkeras.KerasClassEngine):
+    for engine_class in (rkeng.KerasTapeEngine, rkeng.KerasClassEngine):
         engine = engine_class(config, params, SGD(), NO_CLIP, np.random.default_rng(0))
         with pytest.raises(TrainingDiverged, match="not finite"):
             engine.train_step(random_batch(), engine.zero_state(B))
@@ -211,7 +212,7 @@ def test_keras_trained_model_converted_to_numpy_samples_the_same_greedy_text():
     TFCharRNN.generate write the same greedy text."""
     tokenizer = CharTokenizer.fit("abcdef\n")
     config = charmodel.ModelConfig(tokenizer.vocab_size, "lstm", 8, 2)
-    engine = rkeras.KerasClassEngine(config, random_params(config), KERAS_OPTIMIZERS["adam"], NO_CLIP,
+    engine = rkeng.KerasClassEngine(config, random_params(config), KERAS_OPTIMIZERS["adam"], NO_CLIP,
                                      np.random.default_rng(0))
     ids = tokenizer.encode("abcdef\nabcdef\nfedcba\n")
     batch = Batch(np.stack([ids[:-1]] * 2, axis=1), np.stack([ids[1:]] * 2, axis=1), None, True, 0)

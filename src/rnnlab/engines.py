@@ -94,9 +94,9 @@ class NumpyEngine:
 ENGINES = {
     "numpy": (__name__, "NumpyEngine", None),
     "torch": ("rnnlab.frameworks.torch", "TorchEngine", "torch"),
-    "keras-fit": ("rnnlab.frameworks.keras", "KerasFitEngine", "tf"),
-    "keras-tape": ("rnnlab.frameworks.keras", "KerasTapeEngine", "tf"),
-    "keras-class": ("rnnlab.frameworks.keras", "KerasClassEngine", "tf"),
+    "keras-fit": ("rnnlab.frameworks.keras_engines", "KerasFitEngine", "tf"),
+    "keras-tape": ("rnnlab.frameworks.keras_engines", "KerasTapeEngine", "tf"),
+    "keras-class": ("rnnlab.frameworks.keras_engines", "KerasClassEngine", "tf"),
 }
 
 

@@ -3,8 +3,9 @@
     rnnlab.frameworks.torch   TorchCharRNN (nn.RNN / nn.LSTM / nn.GRU + nn.Linear), to_torch / from_torch,
                               TorchEngine                                             (pip install 'rnnlab[torch]')
     rnnlab.frameworks.keras   build_keras_model (functional), TFCharRNN (keras.Model subclass with its own
-                              train_step and generate), to_keras / from_keras, KerasFitEngine,
-                              KerasTapeEngine, KerasClassEngine                       (pip install 'rnnlab[tf]')
+                              train_step and generate), to_keras / from_keras         (pip install 'rnnlab[tf]')
+    rnnlab.frameworks.keras_engines   the optimizer mapping and KerasFitEngine, KerasTapeEngine,
+                              KerasClassEngine
 
 This package itself needs NumPy only: torch and tensorflow are imported by those two modules, and only
 when one of them is asked for (``engines.engine_class`` or :func:`load_framework`).
