@@ -37,12 +37,14 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
         params, model_config, batch.ids, batch.targets, state,     # output-layer grads
         mask=batch.mask, dropout_rng=dropout_rng)
-    if not math.isfinite(loss) or not math.isfinite(global_norm(grads)):
+    norm = global_norm(grads)
+    if not math.isfinite(loss) or not math.isfinite(norm):
         raise TrainingDiverged(f"the loss ({loss:.4g}) or its gradient is not finite; parameters left as they were")
     if clip_value is not None:                                     # clip
         clip_by_value(grads, clip_value)
+        norm = None                                                # changed: clip_by_global_norm recomputes it
     if clip_norm is not None:
-        clip_by_global_norm(grads, clip_norm)
+        clip_by_global_norm(grads, clip_norm, norm)
     optimizer.update(params, grads, opt_state)                     # update
     return loss, state
 

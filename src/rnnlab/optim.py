@@ -262,10 +262,12 @@ def global_norm(grads: dict) -> float:
     return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
 
 
-def clip_by_global_norm(grads: dict, max_norm: float) -> float:
-    """If ||g|| > max_norm, scale every g by max_norm / ||g|| (direction kept). Returns ||g|| before."""
+def clip_by_global_norm(grads: dict, max_norm: float, norm: float | None = None) -> float:
+    """If ||g|| > max_norm, scale every g by max_norm / ||g|| (direction kept). Returns ||g|| before.
+
+    ``norm`` may pass in ||g|| when the caller has already computed it (it is not computed twice)."""
     _positive("max norm", max_norm)
-    norm = global_norm(grads)
+    norm = global_norm(grads) if norm is None else norm
     if norm > max_norm:
         scale = max_norm / norm
         for g in grads.values():
