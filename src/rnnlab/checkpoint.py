@@ -133,15 +133,15 @@ def load_checkpoint(path) -> Checkpoint:
     if hashlib.sha256(data).hexdigest() != meta.get("arrays_sha256"):
         raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
                           "use another checkpoint (e.g. best.json) or retrain")
-    arrays = read_npz(arrays_path)
-    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    arrays = read_npz(arrays_path, data)
+    params = with_prefix(arrays, "param/")
     optimizer_state = {"step": int(meta.get("optimizer_step", 0))}
     for slot in meta.get("optimizer_slots", []):
-        prefix = f"opt/{slot}/"
-        optimizer_state[slot] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    layers = sorted({int(k.split("/")[1]) for k in arrays if k.startswith("state/")})
-    hidden = [tuple(arrays[f"state/{layer}/{k}"] for k in range(sum(1 for a in arrays if a.startswith(f"state/{layer}/"))))
-              for layer in layers] or None
+        optimizer_state[slot] = with_prefix(arrays, f"opt/{slot}/")
+    per_layer: dict[int, list] = {}                              # "state/<layer>/<k>" -> layer -> [part k]
+    for key, value in sorted(with_prefix(arrays, "state/").items(), key=lambda kv: tuple(map(int, kv[0].split("/")))):
+        per_layer.setdefault(int(key.split("/")[0]), []).append(value)
+    hidden = [tuple(parts) for _, parts in sorted(per_layer.items())] or None
     checkpoint = Checkpoint(meta, params, optimizer_state, hidden, json_path)
     try:
         config = checkpoint.model_config
@@ -160,10 +160,16 @@ def load_checkpoint(path) -> Checkpoint:
     return checkpoint
 
 
-def read_npz(path: Path) -> dict:
-    """All arrays of an .npz, refusing pickled objects; any damage becomes one clear RnnlabError."""
+def with_prefix(arrays: dict, prefix: str) -> dict:
+    """The entries whose key starts with ``prefix``, with the prefix removed (the inverse of flatten_arrays)."""
+    return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+
+
+def read_npz(path: Path, data: bytes | None = None) -> dict:
+    """All arrays of an .npz (from ``data`` when the bytes are already read), refusing pickled objects; any
+    damage becomes one clear RnnlabError."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except ValueError as err:
         if "pickle" in str(err):

@@ -296,8 +296,6 @@ def run_sample(args: argparse.Namespace, explicit: set[str]) -> int:
     names = checkpoint.meta["corpus"]["mode"] == "lines"
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
-    require(args.top_k is None or 0 < args.top_k <= checkpoint.model_config.vocab_size,
-            f"--top_k must be between 1 and the vocabulary size {checkpoint.model_config.vocab_size}, got {args.top_k}")
     rng = np.random.default_rng(args.seed)
     texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
                     temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
