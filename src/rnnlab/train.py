@@ -256,12 +256,12 @@ class Trainer:
         return self.engine.numpy_params()
 
     def samples(self) -> list[str]:
+        """``num_samples`` names (at most 100 characters each) for a lines corpus, else one text."""
         c = self.config
-        if self.corpus.mode == "lines":
-            return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng, length=100,
-                           temperature=c.temperature, stop_at_newline=True) for _ in range(c.num_samples)]
-        return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng,
-                       length=c.sample_length, temperature=c.temperature)]
+        names = self.corpus.mode == "lines"
+        count, length = (c.num_samples, 100) if names else (1, c.sample_length)
+        return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng, length=length,
+                       temperature=c.temperature, stop_at_newline=names) for _ in range(count)]
 
     def validation_loss(self) -> float | None:
         if self.val_batches is None:
