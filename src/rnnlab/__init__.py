@@ -1,9 +1,19 @@
-"""rnnlab: character-level recurrent language models written from scratch in NumPy."""
+"""rnnlab: character-level recurrent language models written from scratch in NumPy.
 
-from .errors import RnnlabError
-from .model import ModelConfig
-from .text import CharTokenizer, load_corpus
-from .train import TrainConfig, Trainer
+The public names below are imported on first use, so ``import rnnlab.blas`` (which must run before NumPy
+loads, see :mod:`rnnlab.blas`) does not import NumPy.
+"""
 
-__all__ = ["CharTokenizer", "ModelConfig", "RnnlabError", "TrainConfig", "Trainer", "load_corpus"]
+import importlib
+
+_PUBLIC = {"CharTokenizer": "text", "load_corpus": "text", "ModelConfig": "model", "RnnlabError": "errors",
+           "TrainConfig": "train", "Trainer": "train"}
+
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .batches import Batch
+from .blas import openblas_kernels
 from .cells import CELLS
 from .engines import engine_class
 from .errors import RnnlabError, require
@@ -250,11 +251,13 @@ def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, fre
     for row in rows:
         row["gemm_peak_gflops"] = peak
         row["peak_fraction"] = row["gflops"] / peak
-    return {"gemm_peak_gflops": peak, "engines": engines, "rows": rows}
+    return {"gemm_peak_gflops": peak, "blas_kernels": openblas_kernels(), "engines": engines, "rows": rows}
 
 
 def format_table(result: dict) -> str:
-    lines = [f"float32 GEMM peak (NumPy BLAS, this run): {result['gemm_peak_gflops']:.1f} GFLOP/s", "",
+    kernels = result.get("blas_kernels") or "unknown"
+    lines = [f"float32 GEMM peak (NumPy BLAS, this run): {result['gemm_peak_gflops']:.1f} GFLOP/s "
+             f"(OpenBLAS kernels: {kernels})", "",
              "| cell | H/B/T | engine | tokens/s | GFLOP/s | % peak | peak RSS MB | numpy speed-up |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:

@@ -2,8 +2,8 @@
 
 Every cell is a pair of *stateless* functions plus an initialiser:
 
-    step_forward(zx, state, p)          -> (next_state, cache)
-    step_backward(dstate, cache, p)     -> (dzx, dzh, dprev_state)
+    step_forward(zx, state, p, out=None)      -> (next_state, cache)
+    step_backward(dstate, cache, p, out=None) -> (dzx, dzh, dprev_state)
 
 ``dzx`` is the gradient of the gate pre-activations (flowing to ``Wx``, ``b`` and the layer input) and
 ``dzh`` that of the recurrent projection ``h_{t-1} @ Wh (+ bh)``; they differ only for the GRU, where the
@@ -14,6 +14,12 @@ reset gate sits between the two. The cell does not touch weight gradients: the s
 sequence loop in ``model.py`` (one matrix product, or a row lookup for character ids, instead of T small
 ones). A state is a tuple of (B, H) arrays whose first element is the hidden output ``h``: ``(h,)`` for RNN
 and GRU, ``(h, c)`` for LSTM. One BPTT loop serves all three cells through :data:`CELLS`.
+
+``out`` is where a step writes its results: forward, the new ``h`` followed by the cell's cache arrays
+(widths ``Cell.cache_widths`` times H); backward, ``(dzx, dzh)`` (the same array unless the cell has a
+recurrent bias). The sequence loop passes slices of arrays it keeps from one training step to the next,
+so a step allocates almost nothing (see ``recurrence.Workspace``); called alone, a step allocates them.
+The returned state and cache are views of ``out``.
 
 Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side by side in column order):
 
@@ -73,18 +79,32 @@ def rnn_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
     return init_gates(input_size, hidden, 1, rng)
 
 
-def rnn_cell_step(zx, state, p):
+def new_step_out(widths, batch: int, hidden: int, dtype) -> tuple:
+    """Fresh ``out`` arrays for one step: h, then one (B, w*H) array per cache width w."""
+    return tuple(np.empty((batch, w * hidden), dtype=dtype) for w in (1, *widths))
+
+
+def new_grad_out(cache_array: np.ndarray, n_gates: int, separate_dzh: bool) -> tuple:
+    """Fresh ``(dzx, dzh)`` for one backward step."""
+    B, H = cache_array.shape[0], cache_array.shape[1]
+    dzx = np.empty((B, n_gates * H), dtype=cache_array.dtype)
+    return dzx, (np.empty_like(dzx) if separate_dzh else dzx)
+
+
+def rnn_cell_step(zx, state, p, out=None):
     (h_prev,) = state
-    z = h_prev @ p["Wh"]                                         # (B, H)
-    z += zx
-    h = tanh(z)                                                  # (B, H)
+    (h,) = out or new_step_out((), *h_prev.shape, zx.dtype)
+    np.matmul(h_prev, p["Wh"], out=h)                            # (B, H)
+    h += zx
+    np.tanh(h, out=h)                                            # (B, H)
     return (h,), (h,)
 
 
-def rnn_cell_step_backward(dstate, cache, p):
+def rnn_cell_step_backward(dstate, cache, p, out=None):
     (dh,) = dstate
     (h,) = cache
-    dz = dh * tanh_grad(h)                                       # (B, H)
+    dz, _ = out or new_grad_out(h, 1, False)
+    np.multiply(dh, tanh_grad(h), out=dz)                        # (B, H)
     return dz, dz, (dz @ p["Wh"].T,)
 
 
@@ -111,6 +131,9 @@ def lstm_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
     return p
 
 
+LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
+
+
 @lru_cache(maxsize=32)
 def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """(pre-tanh scale, derivative offset k) rows of length 4H for the gate blocks i, f, g, o."""
@@ -121,11 +144,12 @@ def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     return scale, k
 
 
-def lstm_cell_step(zx, state, p):
+def lstm_cell_step(zx, state, p, out=None):
     h_prev, c_prev = state
     H = h_prev.shape[1]
+    h, a, c, tc = out or new_step_out(LSTM_CACHE, *h_prev.shape, zx.dtype)
     scale, _ = _lstm_block_constants(H, zx.dtype)
-    a = h_prev @ p["Wh"]                                         # (B, 4H)
+    np.matmul(h_prev, p["Wh"], out=a)                            # (B, 4H)
     a += zx
     a *= scale
     np.tanh(a, out=a)                                            # (B, 4H): tanh(z/2) for i, f, o; tanh(z) for g
@@ -134,14 +158,14 @@ def lstm_cell_step(zx, state, p):
     a[:, 3 * H:] += 1.0
     a[:, 3 * H:] *= 0.5                                          # o = sig(zo)
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-    c = f * c_prev                                               # (B, H)
+    np.multiply(f, c_prev, out=c)                                # (B, H)
     c += i * g
-    tc = tanh(c)                                                 # (B, H)
-    h = o * tc                                                   # (B, H)
+    np.tanh(c, out=tc)                                           # (B, H)
+    np.multiply(o, tc, out=h)                                    # (B, H)
     return (h, c), (c_prev, a, tc)
 
 
-def lstm_cell_step_backward(dstate, cache, p):
+def lstm_cell_step_backward(dstate, cache, p, out=None):
     dh, dc_next = dstate
     c_prev, a, tc = cache
     H = tc.shape[1]
@@ -149,12 +173,14 @@ def lstm_cell_step_backward(dstate, cache, p):
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     dc = dh * o * tanh_grad(tc)                                  # (B, H)
     dc += dc_next
-    dz = np.empty_like(a)                                        # (B, 4H): upstream of each gate ...
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H): upstream of each gate ...
     np.multiply(dc, g, out=dz[:, :H])                            #   di
     np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df
     np.multiply(dc, i, out=dz[:, 2 * H:3 * H])                   #   dg
     np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do
-    dz *= (1.0 - a) * (a + k)                                    # ... times its local derivative
+    local = np.subtract(1.0, a)                                  # ... times its local derivative
+    local *= a + k
+    dz *= local
     return dz, dz, (dz @ p["Wh"].T, dc * f)
 
 
@@ -169,37 +195,46 @@ def lstm_cell_step_backward(dstate, cache, p):
 #   dh_{t-1} = dh z + dzh Wh^T                (the loop adds dWh = sum h^T dzh and dbh = sum dzh)
 # --------------------------------------------------------------------------------------------------------
 
+GRU_CACHE = (2, 1, 1)    # [r, z] (B, 2H), candidate n (B, H), projected previous state hn (B, H)
+
+
 def gru_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
     p = init_gates(input_size, hidden, 3, rng)
     p["bh"] = np.zeros(3 * hidden)
     return p
 
 
-def gru_cell_step(zx, state, p):
+def gru_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     H = h_prev.shape[1]
+    h, rz, n, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)
     hh = h_prev @ p["Wh"]                                        # (B, 3H)
     hh += p["bh"]
-    rz = sigmoid(zx[:, :2 * H] + hh[:, :2 * H])                  # (B, 2H) reset and update gates
+    np.add(zx[:, :2 * H], hh[:, :2 * H], out=rz)
+    rz[...] = sigmoid(rz)                                        # (B, 2H) reset and update gates
     r, z = rz[:, :H], rz[:, H:]
-    hn = hh[:, 2 * H:]                                           # (B, H) projected previous state
-    n = tanh(zx[:, 2 * H:] + r * hn)                             # (B, H) candidate
-    h = n + z * (h_prev - n)                                     # (B, H) = (1 - z) n + z h_prev
+    hn[...] = hh[:, 2 * H:]                                      # (B, H) projected previous state
+    np.multiply(r, hn, out=n)
+    n += zx[:, 2 * H:]
+    np.tanh(n, out=n)                                            # (B, H) candidate
+    np.subtract(h_prev, n, out=h)
+    h *= z
+    h += n                                                       # (B, H) = (1 - z) n + z h_prev
     return (h,), (h_prev, rz, n, hn)
 
 
-def gru_cell_step_backward(dstate, cache, p):
+def gru_cell_step_backward(dstate, cache, p, out=None):
     (dh,) = dstate
     h_prev, rz, n, hn = cache
     H = n.shape[1]
     r, z = rz[:, :H], rz[:, H:]
-    dzx = np.empty((n.shape[0], 3 * H), dtype=n.dtype)          # (B, 3H)
+    dzx, dzh = out or new_grad_out(n, 3, True)                   # (B, 3H) each
     dan = dzx[:, 2 * H:]
     np.multiply(dh * (1.0 - z), tanh_grad(n), out=dan)           # d(xn + r hn)
     np.multiply(dan, hn, out=dzx[:, :H])                         # dr
     np.multiply(dh, h_prev - n, out=dzx[:, H:2 * H])             # dz
     dzx[:, :2 * H] *= sigmoid_grad(rz)                           # through both sigmoids at once
-    dzh = dzx.copy()                                             # (B, 3H): same, but r scales the n block
+    dzh[...] = dzx                                               # (B, 3H): same, but r scales the n block
     dzh[:, 2 * H:] *= r
     return dzx, dzh, (dh * z + dzh @ p["Wh"].T,)
 
@@ -211,6 +246,7 @@ class Cell:
     name: str
     n_gates: int
     n_states: int
+    cache_widths: tuple      # per-step arrays the forward step fills besides h, in units of H
     init: Callable[[int, int, np.random.Generator], dict]
     step_forward: Callable
     step_backward: Callable
@@ -220,7 +256,7 @@ class Cell:
 
 
 CELLS = {
-    "rnn": Cell("rnn", 1, 1, rnn_init, rnn_cell_step, rnn_cell_step_backward),
-    "lstm": Cell("lstm", 4, 2, lstm_init, lstm_cell_step, lstm_cell_step_backward),
-    "gru": Cell("gru", 3, 1, gru_init, gru_cell_step, gru_cell_step_backward),
+    "rnn": Cell("rnn", 1, 1, (), rnn_init, rnn_cell_step, rnn_cell_step_backward),
+    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_init, lstm_cell_step, lstm_cell_step_backward),
+    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_init, gru_cell_step, gru_cell_step_backward),
 }

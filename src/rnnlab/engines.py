@@ -29,14 +29,15 @@ import numpy as np
 from . import model as charmodel
 from .errors import RnnlabError, TrainingDiverged
 from .optim import clip_by_global_norm, clip_by_value, global_norm
+from .recurrence import Workspace
 
 
 def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
-               dropout_rng=None):
+               dropout_rng=None, ws=None):
     """One optimisation step on one batch -> (loss, final state). The whole flow, in order."""
     loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
         params, model_config, batch.ids, batch.targets, state,     # output-layer grads
-        mask=batch.mask, dropout_rng=dropout_rng)
+        mask=batch.mask, dropout_rng=dropout_rng, ws=ws)
     norm = global_norm(grads)
     if not math.isfinite(loss) or not math.isfinite(norm):
         raise TrainingDiverged(f"the loss ({loss:.4g}) or its gradient is not finite; parameters left as they were")
@@ -60,13 +61,14 @@ class NumpyEngine:
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
         self.dropout_rng = dropout_rng
         self.dtype = next(iter(params.values())).dtype
+        self.workspace = Workspace()   # the step's large arrays, reused from one step to the next
 
     def zero_state(self, batch_size: int):
         return charmodel.zero_state(self.model_config, batch_size, self.dtype)
 
     def train_step(self, batch, state):
         return train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch, state,
-                          self.clip_value, self.clip_norm, self.dropout_rng)
+                          self.clip_value, self.clip_norm, self.dropout_rng, self.workspace)
 
     def evaluate(self, batch, state):
         return charmodel.evaluate_loss(self.params, self.model_config, batch.ids, batch.targets, state, batch.mask)

@@ -26,7 +26,7 @@ from .cells import CELLS
 from .errors import RnnlabError, require
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import input_grads, project_inputs, rnn_backward, rnn_forward
+from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward
 
 
 @dataclass(frozen=True)
@@ -93,16 +93,19 @@ class ForwardCache:
 
 
 def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
-            dropout_rng: np.random.Generator | None = None):
-    """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given."""
+            dropout_rng: np.random.Generator | None = None, ws: Workspace | None = None):
+    """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given.
+    With a workspace ``ws`` the large per-step arrays are reused from the previous call (see Workspace)."""
     cell = CELLS[config.cell]
     cache = ForwardCache()
     x = ids
     final_state = []
     for layer in range(config.num_layers):
         p = layer_params(params, layer)
-        zx = project_inputs(x, p["Wx"], p["b"])                  # (T, B, GH)
-        hs, last, steps = rnn_forward(cell, zx, state[layer], p)  # (T, B, H)
+        T, B = ids.shape
+        zx_out = None if ws is None else ws.empty(f"l{layer}.zx", (T, B, p["Wx"].shape[1]), p["Wx"].dtype)
+        zx = project_inputs(x, p["Wx"], p["b"], zx_out)          # (T, B, GH)
+        hs, last, steps = rnn_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
         final_state.append(last)
@@ -117,14 +120,15 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
     return output_forward(x, params["Wy"], params["by"]), final_state, cache
 
 
-def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelConfig) -> dict:
+def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelConfig,
+             ws: Workspace | None = None) -> dict:
     """BPTT through the stack: da = dL/dh of the top layer (T, B, H) -> grads of every layer parameter."""
     cell = CELLS[config.cell]
     grads = {}
     dh = da
     for layer in reversed(range(config.num_layers)):
         p = layer_params(params, layer)
-        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.sequences[layer], p)  # (T, B, GH)
+        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
         x = cache.layer_inputs[layer]
         layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})
@@ -142,11 +146,14 @@ def evaluate_loss(params: dict, config: ModelConfig, ids: np.ndarray, targets: n
 
 
 def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
-                   mask: np.ndarray | None = None, dropout_rng: np.random.Generator | None = None):
-    """-> (loss in nats/char, grads, final state). The learning signal of one step, in order."""
-    logits, final_state, cache = forward(params, config, ids, state, dropout_rng)   # 1. forward
+                   mask: np.ndarray | None = None, dropout_rng: np.random.Generator | None = None,
+                   ws: Workspace | None = None):
+    """-> (loss in nats/char, grads, final state). The learning signal of one step, in order.
+    ``ws``: reuse large arrays between calls (the training engine keeps one); the grads stay valid only
+    until the next call with the same workspace."""
+    logits, final_state, cache = forward(params, config, ids, state, dropout_rng, ws)  # 1. forward
     loss, dy = softmax_cross_entropy(logits, targets, mask)                           # 2. loss (+ dy)
     da = project_logit_grad_to_hidden(dy, params["Wy"])                               # 3. project to da
-    grads = backward(da, cache, params, config)                                       # 4. BPTT
+    grads = backward(da, cache, params, config, ws)                                   # 4. BPTT
     grads.update(output_layer_grads(dy, cache.top_hidden))                            # 5. output grads
     return loss, grads, final_state
