@@ -72,3 +72,50 @@ def test_output_layer_2d_gemm_equals_3d_matmul():
     hs, Wy, by, dy = rng.normal(size=(4, 3, 5)), rng.normal(size=(5, 7)), rng.normal(size=7), rng.normal(size=(4, 3, 7))
     np.testing.assert_allclose(output_forward(hs, Wy, by), hs @ Wy + by, rtol=RTOL)
     np.testing.assert_allclose(project_logit_grad_to_hidden(dy, Wy), dy @ Wy.T, rtol=RTOL)
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_workspace_step_equals_fresh_arrays(cell_name):
+    """The training step with a Workspace (arrays reused between calls, gates written over zx, gate
+    gradients over the gates) gives the same loss, gradients and final state as fresh arrays, call after
+    call, when the batch length grows and shrinks. Float64; the operations are the same ones in the same
+    order, so the tolerance is only float64 rounding (rtol 1e-12)."""
+    from rnnlab.model import ModelConfig, init_params, loss_and_grads, zero_state
+    from rnnlab.recurrence import Workspace
+
+    config = ModelConfig(vocab_size=7, cell=cell_name, hidden_size=5, num_layers=2, dropout=0.3)
+    rng = np.random.default_rng(5)
+    params = {k: v + rng.normal(scale=0.1, size=v.shape) for k, v in
+              init_params(config, rng, np.float64).items()}               # nonzero biases
+    ws = Workspace()
+    for T in (6, 4, 9, 9):
+        ids = rng.integers(0, 7, size=(T + 1, 3))
+        state = [tuple(rng.normal(size=part.shape) for part in layer) for layer in zero_state(config, 3, np.float64)]
+        mask = (rng.random((T, 3)) < 0.8).astype(np.float64)
+        fresh = loss_and_grads(params, config, ids[:-1], ids[1:], state, mask, np.random.default_rng(T))
+        reused = loss_and_grads(params, config, ids[:-1], ids[1:], state, mask, np.random.default_rng(T), ws=ws)
+        assert reused[0] == pytest.approx(fresh[0], rel=1e-12)
+        assert reused[1].keys() == fresh[1].keys()
+        for name in fresh[1]:
+            np.testing.assert_allclose(reused[1][name], fresh[1][name], rtol=1e-12, atol=1e-15, err_msg=name)
+        for layer_fresh, layer_reused in zip(fresh[2], reused[2]):
+            for a, b in zip(layer_fresh, layer_reused):
+                np.testing.assert_allclose(b, a, rtol=1e-12)
+    assert ws.nbytes > 0
+
+
+def test_workspace_final_state_is_not_overwritten_by_the_next_call():
+    """The carried state must survive the next step reusing the workspace (it is a copy)."""
+    from rnnlab.model import ModelConfig, init_params, loss_and_grads, zero_state
+    from rnnlab.recurrence import Workspace
+
+    config = ModelConfig(vocab_size=5, cell="lstm", hidden_size=4)
+    rng = np.random.default_rng(6)
+    params, ws = init_params(config, rng, np.float64), Workspace()
+    ids = rng.integers(0, 5, size=(6, 2))
+    _, _, state = loss_and_grads(params, config, ids[:-1], ids[1:], zero_state(config, 2, np.float64), ws=ws)
+    kept = [tuple(part.copy() for part in layer) for layer in state]
+    loss_and_grads(params, config, ids[::-1][:-1], ids[::-1][1:], state, ws=ws)
+    for layer, layer_kept in zip(state, kept):
+        for part, part_kept in zip(layer, layer_kept):
+            np.testing.assert_array_equal(part, part_kept)

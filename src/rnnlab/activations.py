@@ -31,8 +31,13 @@ def tanh_grad(y: np.ndarray) -> np.ndarray:
     return 1.0 - y * y
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """0.5 (1 + tanh(z / 2)), written into ``out`` if given (which may be z itself)."""
+    out = np.multiply(z, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
 
 
 def sigmoid_grad(y: np.ndarray) -> np.ndarray:

@@ -121,8 +121,12 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 #
 # Speed, same maths: all four gates come from ONE tanh over the (B, 4H) block, because
 # sig(z) = (1 + tanh(z/2)) / 2: the i, f, o columns are halved before the tanh and mapped to (1 + a) / 2
-# after it. Likewise one expression gives every gate's local derivative: sig' = s(1 - s) = (1 - s)(s + 0)
-# and tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - a)(a + k) with k = 1 only in the g block.
+# after it -- whole rows times a `scale` row plus an `offset` row (1 and 0 in the g block). Likewise one
+# expression gives every gate's local derivative: sig' = s(1 - s) = (1 - s)(s + 0) and
+# tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - a)(a + k) with k = 1 only in the g block.
+# In place: the sequence loop may hand the step zx's own slot as `a` (the gates overwrite the input
+# projection) and, backward, `a`'s slot as dz (the gate gradients overwrite the gates), so each step reads
+# what it needs before it writes.
 # --------------------------------------------------------------------------------------------------------
 
 def lstm_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
@@ -135,28 +139,26 @@ LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), 
 
 
 @lru_cache(maxsize=32)
-def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-tanh scale, derivative offset k) rows of length 4H for the gate blocks i, f, g, o."""
+def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scale, offset, k) rows of length 4H for the gate blocks i, f, g, o: 0.5/0.5/0 for a sigmoid block,
+    1/0/1 for the tanh block g."""
     scale = np.full(4 * hidden, 0.5, dtype=dtype)
     scale[2 * hidden:3 * hidden] = 1.0
     k = np.zeros(4 * hidden, dtype=dtype)
     k[2 * hidden:3 * hidden] = 1.0
-    return scale, k
+    return scale, 0.5 * (1.0 - k), k
 
 
 def lstm_cell_step(zx, state, p, out=None):
     h_prev, c_prev = state
     H = h_prev.shape[1]
     h, a, c, tc = out or new_step_out(LSTM_CACHE, *h_prev.shape, zx.dtype)
-    scale, _ = _lstm_block_constants(H, zx.dtype)
-    np.matmul(h_prev, p["Wh"], out=a)                            # (B, 4H)
-    a += zx
+    scale, offset, _ = _lstm_block_constants(H, zx.dtype)
+    np.add(zx, h_prev @ p["Wh"], out=a)                          # (B, 4H) pre-activations [zi, zf, zg, zo]
     a *= scale
-    np.tanh(a, out=a)                                            # (B, 4H): tanh(z/2) for i, f, o; tanh(z) for g
-    a[:, :2 * H] += 1.0
-    a[:, :2 * H] *= 0.5                                          # i, f = sig(zi), sig(zf)
-    a[:, 3 * H:] += 1.0
-    a[:, 3 * H:] *= 0.5                                          # o = sig(zo)
+    np.tanh(a, out=a)                                            # tanh(z/2) for i, f, o; tanh(z) for g
+    a *= scale
+    a += offset                                                  # (1 + tanh(z/2)) / 2 = sig(z) for i, f, o
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     np.multiply(f, c_prev, out=c)                                # (B, H)
     c += i * g
@@ -169,19 +171,23 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     dh, dc_next = dstate
     c_prev, a, tc = cache
     H = tc.shape[1]
-    _, k = _lstm_block_constants(H, a.dtype)
+    _, _, k = _lstm_block_constants(H, a.dtype)
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-    dc = dh * o * tanh_grad(tc)                                  # (B, H)
-    dc += dc_next
-    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H): upstream of each gate ...
+    dc = tanh_grad(tc)                                           # (B, H)
+    dc *= o
+    dc *= dh
+    dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
+    dc_prev = dc * f
+    local = np.subtract(1.0, a)                                  # every gate's local derivative (1 - a)(a + k)
+    local *= a + k
+    dg = dc * i
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot: a is read above
     np.multiply(dc, g, out=dz[:, :H])                            #   di
     np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df
-    np.multiply(dc, i, out=dz[:, 2 * H:3 * H])                   #   dg
+    dz[:, 2 * H:3 * H] = dg                                      #   dg
     np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do
-    local = np.subtract(1.0, a)                                  # ... times its local derivative
-    local *= a + k
-    dz *= local
-    return dz, dz, (dz @ p["Wh"].T, dc * f)
+    dz *= local                                                  # ... times its local derivative
+    return dz, dz, (dz @ p["Wh"].T, dc_prev)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
 #   dh_{t-1} = dh z + dzh Wh^T                (the loop adds dWh = sum h^T dzh and dbh = sum dzh)
 # --------------------------------------------------------------------------------------------------------
 
-GRU_CACHE = (2, 1, 1)    # [r, z] (B, 2H), candidate n (B, H), projected previous state hn (B, H)
+GRU_CACHE = (3, 1)       # gates [r, z, n] (B, 3H), projected previous state hn (B, H)
 
 
 def gru_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
@@ -207,36 +213,39 @@ def gru_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
 def gru_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     H = h_prev.shape[1]
-    h, rz, n, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)
+    h, a, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)   # a may be zx's own slot
     hh = h_prev @ p["Wh"]                                        # (B, 3H)
     hh += p["bh"]
+    rz = a[:, :2 * H]
     np.add(zx[:, :2 * H], hh[:, :2 * H], out=rz)
-    rz[...] = sigmoid(rz)                                        # (B, 2H) reset and update gates
-    r, z = rz[:, :H], rz[:, H:]
+    sigmoid(rz, out=rz)                                          # (B, 2H) reset and update gates
+    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
     hn[...] = hh[:, 2 * H:]                                      # (B, H) projected previous state
-    np.multiply(r, hn, out=n)
-    n += zx[:, 2 * H:]
+    np.add(zx[:, 2 * H:], r * hn, out=n)
     np.tanh(n, out=n)                                            # (B, H) candidate
     np.subtract(h_prev, n, out=h)
     h *= z
     h += n                                                       # (B, H) = (1 - z) n + z h_prev
-    return (h,), (h_prev, rz, n, hn)
+    return (h,), (h_prev, a, hn)
 
 
 def gru_cell_step_backward(dstate, cache, p, out=None):
     (dh,) = dstate
-    h_prev, rz, n, hn = cache
-    H = n.shape[1]
-    r, z = rz[:, :H], rz[:, H:]
-    dzx, dzh = out or new_grad_out(n, 3, True)                   # (B, 3H) each
-    dan = dzx[:, 2 * H:]
-    np.multiply(dh * (1.0 - z), tanh_grad(n), out=dan)           # d(xn + r hn)
-    np.multiply(dan, hn, out=dzx[:, :H])                         # dr
-    np.multiply(dh, h_prev - n, out=dzx[:, H:2 * H])             # dz
-    dzx[:, :2 * H] *= sigmoid_grad(rz)                           # through both sigmoids at once
-    dzh[...] = dzx                                               # (B, 3H): same, but r scales the n block
-    dzh[:, 2 * H:] *= r
-    return dzx, dzh, (dh * z + dzh @ p["Wh"].T,)
+    h_prev, a, hn = cache
+    H = hn.shape[1]
+    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+    dzx, dzh = out or new_grad_out(hn, 3, True)                  # (B, 3H) each; dzx may be `a`'s slot
+    dh_prev = dh * z
+    dan = tanh_grad(n)
+    dan *= dh * (1.0 - z)                                        # d(xn + r hn)
+    np.multiply(dan, hn, out=dzh[:, :H])                         # dr
+    np.multiply(dh, h_prev - n, out=dzh[:, H:2 * H])             # dz
+    dzh[:, :2 * H] *= sigmoid_grad(a[:, :2 * H])                 # through both sigmoids at once
+    np.multiply(dan, r, out=dzh[:, 2 * H:])                      # dzh: r scales the n block ...
+    dzx[:, :2 * H] = dzh[:, :2 * H]
+    dzx[:, 2 * H:] = dan                                         # ... dzx: it does not
+    dh_prev += dzh @ p["Wh"].T
+    return dzx, dzh, (dh_prev,)
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndar
     count = m.sum()
     if count == 0:
         return 0.0, np.zeros_like(logits)
-    shifted = z - z.max(axis=1, keepdims=True)                   # (N, V)
-    exp = np.exp(shifted)                                        # (N, V)
-    norm = exp.sum(axis=1)                                       # (N,)
-    log_norm = np.log(norm)                                      # (N,)  log sum_j e^z_j (shifted)
     rows = np.arange(len(k))
-    nll = log_norm - shifted[rows, k]                            # (N,)  -log p[k]
+    dz = z - z.max(axis=1, keepdims=True)                        # (N, V)  shifted logits
+    shifted_target = dz[rows, k]                                 # (N,)
+    np.exp(dz, out=dz)                                           # (N, V)  in place: e^(shifted z)
+    norm = dz.sum(axis=1)                                        # (N,)
+    nll = np.log(norm) - shifted_target                          # (N,)  -log p[k] = log sum_j e^z_j - z_k
     loss = float((nll * m).sum() / count)
-    dz = exp / norm[:, None]                                     # (N, V)  p = softmax(z)
+    dz /= norm[:, None]                                          # (N, V)  p = softmax(z)
     dz[rows, k] -= 1.0                                           # p - onehot(k)
     dz *= (m / count)[:, None]                                   # masked mean
     return loss, dz.reshape(logits.shape)

@@ -117,7 +117,8 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         cache.dropout_masks.append(mask)
         x = hs
     cache.top_hidden = x
-    return output_forward(x, params["Wy"], params["by"]), final_state, cache
+    logits = None if ws is None else ws.empty("logits", (*ids.shape, params["Wy"].shape[1]), x.dtype)
+    return output_forward(x, params["Wy"], params["by"], logits), final_state, cache
 
 
 def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelConfig,
@@ -153,7 +154,8 @@ def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: 
     until the next call with the same workspace."""
     logits, final_state, cache = forward(params, config, ids, state, dropout_rng, ws)  # 1. forward
     loss, dy = softmax_cross_entropy(logits, targets, mask)                           # 2. loss (+ dy)
-    da = project_logit_grad_to_hidden(dy, params["Wy"])                               # 3. project to da
+    da_out = None if ws is None else ws.empty("da", (*ids.shape, config.hidden_size), dy.dtype)
+    da = project_logit_grad_to_hidden(dy, params["Wy"], da_out)                       # 3. project to da
     grads = backward(da, cache, params, config, ws)                                   # 4. BPTT
     grads.update(output_layer_grads(dy, cache.top_hidden))                            # 5. output grads
     return loss, grads, final_state

@@ -15,16 +15,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def output_forward(hs: np.ndarray, Wy: np.ndarray, by: np.ndarray) -> np.ndarray:
-    """(T, B, H) -> logits (T, B, V), as one 2-D GEMM (a 3-D matmul would loop over T)."""
+def output_forward(hs: np.ndarray, Wy: np.ndarray, by: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(T, B, H) -> logits (T, B, V), as one 2-D GEMM (a 3-D matmul would loop over T), into ``out`` if given."""
     H, V = Wy.shape
-    return (hs.reshape(-1, H) @ Wy + by).reshape(*hs.shape[:-1], V)
+    out = np.empty((*hs.shape[:-1], V), dtype=hs.dtype) if out is None else out
+    np.matmul(hs.reshape(-1, H), Wy, out=out.reshape(-1, V))
+    out += by
+    return out
 
 
-def project_logit_grad_to_hidden(dy: np.ndarray, Wy: np.ndarray) -> np.ndarray:
-    """da = dy @ Wy^T: (T, B, V) -> (T, B, H)."""
+def project_logit_grad_to_hidden(dy: np.ndarray, Wy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """da = dy @ Wy^T: (T, B, V) -> (T, B, H), into ``out`` if given."""
     H, V = Wy.shape
-    return (dy.reshape(-1, V) @ Wy.T).reshape(*dy.shape[:-1], H)
+    out = np.empty((*dy.shape[:-1], H), dtype=dy.dtype) if out is None else out
+    np.matmul(dy.reshape(-1, V), Wy.T, out=out.reshape(-1, H))
+    return out
 
 
 def output_layer_grads(dy: np.ndarray, hs: np.ndarray) -> dict:

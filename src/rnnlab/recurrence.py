@@ -62,9 +62,10 @@ def input_grads(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray) -> tuple[np.ndar
     """Backward of :func:`project_inputs` -> (dWx, db, dx); dx is None for character ids."""
     GH = dzx.shape[-1]
     dzx2 = dzx.reshape(-1, GH)                                   # (T*B, GH)
+    if x.ndim == 2:                                              # every row of dzx belongs to one id, so the
+        dWx = embedding_grad(x, dzx2, Wx.shape[0])               # (V, GH) per-id sums add up to db: no pass
+        return dWx, dWx.sum(axis=0), None                        # over the (T*B, GH) array for it
     db = dzx2.sum(axis=0)                                        # (GH,)
-    if x.ndim == 2:
-        return embedding_grad(x, dzx2, Wx.shape[0]), db, None    # (V, GH)
     T, B, In = x.shape
     x2 = x.reshape(T * B, In)
     return x2.T @ dzx2, db, (dzx2 @ Wx.T).reshape(T, B, In)      # dWx (In, GH), dx (T, B, In)
@@ -105,25 +106,31 @@ def _empty(ws: Workspace | None, name: str, shape: tuple, dtype) -> np.ndarray:
 class SequenceCache:
     h_prev: np.ndarray      # (T, B, H): the hidden state entering each step (h_0 .. h_{T-1})
     steps: list             # the cell's cache of every step (views of the workspace arrays)
+    spare: np.ndarray | None = None  # with a workspace: zx's (T, B, GH) array, for the gate gradients
 
 
 def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
     """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, SequenceCache).
 
     Each step writes into slot t of arrays kept in ``ws`` under ``name``; the final state is a copy, so it
-    stays valid when the workspace is reused.
+    stays valid when the workspace is reused. With a workspace, memory is reused hard: the gate activations
+    overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`rnn_backward` then writes the
+    gate gradients over the gates -- one (T, B, GH) array per layer instead of three. Such a cache can be
+    back-propagated once.
     """
     T, (B, H) = zx.shape[0], state0[0].shape
     hs_all = _empty(ws, f"{name}hs", (T + 1, B, H), zx.dtype)   # (T+1, B, H): h_0, h_1 .. h_T
     hs_all[0] = state0[0]
     caches = [_empty(ws, f"{name}cache{k}", (T, B, w * H), zx.dtype) for k, w in enumerate(cell.cache_widths)]
+    if ws is not None and caches and caches[0].shape == zx.shape:
+        caches[0] = zx                                           # the gates overwrite the input projection
     state, steps = (hs_all[0], *state0[1:]), []
     for t in range(T):
         out = (hs_all[t + 1], *(cache[t] for cache in caches))
         state, step_cache = cell.step_forward(zx[t], state, p, out)
         steps.append(step_cache)
     final = tuple(part.copy() for part in state)
-    return hs_all[1:], final, SequenceCache(hs_all[:-1], steps)
+    return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None)
 
 
 def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
@@ -135,7 +142,7 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     """
     T, B, H = dhs.shape
     GH = p["Wh"].shape[1]
-    dzx = _empty(ws, f"{name}dzx", (T, B, GH), dhs.dtype)       # (T, B, GH)
+    dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
     dzh = dzx if "bh" not in p else _empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype)  # differs only for GRU
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
     for t in reversed(range(T)):
