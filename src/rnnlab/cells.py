@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
+from .activations import sigmoid, sigmoid_grad, tanh_grad
 
 
 def uniform(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
