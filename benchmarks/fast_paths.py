@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnlab.activations import sigmoid
 from rnnlab.cells import CELLS
-from rnnlab.recurrence import embedding_grad, rnn_backward, rnn_forward
+from rnnlab import model as charmodel
+from rnnlab.recurrence import Workspace, embedding_grad, rnn_forward
 
 T, B, H, V = 100, 64, 256, 65
 rng = np.random.default_rng(0)
@@ -104,6 +105,17 @@ def dWh_one_gemm():
     return seq_cache.h_prev.reshape(T * B, H).T @ dzx.reshape(T * B, 4 * H)
 
 
+config = charmodel.ModelConfig(vocab_size=V, cell="lstm", hidden_size=H)
+params = charmodel.init_params(config, rng, f32)
+step_ids = rng.integers(0, V, size=(T + 1, B))
+workspace = Workspace()
+
+
+def training_step(ws):
+    return lambda: charmodel.loss_and_grads(params, config, step_ids[:-1], step_ids[1:],
+                                            charmodel.zero_state(config, B), ws=ws)
+
+
 if __name__ == "__main__":
     print(f"T={T}, B={B}, H={H}, V={V}, float32; median of 7 interleaved runs\n")
     print("| optimisation | before (ms) | after (ms) | speed-up |\n|---|---:|---:|---:|")
@@ -118,3 +130,5 @@ if __name__ == "__main__":
     compare("dWh: 100 per-step GEMMs -> one GEMM after BPTT", dWh_per_step, dWh_one_gemm)
     compare("output layer: 3-D matmul -> 2-D GEMM", lambda: hs @ Wy,
             lambda: (hs.reshape(-1, H) @ Wy).reshape(T, B, V))
+    compare("LSTM loss_and_grads: fresh arrays -> Workspace (reused, gates over zx)", training_step(None),
+            training_step(workspace))

@@ -37,10 +37,10 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
     return frozenset()
 
 
-def prefer_avx512_kernels(environ=os.environ, flags=None) -> str | None:
+def prefer_avx512_kernels(environ=os.environ, flags=None, modules=sys.modules) -> str | None:
     """Ask OpenBLAS for its AVX-512 kernels where the CPU has AVX-512 -> the value set, or None if nothing
     was changed (variable already set, NumPy already loaded, or no AVX-512)."""
-    if "OPENBLAS_CORETYPE" in environ or "numpy" in sys.modules:
+    if "OPENBLAS_CORETYPE" in environ or "numpy" in modules:
         return None
     if not AVX512_FLAGS <= (cpu_flags() if flags is None else flags):
         return None

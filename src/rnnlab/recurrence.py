@@ -121,9 +121,8 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     T, (B, H) = zx.shape[0], state0[0].shape
     hs_all = _empty(ws, f"{name}hs", (T + 1, B, H), zx.dtype)   # (T+1, B, H): h_0, h_1 .. h_T
     hs_all[0] = state0[0]
-    caches = [_empty(ws, f"{name}cache{k}", (T, B, w * H), zx.dtype) for k, w in enumerate(cell.cache_widths)]
-    if ws is not None and caches and caches[0].shape == zx.shape:
-        caches[0] = zx                                           # the gates overwrite the input projection
+    caches = [zx if k == 0 and ws is not None and w * H == zx.shape[2]  # the gates overwrite zx
+              else _empty(ws, f"{name}cache{k}", (T, B, w * H), zx.dtype) for k, w in enumerate(cell.cache_widths)]
     state, steps = (hs_all[0], *state0[1:]), []
     for t in range(T):
         out = (hs_all[t + 1], *(cache[t] for cache in caches))
