@@ -1,7 +1,6 @@
 """rnnlab: character-level recurrent language models written from scratch in NumPy.
 
-The public names below are imported on first use, so ``import rnnlab.blas`` (which must run before NumPy
-loads, see :mod:`rnnlab.blas`) does not import NumPy.
+The public names below are imported on first use, so importing one submodule does not import them all.
 """
 
 import importlib
