@@ -26,7 +26,7 @@ from .cells import CELLS
 from .errors import RnnlabError, require
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward
+from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward, workspace_empty
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,8 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
     final_state = []
     for layer in range(config.num_layers):
         p = layer_params(params, layer)
-        T, B = ids.shape
-        zx_out = None if ws is None else ws.empty(f"l{layer}.zx", (T, B, p["Wx"].shape[1]), p["Wx"].dtype)
-        zx = project_inputs(x, p["Wx"], p["b"], zx_out)          # (T, B, GH)
+        zx = workspace_empty(ws, f"l{layer}.zx", (*ids.shape, p["Wx"].shape[1]), p["Wx"].dtype)
+        project_inputs(x, p["Wx"], p["b"], zx)                   # (T, B, GH)
         hs, last, steps = rnn_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
@@ -117,7 +116,7 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         cache.dropout_masks.append(mask)
         x = hs
     cache.top_hidden = x
-    logits = None if ws is None else ws.empty("logits", (*ids.shape, params["Wy"].shape[1]), x.dtype)
+    logits = workspace_empty(ws, "logits", (*ids.shape, params["Wy"].shape[1]), x.dtype)
     return output_forward(x, params["Wy"], params["by"], logits), final_state, cache
 
 
@@ -154,8 +153,8 @@ def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: 
     until the next call with the same workspace."""
     logits, final_state, cache = forward(params, config, ids, state, dropout_rng, ws)  # 1. forward
     loss, dy = softmax_cross_entropy(logits, targets, mask)                           # 2. loss (+ dy)
-    da_out = None if ws is None else ws.empty("da", (*ids.shape, config.hidden_size), dy.dtype)
-    da = project_logit_grad_to_hidden(dy, params["Wy"], da_out)                       # 3. project to da
+    da = workspace_empty(ws, "da", (*ids.shape, config.hidden_size), dy.dtype)
+    project_logit_grad_to_hidden(dy, params["Wy"], da)                                # 3. project to da
     grads = backward(da, cache, params, config, ws)                                   # 4. BPTT
     grads.update(output_layer_grads(dy, cache.top_hidden))                            # 5. output grads
     return loss, grads, final_state

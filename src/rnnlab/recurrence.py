@@ -98,7 +98,8 @@ class Workspace:
         return sum(buffer.nbytes for buffer in self._buffers.values())
 
 
-def _empty(ws: Workspace | None, name: str, shape: tuple, dtype) -> np.ndarray:
+def workspace_empty(ws: Workspace | None, name: str, shape: tuple, dtype) -> np.ndarray:
+    """``ws.empty(name, shape, dtype)``, or a fresh array without a workspace."""
     return np.empty(shape, dtype=dtype) if ws is None else ws.empty(name, shape, dtype)
 
 
@@ -119,10 +120,14 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     back-propagated once.
     """
     T, (B, H) = zx.shape[0], state0[0].shape
-    hs_all = _empty(ws, f"{name}hs", (T + 1, B, H), zx.dtype)   # (T+1, B, H): h_0, h_1 .. h_T
+    hs_all = workspace_empty(ws, f"{name}hs", (T + 1, B, H), zx.dtype)   # (T+1, B, H): h_0, h_1 .. h_T
     hs_all[0] = state0[0]
-    caches = [zx if k == 0 and ws is not None and w * H == zx.shape[2]  # the gates overwrite zx
-              else _empty(ws, f"{name}cache{k}", (T, B, w * H), zx.dtype) for k, w in enumerate(cell.cache_widths)]
+    caches = []                                                  # per cache array of the cell: (T, B, w*H)
+    for k, width in enumerate(cell.cache_widths):
+        if k == 0 and ws is not None and width * H == zx.shape[2]:
+            caches.append(zx)                                    # the gates overwrite the input projection
+        else:
+            caches.append(workspace_empty(ws, f"{name}cache{k}", (T, B, width * H), zx.dtype))
     state, steps = (hs_all[0], *state0[1:]), []
     for t in range(T):
         out = (hs_all[t + 1], *(cache[t] for cache in caches))
@@ -142,7 +147,7 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     T, B, H = dhs.shape
     GH = p["Wh"].shape[1]
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
-    dzh = dzx if "bh" not in p else _empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype)  # differs only for GRU
+    dzh = dzx if "bh" not in p else workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype)  # differs only for GRU
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
