@@ -17,6 +17,7 @@ from rnnlab import model as charmodel
 from rnnlab.batches import Batch
 from rnnlab.cells import CELLS
 from rnnlab.engines import NumpyEngine
+from rnnlab.errors import RnnlabError
 from rnnlab.output import output_layer_grads, project_logit_grad_to_hidden
 from rnnlab.train import TrainConfig
 
@@ -127,3 +128,11 @@ def assert_resumes_numpy_trajectory(engine_class, config, optimizer):
     ref_loss, _ = reference.train_step(batch, state)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     assert_dicts_close(engine.numpy_params(), reference.params, rtol=1e-9, atol=1e-12)
+
+
+def assert_option_refused_in_one_line(engine_class, optimizer, option):
+    """A framework engine that cannot reproduce an rnnlab optimizer option says so, in one line naming it."""
+    config = charmodel.ModelConfig(V, "rnn", H, 1)
+    with pytest.raises(RnnlabError, match=option) as err:
+        engine_class(config, random_params(config), optimizer, NO_CLIP, np.random.default_rng(0))
+    assert "\n" not in str(err.value)

@@ -16,14 +16,15 @@ torch = pytest.importorskip("torch")
 from rnnlab import model as charmodel  # noqa: E402
 from rnnlab.cells import CELLS  # noqa: E402
 from rnnlab.engines import NumpyEngine  # noqa: E402
-from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
+from rnnlab.errors import TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import torch as rtorch  # noqa: E402
 from rnnlab.losses import softmax_cross_entropy  # noqa: E402
 from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
 from rnnlab.train import TrainConfig  # noqa: E402
 
 from crosscheck import (  # noqa: E402
-    B, CONFIGS, H, NO_CLIP, T, TOL, V, assert_dicts_close, assert_optimizer_trajectories_match,
+    B, CONFIGS, H, NO_CLIP, T, TOL, V, assert_dicts_close, assert_option_refused_in_one_line,
+    assert_optimizer_trajectories_match,
     assert_resumes_numpy_trajectory, config_id, numpy_grads, random_batch, random_params, random_state, run_both)
 from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
 
@@ -167,10 +168,7 @@ def test_scheduled_learning_rate_follows_rnnlab():
 @pytest.mark.parametrize("optimizer, option", [(RMSProp(eps_inside_sqrt=True), "eps_inside_sqrt"),
                                                (Adam(eps_hat=True), "eps_hat")])
 def test_an_option_torch_cannot_reproduce_is_a_one_line_error(optimizer, option):
-    config = charmodel.ModelConfig(V, "rnn", H, 1)
-    with pytest.raises(RnnlabError, match=option) as err:
-        rtorch.TorchEngine(config, random_params(config), optimizer, NO_CLIP, np.random.default_rng(0))
-    assert "\n" not in str(err.value)
+    assert_option_refused_in_one_line(rtorch.TorchEngine, optimizer, option)
 
 
 # ---- engine details --------------------------------------------------------------------------------------
