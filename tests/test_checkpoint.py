@@ -76,7 +76,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stream_corpus
 def test_checkpoint_holds_no_pickle_and_documents_itself(tmp_path):
     trainer, _ = run(TrainConfig(dataset="dinos", iterations=5, batch_size=4, checkpoint_dir=str(tmp_path)))
     meta = json.loads((tmp_path / "latest.json").read_text())
-    assert meta["format_version"] == 1 and meta["step"] == 5
+    assert meta["format_version"] == 2 and meta["step"] == 5
     assert meta["model"]["cell"] == "rnn" and meta["tokenizer"]["chars"][0] == "\n"
     assert meta["optimizer"]["name"] == "adam" and meta["optimizer_slots"] == ["m", "v"]
     assert {"data_position", "rng", "loss_average", "best_val_loss"} <= meta.keys()
@@ -203,18 +203,6 @@ def test_cli_sample_prints_names_and_novelty(checkpoint_dir):
     assert result.returncode == 0 and len(lines) == 6 and lines[-1].startswith("novelty: ")
     again = rnnlab("sample", "--checkpoint", checkpoint_dir, "--num_samples", 5, "--novelty", "--seed", 1)
     assert again.stdout == result.stdout  # same seed, same samples
-
-
-def test_sigint_saves_a_checkpoint_and_exits_0(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "train", "--iterations", "10000000",
-                             "--checkpoint_dir", str(tmp_path / "ck"), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "interrupted at step" in err and "--resume" in err
-    assert load_checkpoint(tmp_path / "ck").meta["step"] > 0
 
 
 def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import require
+from .errors import RnnlabError, require
 
 
 @dataclass
@@ -59,6 +59,9 @@ class LineBatches:
         self.order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
+        """This epoch's order. The Generator's state *before* drawing it is kept: that state is all a
+        checkpoint needs to redraw the same order (a few numbers instead of one index per example)."""
+        self.order_rng_state = self.rng.bit_generator.state
         n = len(self.examples)
         return self.rng.permutation(n) if self.shuffle else np.arange(n)
 
@@ -76,13 +79,18 @@ class LineBatches:
         return Batch(ids, targets, None if mask.all() else mask, True, self.epoch)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "order": self.order.tolist(),
-                "rng": self.rng.bit_generator.state}
+        return {"epoch": self.epoch, "position": self.position, "rng": self.order_rng_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.order = np.asarray(state["order"], dtype=np.int64)
-        self.rng.bit_generator.state = state["rng"]  # the next epoch's shuffle continues the same stream
+        """Continue at ``state``: the epoch's order is redrawn from the Generator state saved before it was
+        drawn, which also leaves the Generator where the next epoch's shuffle continues."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        require(epoch >= 0 and 0 <= position <= len(self.examples) + self.batch_size,
+                f"data position (epoch {epoch}, example {position}) does not fit a corpus of "
+                f"{len(self.examples)} training examples: resume on the same data")
+        set_generator_state(self.rng, state["rng"])
+        self.epoch, self.position = epoch, position
+        self.order = self._new_order()
 
 
 class StreamBatches:
@@ -117,4 +125,16 @@ class StreamBatches:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        epoch, position = int(state["epoch"]), int(state["position"])
+        require(epoch >= 0 and 0 <= position <= len(self.inputs),
+                f"data position (epoch {epoch}, window offset {position}) does not fit a text of "
+                f"{len(self.inputs)} characters per stream: resume on the same data and --batch_size")
+        self.epoch, self.position = epoch, position
+
+
+def set_generator_state(rng: np.random.Generator, state: dict) -> None:
+    """Restore a Generator's state from (untrusted) saved data: a bad state is one RnnlabError."""
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise RnnlabError(f"saved random-generator state is invalid ({err}): the checkpoint is damaged") from None

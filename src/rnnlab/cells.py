@@ -250,7 +250,11 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
 
 @dataclass(frozen=True)
 class Cell:
-    """One recurrent cell type: its gate count, state arity and its three functions."""
+    """One recurrent cell type: its gate count, state arity and its three functions.
+
+    ``recurrent_bias``: the cell has a bias ``bh`` on the recurrent projection that is *not* the same as
+    adding it to ``b`` (GRU: the reset gate multiplies ``h Wh_n + bh_n``); the sequence loop then keeps
+    ``dzh`` apart from ``dzx`` and returns ``dbh``."""
 
     name: str
     n_gates: int
@@ -259,6 +263,13 @@ class Cell:
     init: Callable[[int, int, np.random.Generator], dict]
     step_forward: Callable
     step_backward: Callable
+    recurrent_bias: bool = False
+
+    def param_shapes(self, input_size: int, hidden: int) -> dict:
+        """{name: shape} of one layer's parameters (what ``init`` returns), without allocating them."""
+        GH = self.n_gates * hidden
+        shapes = {"Wx": (input_size, GH), "Wh": (hidden, GH), "b": (GH,)}
+        return {**shapes, "bh": (GH,)} if self.recurrent_bias else shapes
 
     def zero_state(self, batch: int, hidden: int, dtype) -> tuple:
         return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in range(self.n_states))
@@ -267,5 +278,5 @@ class Cell:
 CELLS = {
     "rnn": Cell("rnn", 1, 1, (), rnn_init, rnn_cell_step, rnn_cell_step_backward),
     "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_init, lstm_cell_step, lstm_cell_step_backward),
-    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_init, gru_cell_step, gru_cell_step_backward),
+    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_init, gru_cell_step, gru_cell_step_backward, recurrent_bias=True),
 }

@@ -18,6 +18,7 @@ uniform dict. The first layer's ``Wx`` (V, G*H) doubles as the character embeddi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -65,15 +66,37 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32)
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
+def param_shapes(config: ModelConfig) -> dict:
+    """{name: shape} of every parameter ``init_params`` makes, computed without allocating anything."""
+    cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
+    shapes = {}
+    for layer in range(config.num_layers):
+        for name, shape in cell.param_shapes(V if layer == 0 else H, H).items():
+            shapes[f"l{layer}.{name}"] = shape
+    return {**shapes, "Wy": (H, V), "by": (V,)}
+
+
+def training_bytes(config: ModelConfig, batch: int, seq_length: int, itemsize: int, optimizer_slots: int) -> int:
+    """About how many bytes one training step holds: parameters, gradients and optimizer moments, plus the
+    per-step arrays of the forward pass and BPTT (input projections, states, caches, gate gradients,
+    logits). An estimate to refuse impossible sizes up front, not an exact account."""
+    cell, H, T, B = CELLS[config.cell], config.hidden_size, seq_length, batch
+    n_params = sum(math.prod(shape) for shape in param_shapes(config).values())
+    per_layer = T * B * H * (2 * cell.n_gates + sum(cell.cache_widths) + 2) + B * H
+    activations = config.num_layers * per_layer + T * B * (2 * config.vocab_size + H)
+    return itemsize * (n_params * (2 + optimizer_slots) + activations)
+
+
 def check_params(config: ModelConfig, params: dict) -> None:
     """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
-    expected = init_params(config, np.random.default_rng(0), dtype=np.float32)
+    expected = param_shapes(config)
     missing = sorted(expected.keys() - params.keys())
     extra = sorted(params.keys() - expected.keys())
     require(not missing and not extra, f"parameters do not match the model: missing {missing}, unexpected {extra}")
-    for name, value in expected.items():
-        if params[name].shape != value.shape:
-            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {value.shape}")
+    for name, shape in expected.items():
+        if params[name].shape != shape:
+            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {shape} "
+                              f"({config.cell} {config.num_layers}x{config.hidden_size}, vocabulary {config.vocab_size})")
 
 
 def zero_state(config: ModelConfig, batch: int, dtype=np.float32) -> list:

@@ -11,6 +11,7 @@ A corpus is read in one of two *modes*:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RnnlabError, require
+from .files import check_path_text, read_bytes
 
 SHIPPED_DATASETS = {"dinos": ("dinos.txt", "lines"), "shakespeare": ("shakespeare.txt", "stream")}
 DATA_MODES = ("auto", "lines", "stream")
@@ -27,11 +29,22 @@ NEWLINE = "\n"
 
 @dataclass(frozen=True)
 class Corpus:
-    """A loaded text and how to read it (``mode`` is ``"lines"`` or ``"stream"``)."""
+    """A loaded text and how to read it (``mode`` is ``"lines"`` or ``"stream"``).
+
+    ``path`` is the file's absolute path (None for a shipped corpus); ``n_bytes`` and ``sha256`` fingerprint
+    the file's bytes, so a checkpoint can tell whether it is resumed on the same data."""
 
     name: str
     text: str
     mode: str
+    path: str | None = None
+    n_bytes: int = 0
+    sha256: str = ""
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint records about its corpus (and compares on resume)."""
+        return {"name": self.name, "mode": self.mode, "chars": len(self.text), "bytes": self.n_bytes,
+                "sha256": self.sha256, "path": self.path}
 
     def examples(self) -> list[str]:
         """The non-empty lines of a ``lines`` corpus (each one training example)."""
@@ -50,16 +63,18 @@ def load_corpus(dataset: str, mode: str = "auto") -> Corpus:
     require(mode in DATA_MODES, f"unknown data mode {mode!r}: use one of {', '.join(DATA_MODES)}")
     if dataset in SHIPPED_DATASETS:
         filename, shipped_mode = SHIPPED_DATASETS[dataset]
-        text = resources.files("rnnlab.data").joinpath(filename).read_text(encoding="utf-8")
-        return Corpus(dataset, text, shipped_mode if mode == "auto" else mode)
+        data = resources.files("rnnlab.data").joinpath(filename).read_bytes()
+        return Corpus(dataset, data.decode("utf-8"), shipped_mode if mode == "auto" else mode, None, len(data),
+                      hashlib.sha256(data).hexdigest())
+    check_path_text(dataset, "--dataset")
     path = Path(dataset)
     if not path.exists():
         names = ", ".join(SHIPPED_DATASETS)
         hint = "a path to a UTF-8 text file" if path.suffix or "/" in dataset else f"one of {names} or a file path"
         raise RnnlabError(f"dataset {dataset!r} not found: give {hint}")
-    require(path.is_file(), f"dataset {dataset!r} is a directory: give a UTF-8 text file")
+    data = read_bytes(path, "dataset")
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # -sig: drop a byte-order mark (Notepad writes one)
+        text = data.decode("utf-8-sig")  # -sig: drop a byte-order mark (Notepad writes one)
     except UnicodeDecodeError as err:
         raise RnnlabError(
             f"dataset {dataset!r} is not valid UTF-8 (bad byte at offset {err.start}): "
@@ -67,7 +82,8 @@ def load_corpus(dataset: str, mode: str = "auto") -> Corpus:
         ) from None
     text = text.replace("\r\n", NEWLINE)
     require(text.strip() != "", f"dataset {dataset!r} is empty or only whitespace: give a file with text in it")
-    return Corpus(path.name, text, guess_mode(text) if mode == "auto" else mode)
+    return Corpus(path.name, text, guess_mode(text) if mode == "auto" else mode, str(path.resolve()), len(data),
+                  hashlib.sha256(data).hexdigest())
 
 
 class CharTokenizer:

@@ -12,6 +12,7 @@ and sampling, so that e.g. sampling more often does not change the trained weigh
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,71 +20,45 @@ from typing import Callable
 
 import numpy as np
 
-from . import model as charmodel
-from .batches import Batch, LineBatches, StreamBatches, pad_sequences
-from .errors import RnnlabError, TrainingDiverged, require
 from . import checkpoint as ckpt
+from . import model as charmodel
+from .batches import Batch, LineBatches, StreamBatches, pad_sequences, set_generator_state
+from .config import DTYPES, TrainConfig, resume_config
 from .engines import engine_class
+from .errors import RnnlabError, TrainingDiverged, require
+from .files import DirectoryLock, prepare_directory
 from .frameworks import engine_optimizer_options
-from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
-from .sampling import sample
 from .losses import bits_per_char, perplexity
+from .optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
+from .sampling import sample
 from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "dinos"
-    data_mode: str = "auto"             # auto | lines | stream (see text.py)
-    cell: str = "rnn"
-    hidden_size: int = 50
-    num_layers: int = 1
-    dropout: float = 0.0
-    iterations: int = 22001
-    epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
-    batch_size: int = 1
-    seq_length: int = 25
-    deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
-    engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: the optimizer's default (optim.py)
-    optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
-    lr_schedule: str = "constant"       # constant | cosine (decays to min_learning_rate at the last step)
-    min_learning_rate: float | None = None  # cosine's floor; None: 1/20 of the learning rate
-    clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
-    clip_norm: float | None = None      # clip the global gradient norm; None: off
-    val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
-    eval_every: int | None = None       # None: with every report (--sample_every)
-    checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
-    save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
-    temperature: float = 1.0
-    sample_every: int = 2000
-    num_samples: int = 7                # names per report for ``lines`` corpora
-    sample_length: int = 200            # characters per sample for ``stream`` corpora
-    seed: int = 0
-    dtype: str = "float32"
-
-    def validate(self) -> None:
-        for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        require(self.lr_schedule in LR_SCHEDULES,
-                f"unknown --lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
-        require(self.min_learning_rate is None or self.min_learning_rate > 0,
-                f"--min_learning_rate must be > 0, got {self.min_learning_rate}")
-        if self.optimizer_options:
-            make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
-        for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate"):
-            value = getattr(self, name)
-            require(value is None or value > 0, f"--{name} must be > 0, got {value}")
-        require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
-        require(self.val_fraction is None or 0 <= self.val_fraction < 1,
-                f"--val_fraction must be in [0, 1), got {self.val_fraction}")
-        require(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-
+__all__ = ["DTYPES", "Progress", "Report", "TrainConfig", "Trainer", "evaluate"]
 
 DEFAULT_VAL_FRACTION = 0.1
+
+
+def format_bytes(n: float) -> str:
+    """1.5 GiB, 830 MiB; absurd sizes in powers of ten (2.4e+29 bytes)."""
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if size <= n < 1024 * 2 ** 40:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:.2g} bytes" if n >= 1024 * 2 ** 40 else f"{n / 2 ** 20:.2f} MiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable; else physical memory), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 @dataclass
@@ -119,10 +94,13 @@ class Progress:
     elapsed_s: float
 
 
-def evaluate(engine, batches) -> float:
-    """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters."""
+def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -> float | None:
+    """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters.
+    None when ``should_stop()`` turns true part-way (a stop request abandons a long validation)."""
     total, count, state = 0.0, 0, None
     for batch in batches:
+        if should_stop():
+            return None
         if state is None or batch.reset_state:
             state = engine.zero_state(batch.ids.shape[1])
         loss, state = engine.evaluate(batch, state)
@@ -166,11 +144,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
                  on_progress: Callable[[Progress], None] | None = None):
-        config.validate()
         self.config = config
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
-        self.notes: list[str] = []
+        self.notes: list[str] = config.notes()
         self.corpus = load_corpus(config.dataset, config.data_mode)
         self.tokenizer = CharTokenizer.fit(self.corpus.text)
         init_seed, data_seed, dropout_seed, sample_seed = np.random.SeedSequence(config.seed).spawn(4)
@@ -180,12 +157,19 @@ class Trainer:
             vocab_size=self.tokenizer.vocab_size, cell=config.cell, hidden_size=config.hidden_size,
             num_layers=config.num_layers, dropout=config.dropout)
         self.dtype = DTYPES[config.dtype]
-        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
         # A framework engine runs its framework's optimizer: start from that framework's conventions (e.g.
         # Adam's eps_hat for Keras); --optimizer_options override them.
         options = {**engine_optimizer_options(config.engine, config.optimizer),
                    **parse_options(config.optimizer, config.optimizer_options)}
         self.optimizer = make_optimizer(config.optimizer, config.learning_rate, **options)
+        self._check_memory()
+        self.checkpoint_lock = None
+        if config.checkpoint_dir is not None:                   # proven writable now, not after the run,
+            prepare_directory(config.checkpoint_dir, "--checkpoint_dir")
+            self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
+            self.checkpoint_lock.acquire()                       # and ours alone until the run ends
+            ckpt.clean_directory(config.checkpoint_dir)         # what a killed save left behind
+        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
         self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                   self.dropout_rng)
         train_text, val_text = self._split()
@@ -216,20 +200,38 @@ class Trainer:
         if fraction == 0:
             return self.corpus.text, ""
         train_text, val_text = split_corpus(self.corpus, fraction)
-        if self.corpus.mode == "lines":
-            problem = None if val_text and train_text else "it has too few lines to hold out any"
+        lines = self.corpus.mode == "lines"
+        unit = "lines" if lines else "characters"
+        count = (lambda text: text.count("\n")) if lines else len
+        need_train, need_val = (1, 1) if lines else (c.seq_length * c.batch_size + 1, c.seq_length + 1)
+        if count(train_text) < need_train:
+            problem, fix = (f"it leaves {count(train_text)} {unit} for training, fewer than {need_train}",
+                            "a smaller --val_fraction")
+        elif count(val_text) < need_val:
+            problem = (f"its validation part ({count(val_text)} {unit}) is shorter than "
+                       + ("one line" if lines else f"one window (--seq_length {c.seq_length} + 1)"))
+            fix = "a larger --val_fraction" + ("" if lines else ", a smaller --seq_length")
         else:
-            need = c.seq_length + 1
-            problem = (None if len(val_text) >= need else
-                       f"its validation part ({len(val_text)} characters) is shorter than one window "
-                       f"(--seq_length {c.seq_length} + 1)")
-        if problem is None:
             return train_text, val_text
         message = f"cannot split {self.corpus.name!r} into training and validation: {problem}"
         if c.val_fraction is not None:
-            raise RnnlabError(f"{message}; use a larger --val_fraction, a smaller --seq_length, or --val_fraction 0")
+            raise RnnlabError(f"{message}; use {fix}, or --val_fraction 0")
         self.notes.append(f"{message}; training on all of it without validation")
         return self.corpus.text, ""
+
+    def _check_memory(self) -> None:
+        """Refuse a model that cannot fit in memory before allocating any of it (a 10^8-unit layer would
+        otherwise fail deep inside NumPy, after minutes)."""
+        c = self.config
+        steps = max(map(len, self.corpus.text.split("\n"))) + 1 if self.corpus.mode == "lines" else c.seq_length
+        need = charmodel.training_bytes(self.model_config, c.batch_size, steps, np.dtype(self.dtype).itemsize,
+                                        len(self.optimizer.init({})) - 1)
+        have = available_memory()
+        if have is not None and need > have:
+            raise RnnlabError(
+                f"training the {c.cell} {c.num_layers}x{c.hidden_size} model with batch {c.batch_size} needs about "
+                f"{format_bytes(need)}, more than the {format_bytes(have)} of memory available: "
+                "use a smaller --hidden_size, --num_layers, --batch_size or --seq_length")
 
     def _examples(self, text: str):
         return [line_example(self.tokenizer, line) for line in Corpus("", text, "lines").examples()]
@@ -266,7 +268,7 @@ class Trainer:
     def validation_loss(self) -> float | None:
         if self.val_batches is None:
             return None
-        return evaluate(self.engine, self.val_batches)
+        return evaluate(self.engine, self.val_batches, lambda: self.stop_requested)
 
     def learning_rate(self, step: int) -> float:
         """The learning rate used for ``step`` (1-based) under the configured schedule."""
@@ -325,6 +327,17 @@ class Trainer:
 
         ``latest`` is saved every ``save_every`` steps and when the run ends; ``best`` on every new best
         validation loss (both only with a ``checkpoint_dir``)."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give up the checkpoint folder's lock (``run`` does this when it ends; a later save takes it again)."""
+        if self.checkpoint_lock is not None:
+            self.checkpoint_lock.release()
+
+    def _run(self) -> Report | None:
         tokens, window_start = 0, time.perf_counter()
         step_start, report = window_start, None
         self.run_started = window_start
@@ -356,7 +369,7 @@ class Trainer:
             "model": self.model_config.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "train": asdict(self.config),
-            "corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
+            "corpus": self.corpus.fingerprint(),
             "optimizer": optimizer_config(self.optimizer),
             "data_position": self.batches.state_dict(),
             "rng": {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state},
@@ -368,35 +381,89 @@ class Trainer:
         }
 
     def save(self, tag: str) -> Path | None:
+        """Write checkpoint ``tag`` (with a checkpoint_dir, after step 0). Non-finite parameters are never
+        saved: that raises TrainingDiverged and the previous checkpoint stays."""
         if self.config.checkpoint_dir is None or self.step == 0:
             return None
         hidden = None if self.state is None else self.engine.state_to_numpy(self.state)
-        path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
-                                    self.engine.optimizer_state(), hidden)
+        held = self.checkpoint_lock is None or self.checkpoint_lock.held
+        if not held:
+            self.checkpoint_lock.acquire()
+        try:
+            path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
+                                        self.engine.optimizer_state(), hidden)
+        finally:
+            if not held:
+                self.checkpoint_lock.release()
         self.saved[tag] = path
         return path
 
-    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
+    @classmethod
+    def resume(cls, checkpoint: ckpt.Checkpoint, overrides: dict | None = None, on_report=None, on_progress=None,
+               new_data: bool = False) -> "Trainer":
+        """A Trainer that continues ``checkpoint``'s run with the settings in ``overrides`` changed (those
+        the user gave; :data:`config.LOCKED_ON_RESUME` ones may not change).
+
+        It saves into ``overrides["checkpoint_dir"]`` if given, else into the checkpoint's own folder --
+        never into a folder recorded inside the checkpoint. The data is the checkpoint's (its recorded
+        absolute path, or a shipped corpus) unless ``overrides["dataset"]`` names another copy of it; with
+        ``new_data`` a different text is allowed and its data position starts at 0."""
+        overrides = dict(overrides or {})
+        overrides.setdefault("checkpoint_dir", str(checkpoint.directory))
+        recorded = checkpoint.meta["corpus"]["path"]
+        if "dataset" not in overrides and recorded is not None:
+            require(os.path.exists(recorded), f"the checkpoint's dataset {recorded} no longer exists: give "
+                                              "--dataset with the same text")
+            overrides["dataset"] = recorded
+        config, notes = resume_config(checkpoint.meta["train"], overrides)
+        trainer = cls(config, on_report, on_progress)
+        trainer.restore(checkpoint, new_data)
+        trainer.notes.extend(notes)
+        return trainer
+
+    def restore(self, checkpoint: ckpt.Checkpoint, new_data: bool = False) -> None:
         """Continue exactly where ``checkpoint`` stopped: weights, optimizer moments, data position, RNG
-        streams, carried hidden state and counters."""
-        meta = checkpoint.meta
+        streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
+        same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
+        meta, where = checkpoint.meta, checkpoint.path
+        saved_model = checkpoint.model_config
+        differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in self.model_config.to_dict().items()
+                  if getattr(saved_model, k) != v]
+        require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
+                            "checkpoint's settings")
+        charmodel.check_params(self.model_config, checkpoint.params)
         require(self.tokenizer == checkpoint.tokenizer,
-                "the corpus' characters differ from the checkpoint's vocabulary: resume on the same --dataset")
+                f"the corpus' characters differ from checkpoint {where}'s vocabulary: resume on the same --dataset")
+        same_data = (meta["corpus"]["sha256"], meta["corpus"]["bytes"]) == (self.corpus.sha256, self.corpus.n_bytes)
+        require(same_data or new_data,
+                f"{self.corpus.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
+                "differ): resume on the same data, or add --new_data to continue on this text from its start")
+        slots = sorted(k for k in self.optimizer.init({}) if k != "step")
+        require(sorted(k for k in checkpoint.optimizer_state if k != "step") == slots,
+                f"checkpoint {where} has optimizer state {sorted(checkpoint.optimizer_state)}, "
+                f"{self.config.optimizer} needs {slots}")
+        hidden = checkpoint.hidden_state
+        if hidden is not None and self.corpus.mode == "stream" and hidden[0][0].shape[0] != self.config.batch_size:
+            raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
+                              f"has --batch_size {self.config.batch_size}: the checkpoint is damaged")
         self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
-        self.batches.load_state_dict(meta["data_position"])
-        self.dropout_rng.bit_generator.state = meta["rng"]["dropout"]
-        self.sample_rng.bit_generator.state = meta["rng"]["sample"]
+        if same_data:
+            self.batches.load_state_dict(meta["data_position"])
+        else:
+            hidden = None                                        # a new text starts from its beginning
+            self.notes.append(f"continuing on new data ({self.corpus.name}) from its start")
+        set_generator_state(self.dropout_rng, meta["rng"]["dropout"])
+        set_generator_state(self.sample_rng, meta["rng"]["sample"])
         self.step = int(meta["step"])
         self.loss_average, self.first_loss = float(meta["loss_average"]), meta["first_loss"]
         self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
         self.elapsed_s = float(meta["elapsed_s"])
-        self.wall_before_run = float(meta.get("wall_s", 0.0))
-        hidden = checkpoint.hidden_state
+        self.wall_before_run = float(meta["wall_s"])
         self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
 
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs and checkpoints)."""
-        return {"corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
+        return {"corpus": self.corpus.fingerprint(),
                 "model": self.model_config.to_dict(), "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "train": asdict(self.config)}

@@ -35,7 +35,7 @@ from . import model as charmodel
 from .activations import softmax
 from .cells import CELLS
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, read_bytes
 from .output import output_forward
 from .recurrence import project_inputs
 from .text import NEWLINE, CharTokenizer
@@ -201,9 +201,8 @@ def read_text_argument(value: str) -> str:
     except (OSError, ValueError):                                # too long for a file name, NUL bytes
         is_path = False
     if is_path:
-        require(Path(value).is_file(), f"--text {value!r} is a directory: give a UTF-8 text file or the text itself")
         try:
-            text = Path(value).read_bytes().decode("utf-8-sig").replace("\r\n", NEWLINE)
+            text = read_bytes(value, "--text file").decode("utf-8-sig").replace("\r\n", NEWLINE)
         except UnicodeDecodeError as err:
             raise RnnlabError(f"--text file {value!r} is not valid UTF-8 (bad byte at offset {err.start}): "
                               "convert it, e.g. with `iconv -t utf-8`") from None
