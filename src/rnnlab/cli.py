@@ -265,10 +265,16 @@ def typed_flags(argv: list[str], command: str) -> set[str]:
 class StopSignals:
     """The one signal path: SIGINT, SIGTERM and SIGHUP -- and a closed stdout -- ask the trainer to stop
     after its current step (it then saves ``latest``). A second signal abandons at once (KeyboardInterrupt).
-    ``status`` is the exit status of the stop: 128 + the signal number."""
+    ``status`` is the exit status of the stop: 128 + the signal number. Installed before the trainer is
+    built: a signal that arrives while the data loads is remembered and stops the run before its first step."""
 
-    def __init__(self, request_stop):
-        self.request_stop, self.status, self.name, self.previous = request_stop, None, None, {}
+    def __init__(self):
+        self.request_stop, self.status, self.name, self.previous = None, None, None, {}
+
+    def attach(self, request_stop) -> None:
+        self.request_stop = request_stop
+        if self.status is not None:
+            request_stop()
 
     def __enter__(self):
         for name in STOP_SIGNALS:
@@ -288,7 +294,8 @@ class StopSignals:
     def stop(self, name: str, status: int) -> None:
         if self.status is None:
             self.name, self.status = name, status
-            self.request_stop()
+            if self.request_stop is not None:
+                self.request_stop()
 
 
 def silence_stdout() -> None:
@@ -330,16 +337,17 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
         overrides = {name: getattr(args, name) for name in typed if name in fields}
         trainer_factory = lambda report, progress: Trainer.resume(checkpoint, overrides, report, progress,  # noqa: E731
                                                                    new_data=args.new_data)
-        config_dir = overrides.get("checkpoint_dir", str(checkpoint.directory))
     else:
         require(not args.new_data, "--new_data only applies with --resume")
         config = TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
         other_runs_checkpoints(config.checkpoint_dir, args.overwrite)
         trainer_factory = lambda report, progress: Trainer(config, report, progress)  # noqa: E731
-        config_dir = config.checkpoint_dir
-    bar = ProgressBar(enabled=not args.quiet)
-    metrics = None
-    stops = StopSignals(lambda: trainer.request_stop())
+    with StopSignals() as stops:                                 # from now on a signal stops, not kills
+        return train_until_done_or_stopped(args, checkpoint, trainer_factory, stops)
+
+
+def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSignals) -> int:
+    bar, metrics = ProgressBar(enabled=not args.quiet), None
 
     def show(text: str, file=None) -> None:
         try:
@@ -355,6 +363,7 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
             show(format_report(report))
 
     trainer = trainer_factory(on_report, bar.update)               # takes the checkpoint folder's lock
+    stops.attach(trainer.request_stop)
     if checkpoint is None:
         for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):
             path.unlink()                                        # --overwrite; the lock is ours, so no run's
@@ -363,7 +372,8 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
     metrics = MetricsFile(args.metrics_file, training_inputs(trainer.config, checkpoint))
     notes = list(trainer.notes)
     if checkpoint is not None:
-        notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to {config_dir}")
+        notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to "
+                        f"{trainer.config.checkpoint_dir}")
         if trainer.step >= trainer.total_steps:
             notes.append(f"the run already has its {trainer.total_steps:,} steps: nothing to train (raise "
                          "--iterations or --epochs to continue it)")
@@ -374,20 +384,20 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
     show(f"rnnlab: {m['cell']} {m['num_layers']}x{m['hidden_size']} on {corpus['name']} "
          f"({corpus['mode']}, {corpus['chars']:,} chars, vocabulary {m['vocab_size']}), "
          f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}")
-    with stops:
-        try:
-            final = trainer.run()
-        except TrainingDiverged as err:
-            bar.clear()
-            kept = trainer.saved.get("latest") or trainer.saved.get("best")
-            where = f"; the last good checkpoint is {kept}" if kept else ""
-            raise RnnlabError(f"{err}{where}") from None
+    try:
+        final = trainer.run()
+    except TrainingDiverged as err:
+        bar.clear()
+        kept = trainer.saved.get("latest") or trainer.saved.get("best")
+        where = f"; the last good checkpoint is {kept}" if kept else ""
+        raise RnnlabError(f"{err}{where}") from None
     bar.clear()
     if stops.status is not None:
         where = trainer.saved.get("latest")
+        why = "no --checkpoint_dir" if trainer.config.checkpoint_dir is None else "no step had finished"
         print(f"rnnlab: interrupted by {stops.name} at step {trainer.step:,}; "
               + (f"checkpoint saved to {where}; continue with: rnnlab train --resume {where.parent}" if where
-                 else "nothing saved (no --checkpoint_dir)"), file=sys.stderr)
+                 else f"nothing saved ({why})"), file=sys.stderr)
         return stops.status
     if args.quiet and final is not None:
         show(format_report(final))
