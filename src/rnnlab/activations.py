@@ -51,9 +51,9 @@ def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarr
     T -> 0 puts all the mass on the largest logit (greedy); T -> infinity gives the uniform distribution.
     """
     require(temperature > 0, f"temperature must be > 0, got {temperature}")
-    z = np.asarray(z) / temperature
-    e = np.exp(z - z.max(axis=axis, keepdims=True))  # max-subtraction: nothing overflows
-    return e / e.sum(axis=axis, keepdims=True)
+    z = np.asarray(z)
+    e = np.exp((z - z.max(axis=axis, keepdims=True)) / temperature)  # max first: nothing overflows, even
+    return e / e.sum(axis=axis, keepdims=True)                          # for a tiny temperature
 
 
 def softmax_grad(p: np.ndarray, dp: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:

@@ -25,11 +25,13 @@ from .checkpoint import TAGS, clean_directory, load_checkpoint
 from .config import TrainConfig
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import atomic_write_bytes, check_path_text, os_error_message, refuse_overwriting_inputs, regular_file
+from .files import (atomic_write_bytes, check_path_text, os_error_message, refuse_overwriting_inputs, regular_file,
+                    same_file)
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
 from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
-from .train import DTYPES, Progress, Report, Trainer
+from .model import ModelConfig, training_bytes
+from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
 
 EXIT_USAGE = 2
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -335,6 +337,9 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
         overrides = {name: getattr(args, name) for name in typed if name in fields}
+        elsewhere = overrides.get("checkpoint_dir")
+        if elsewhere is not None and not same_file(elsewhere, checkpoint.directory):
+            other_runs_checkpoints(elsewhere, args.overwrite)   # continuing into another run's folder
         trainer_factory = lambda report, progress: Trainer.resume(checkpoint, overrides, report, progress,  # noqa: E731
                                                                    new_data=args.new_data)
     else:
@@ -364,7 +369,7 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
 
     trainer = trainer_factory(on_report, bar.update)               # takes the checkpoint folder's lock
     stops.attach(trainer.request_stop)
-    if checkpoint is None:
+    if checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory):
         for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):
             path.unlink()                                        # --overwrite; the lock is ours, so no run's
         if trainer.config.checkpoint_dir is not None:
@@ -459,6 +464,14 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     else:
         shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
     require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
+    have = available_memory()
+    for cell in cells:
+        for shape in shapes:
+            config = ModelConfig(bench.VOCAB, cell, shape.hidden)
+            need = training_bytes(config, shape.batch, shape.seq, 4, 2)
+            require(have is None or need <= have / 2,     # /2: a framework engine holds more than NumPy's
+                    f"shape {shape} needs about {format_bytes(need)} per engine for {cell}, more than half the "
+                    f"{format_bytes(have)} of memory available: give smaller --shapes")
     rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.json:

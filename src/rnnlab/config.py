@@ -19,6 +19,7 @@ from .cells import CELLS
 from .engines import ENGINES
 from .errors import RnnlabError, require
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
+from .schema import SchemaError, dataclass_schema
 from .text import DATA_MODES
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -62,6 +63,10 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float):
                 require(math.isfinite(value), f"--{f.name} must be a finite number, got {value}")
+        try:
+            dataclass_schema(TrainConfig).check(asdict(self), "")
+        except SchemaError as err:
+            raise RnnlabError(f"--{err.path} {err.problem}") from None
         choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES),
                    "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES, "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():

@@ -63,8 +63,10 @@ class Int(Checker):
     def check(self, value, path):
         if type(value) is not int:
             raise SchemaError(path, f"must be an integer, got {_type_name(value)}")
-        if not self.lo <= value <= self.hi:
-            raise SchemaError(path, f"must be in [{self.lo}, {self.hi}], got {value}")
+        if value > self.hi:
+            raise SchemaError(path, f"must be at most {self.hi}, got {value}")
+        if value < self.lo:
+            raise SchemaError(path, f"must be at least {self.lo}, got {value}")
 
 
 class Number(Checker):
