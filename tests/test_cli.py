@@ -54,7 +54,7 @@ BAD_INPUTS = {
     "empty file": (["--dataset", "empty.txt"], ["empty or only whitespace"]),
     "whitespace-only file": (["--dataset", "blank.txt"], ["empty or only whitespace"]),
     "undecodable bytes": (["--dataset", "latin1.txt"], ["not valid UTF-8", "iconv"]),
-    "directory": (["--dataset", "adir"], ["is a directory"]),
+    "empty directory": (["--dataset", "adir"], ["holds no files"]),
     "unknown dataset name": (["--dataset", "dinosaurs"], ["'dinosaurs' not found", "dinos, shakespeare"]),
     "unknown data mode": (["--data_mode", "words"], ["--data_mode", "invalid choice"]),
     "unknown cell": (["--cell", "transformer"], ["--cell", "invalid choice"]),

@@ -2,7 +2,8 @@
 
 from .errors import RnnlabError
 from .model import ModelConfig
-from .text import CharTokenizer, load_corpus
+from .corpus import load_corpus
+from .text import CharTokenizer
 from .train import TrainConfig, Trainer
 
 __all__ = ["CharTokenizer", "ModelConfig", "RnnlabError", "TrainConfig", "Trainer", "load_corpus"]

@@ -37,7 +37,7 @@ import json
 import math
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +61,40 @@ U128 = 2 ** 128 - 1
 
 # ---- the JSON document's schema ------------------------------------------------------------------------
 
+@dataclass
+class RunState:
+    """Everything about a run that changes as it goes, besides the arrays: one dataclass, saved whole into
+    the checkpoint JSON (its fields at the top level) and read back whole (:attr:`Checkpoint.run_state`)."""
+
+    step: int = 0                      # optimisation steps done
+    loss_average: float = 0.0          # the smoothed training loss's running sum (train.Trainer.smooth_loss)
+    first_loss: float | None = None    # the first step's loss: the divergence guard compares against it
+    best_val_loss: float | None = None  # the lowest validation loss so far (best.json holds that model)
+    elapsed_s: float = 0.0             # seconds spent in training steps, across resumes
+    wall_s: float = 0.0                # wall-clock seconds of the run, across resumes
+    data_position: dict = field(default_factory=dict)   # batches.state_dict(): epoch, position (+ rng)
+    rng: dict = field(default_factory=dict)             # {"dropout": state, "sample": state} Generator states
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 RNG_STATE = s.Object({"bit_generator": s.Str(choices=["PCG64"]),
                       "state": s.Object({"state": s.Int(0, U128), "inc": s.Int(0, U128)}),
                       "has_uint32": s.Int(0, 1), "uinteger": s.Int(0, 2 ** 32 - 1)})
 COUNT = s.Int(0)
 SECONDS = s.Number(0)
+RUN_STATE = s.dataclass_schema(RunState, {
+    "step": COUNT, "first_loss": s.Optional(s.Number()), "best_val_loss": s.Optional(s.Number(0)),
+    "elapsed_s": SECONDS, "wall_s": SECONDS,
+    "data_position": s.Object({"epoch": COUNT, "position": COUNT, "rng": RNG_STATE}, may_be_missing=["rng"]),
+    "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE})})
 DOCUMENT = s.Object({
     "format_version": s.Int(),
     "arrays": s.Str(pattern=ARRAYS_NAME.pattern, max_len=64),
     "arrays_sha256": s.Str(pattern=r"[0-9a-f]{64}"),
     "optimizer_slots": s.ListOf(s.Str(pattern=r"[a-z_]{1,32}"), max_len=8),
     "optimizer_step": COUNT,
-    "step": COUNT,
     "model": s.dataclass_schema(charmodel.ModelConfig),
     "tokenizer": s.Object({"chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=2 ** 21),
                            "unk_token": s.Optional(s.Str(pattern=r"(?s).", max_len=1))}),
@@ -80,13 +102,7 @@ DOCUMENT = s.Object({
     "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream"]), "chars": COUNT,
                         "bytes": COUNT, "sha256": s.Str(pattern=r"[0-9a-f]{64}"), "path": s.Optional(s.Str())}),
     "optimizer": s.Any(),                      # checked by OPTIMIZER_SCHEMAS[its name] below
-    "data_position": s.Object({"epoch": COUNT, "position": COUNT, "rng": RNG_STATE}, may_be_missing=["rng"]),
-    "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE}),
-    "loss_average": s.Number(),
-    "first_loss": s.Optional(s.Number()),
-    "best_val_loss": s.Optional(s.Number(0)),
-    "elapsed_s": SECONDS,
-    "wall_s": SECONDS,
+    **RUN_STATE.fields,
 })
 OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
                      for name, cls in OPTIMIZERS.items()}
@@ -140,6 +156,10 @@ class Checkpoint:
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+    @property
+    def run_state(self) -> RunState:
+        return RunState(**{f.name: self.meta[f.name] for f in fields(RunState)})
 
 
 def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | None) -> dict:

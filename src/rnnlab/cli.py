@@ -29,7 +29,8 @@ from .files import (atomic_write_bytes, check_path_text, os_error_message, refus
                     same_file)
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
-from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
+from .corpus import load_corpus
+from .text import DATA_MODES, SHIPPED_DATASETS
 from .model import ModelConfig, training_bytes
 from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
 
@@ -73,6 +74,14 @@ def optional_float(text: str) -> float | None:
 
 
 optional_float.__name__ = "number or 'none'"
+
+
+def count_or_all(text: str) -> int | None:
+    """'all' -> None (no limit); else an integer (checked > 0 by the config)."""
+    return None if text.lower() == "all" else int(text)
+
+
+count_or_all.__name__ = "integer or 'all'"
 
 
 def path_text(text: str) -> str:
@@ -122,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
              help="held-out share (lines: by line; stream: the end of the text); default 0.1 where it fits")
     add_flag(train, "eval_every", type=int, default=d.eval_every,
              help="validation every N steps (default: with every report, --sample_every)")
+    add_flag(train, "eval_tokens", type=count_or_all, default=d.eval_tokens,
+             help="validate on the first N characters of the held-out part (the same ones every time); 'all' "
+                  "for all of it")
+    add_flag(train, "cache_dir", default=d.cache_dir, type=path_text,
+             help="where large corpora are kept encoded for fast starts (default: $XDG_CACHE_HOME/rnnlab or "
+                  "~/.cache/rnnlab)")
     add_flag(train, "temperature", type=finite_float, default=d.temperature, help="sampling temperature (> 0)")
     add_flag(train, "sample_every", type=int, default=d.sample_every, help="report and sample every N steps")
     add_flag(train, "num_samples", type=int, default=d.num_samples, help="names per report (lines corpora)")

@@ -49,6 +49,8 @@ class TrainConfig:
     clip_norm: float | None = None      # clip the global gradient norm; None: off
     val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
     eval_every: int | None = None       # None: with every report (--sample_every)
+    eval_tokens: int | None = 262_144   # validate on the first N held-out characters (splits.py); None: all
+    cache_dir: str | None = None        # encoded large corpora (corpus.py); None: the per-user cache folder
     checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
     save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
     temperature: float = 1.0
@@ -75,8 +77,8 @@ class TrainConfig:
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length",
                      "hidden_size", "num_layers"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate",
-                     "min_learning_rate"):
+        for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
+                     "learning_rate", "min_learning_rate"):
             value = getattr(self, name)
             hint = "; use 'none' to turn it off" if name.startswith("clip") else ""
             require(value is None or value > 0, f"--{name} must be > 0, got {value}{hint}")
@@ -86,6 +88,7 @@ class TrainConfig:
                 f"--val_fraction must be in [0, 1), got {self.val_fraction}")
         require(0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         require(self.dataset.strip() != "", "--dataset is empty: give a shipped corpus name or a file path")
+        require(self.cache_dir is None or self.cache_dir != "", "--cache_dir is empty: give a folder")
         if self.optimizer_options:
             make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
 
@@ -106,7 +109,7 @@ class TrainConfig:
 # reporting, where to save) may change. The dataset is checked by content (its fingerprint), not by name.
 LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-NOT_RESUMED = ("checkpoint_dir",)   # where the checkpoint is now, never where it once was
+NOT_RESUMED = ("checkpoint_dir", "cache_dir")   # where things are now, never where they once were
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
 
 
