@@ -235,7 +235,8 @@ def format_report(report: Report) -> str:
     line = (f"step {report.step:>7,}  epoch {report.epoch:>3}  loss {report.train_loss:.4f}  "
             f"smooth {report.smooth_loss:.4f}")
     if report.val_loss is not None:
-        line += f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f})"
+        line += (f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f}, "
+                 f"{report.val_tokens:,} chars)")
     line += f"  {report.tokens_per_s:,.0f} tok/s  {report.elapsed_s:.1f}s"
     return "\n".join([line, *("    " + s.replace("\n", "\n    ") for s in report.samples)])
 
@@ -261,6 +262,16 @@ class ProgressBar:
         bar = "#" * int(24 * done)
         self.stream.write(f"\r[{bar:<24}] {p.step:,}/{p.total:,}  loss {p.smooth_loss:.3f} (smoothed)  "
                           f"{p.tokens_per_s:,.0f} tok/s  ETA {format_duration(eta)} ")
+        self.stream.flush()
+
+    def loading(self, done: int, total: int) -> None:
+        """Progress of reading and encoding a large corpus (two passes over its bytes)."""
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.2 and done < total):
+            return
+        self.last_draw = now
+        self.stream.write(f"\rencoding the corpus once (later runs start from the cache): {done / total:4.0%} "
+                          f"of {total / 2 / 2 ** 20:,.0f} MB ")
         self.stream.flush()
 
     def clear(self) -> None:
@@ -355,13 +366,13 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
         elsewhere = overrides.get("checkpoint_dir")
         if elsewhere is not None and not same_file(elsewhere, checkpoint.directory):
             other_runs_checkpoints(elsewhere, args.overwrite)   # continuing into another run's folder
-        trainer_factory = lambda report, progress: Trainer.resume(checkpoint, overrides, report, progress,  # noqa: E731
-                                                                   new_data=args.new_data)
+        trainer_factory = lambda report, progress, load: Trainer.resume(  # noqa: E731
+            checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load)
     else:
         require(not args.new_data, "--new_data only applies with --resume")
         config = TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
         other_runs_checkpoints(config.checkpoint_dir, args.overwrite)
-        trainer_factory = lambda report, progress: Trainer(config, report, progress)  # noqa: E731
+        trainer_factory = lambda report, progress, load: Trainer(config, report, progress, load)  # noqa: E731
     with StopSignals() as stops:                                 # from now on a signal stops, not kills
         return train_until_done_or_stopped(args, checkpoint, trainer_factory, stops)
 
@@ -382,7 +393,8 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
             bar.clear()
             show(format_report(report))
 
-    trainer = trainer_factory(on_report, bar.update)               # takes the checkpoint folder's lock
+    trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock
+    bar.clear()
     stops.attach(trainer.request_stop)
     if checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory):
         for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):

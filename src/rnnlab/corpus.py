@@ -47,7 +47,7 @@ from .errors import RnnlabError, require
 from .files import atomic_write_bytes, check_path_text, prepare_directory, read_bytes, regular_file
 from .text import DATA_MODES, NEWLINE, SHIPPED_DATASETS, CharTokenizer, guess_mode
 
-CHUNK_BYTES = 16 * 2 ** 20
+CHUNK_BYTES = 8 * 2 ** 20
 CACHE_MIN_BYTES = int(os.environ.get("RNNLAB_CACHE_MIN_BYTES", 8 * 2 ** 20))   # smaller texts: in memory
 CACHE_FORMAT = 1
 DOCUMENT_SEPARATOR = "\n\n"
@@ -117,7 +117,7 @@ def read_chunks(source: Source):
 
 
 def code_points(sources: list[Source], on_chunk: Callable[[bytes], None] = lambda b: None):
-    """Every document's characters as chunks of uint32 code points (UTF-8 decoded incrementally, BOM dropped,
+    """Every document's characters as chunks of code points (uint8 for ASCII, else uint32) (UTF-8 decoded incrementally, BOM dropped,
     \r\n -> \n), with the separator between documents. ``on_chunk`` sees the raw bytes (the separator's
     included), for hashing and progress. A bad byte is one error naming the file and the offset."""
     separator = np.frombuffer(DOCUMENT_SEPARATOR.encode("utf-32-le"), dtype=np.uint32)
@@ -142,8 +142,8 @@ def code_points(sources: list[Source], on_chunk: Callable[[bytes], None] = lambd
             if pending_cr:
                 text = text[:-1]                                 # its \n may start the next chunk
             text = text.replace("\r\n", NEWLINE)
-            if text:
-                yield (np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.uint32) if text.isascii()
+            if text:                                             # ASCII: the bytes are the code points
+                yield (np.frombuffer(text.encode("ascii"), dtype=np.uint8) if text.isascii()
                        else np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
 
 
@@ -209,12 +209,14 @@ def whitespace_ids(tokenizer: CharTokenizer) -> np.ndarray:
     return np.array([ch.isspace() for ch in tokenizer.chars], dtype=bool)
 
 
-def scan_lines(ids: np.ndarray, tokenizer: CharTokenizer, block: int = 1 << 24):
-    """-> (starts, ends, longest stripped length) of the non-blank lines of ``ids``, in blocks that end at
-    a newline (so a line never straddles two blocks)."""
+def line_blocks(ids: np.ndarray, tokenizer: CharTokenizer, block: int = 1 << 16, max_block: int = 1 << 22):
+    """Yield, block by block, (starts, ends, lines, longest) of ``ids``: the start and end of each non-blank
+    line (one with a non-whitespace character), how many lines the block holds (blank ones too) and the
+    longest stripped line. Blocks end at a newline, so a line never straddles two of them; they start small
+    and grow to ``max_block`` (a reader that stops early reads little)."""
     space = whitespace_ids(tokenizer)                            # (V,)
     newline = tokenizer.index.get(NEWLINE, -1)
-    starts, ends, longest, begin = [], [], 0, 0
+    begin = 0
     while begin < len(ids):
         size = block
         while True:                                              # grow the block until it ends a line
@@ -224,40 +226,52 @@ def scan_lines(ids: np.ndarray, tokenizer: CharTokenizer, block: int = 1 << 24):
             if stop == len(ids) or len(cut):
                 break
             size *= 2
-        if stop < len(ids):
+        block = min(block * 2, max_block)
+        final = stop == len(ids)
+        if not final:
             part = part[:cut[-1] + 1]
+        n = len(part)
         nl = np.flatnonzero(part == newline)
-        line_start = np.r_[0, nl + 1]                             # every line of the block, the last may be empty
-        line_end = np.r_[nl, len(part)]
-        solid = np.flatnonzero(~space[part])                      # non-whitespace positions
-        line_of = np.searchsorted(nl, solid)                      # the line each one is on
-        has = np.zeros(len(line_start), dtype=bool)
-        has[line_of] = True
-        if len(solid):
-            first_pos = np.flatnonzero(np.r_[True, line_of[1:] != line_of[:-1]])
-            last_pos = np.r_[first_pos[1:] - 1, len(solid) - 1]
-            longest = max(longest, int((solid[last_pos] - solid[first_pos]).max()) + 1)
-        starts.append(line_start[has] + begin)
-        ends.append(line_end[has] + begin)
-        begin += len(part)
-    return (np.concatenate(starts) if starts else np.zeros(0, np.int64),
-            np.concatenate(ends) if ends else np.zeros(0, np.int64), longest)
+        line_start = np.r_[0, nl + 1]                             # every line of the block (+ an empty one
+        line_end = np.r_[nl, n]                                   # after the block's last newline)
+        solid = ~space[part]                                      # (n,) non-whitespace?
+        pos = np.arange(n, dtype=np.int64)
+        first = np.r_[np.minimum.accumulate(np.where(solid, pos, n)[::-1])[::-1], n]  # first solid at/after i
+        last = np.r_[-1, np.maximum.accumulate(np.where(solid, pos, -1))]           # last solid before i
+        has = first[line_start] < line_end                        # the line holds a solid character
+        stripped = last[line_end] - first[line_start] + 1         # its length without outer whitespace
+        longest = int(stripped[has].max(initial=0))
+        n_lines = len(nl) + (1 if final and (not n or part[-1] != newline) else 0)
+        yield line_start[has] + begin, line_end[has] + begin, n_lines, longest
+        begin += n
 
 
-def guess_mode_from_ids(ids: np.ndarray, tokenizer: CharTokenizer) -> str:
+def scan_lines(ids: np.ndarray, tokenizer: CharTokenizer, block: int = 1 << 22):
+    """-> (starts, ends, longest stripped length) of every non-blank line of ``ids`` (int64 arrays)."""
+    starts, ends, longest = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
+    for block_starts, block_ends, _, block_longest in line_blocks(ids, tokenizer, block, max(block, 1 << 22)):
+        starts.append(block_starts)
+        ends.append(block_ends)
+        longest = max(longest, block_longest)
+    return np.concatenate(starts), np.concatenate(ends), longest
+
+
+def guess_mode_from_ids(ids: np.ndarray, tokenizer: CharTokenizer, block: int = 1 << 16) -> str:
     """``text.guess_mode`` on ids: ``lines`` when there are several lines, none blank and none longer than
-    100 characters once stripped; else ``stream``."""
+    100 characters once stripped; else ``stream`` -- decided at the first block that shows prose, so a book
+    is never scanned to its end."""
     newline = tokenizer.index.get(NEWLINE, -1)
-    body = ids
-    while len(body) and body[-1] == newline:                     # trailing newlines do not count (strip)
-        body = body[:-1]
-    while len(body) and body[0] == newline:
-        body = body[1:]
-    if len(body) < 1 << 20:                                      # small: exactly text.guess_mode
-        return guess_mode(tokenizer.decode(body))
-    starts, _, longest = scan_lines(body, tokenizer)
-    n_lines = int(np.count_nonzero(np.asarray(body) == newline)) + 1
-    return "lines" if n_lines > 1 and len(starts) == n_lines and longest <= LINES_AUTO_MAX else "stream"
+    first, last = 0, len(ids)
+    while last > first and ids[last - 1] == newline:             # text.strip(NEWLINE)
+        last -= 1
+    while first < last and ids[first] == newline:
+        first += 1
+    total = 0
+    for starts, _, n_lines, longest in line_blocks(ids[first:last], tokenizer, block):
+        if len(starts) < n_lines or longest > LINES_AUTO_MAX:
+            return "stream"
+        total += n_lines
+    return "lines" if total > 1 else "stream"
 
 
 def id_dtype(vocab_size: int):
@@ -274,13 +288,14 @@ def load_corpus(dataset: str, mode: str = "auto", cache_dir=None,
     name, path, sources = find_sources(dataset)
     total = sum(source.size for source in sources)
     if total >= CACHE_MIN_BYTES:
-        ids, tokenizer, n_bytes, sha, cached = cached_ids(sources, cache_dir, on_progress)
+        ids, tokenizer, n_bytes, sha, cached, guessed = cached_ids(sources, cache_dir, on_progress)
     else:
         ids, tokenizer, n_bytes, sha = encode_in_memory(sources)
-        cached = None
+        cached, guessed = None, None
     require(_has_text(ids, tokenizer), f"dataset {dataset!r} is empty or only whitespace: give a file with text in it")
     if mode == "auto":
-        mode = SHIPPED_DATASETS[dataset][1] if dataset in SHIPPED_DATASETS else guess_mode_from_ids(ids, tokenizer)
+        mode = (SHIPPED_DATASETS[dataset][1] if dataset in SHIPPED_DATASETS else
+                guessed or guess_mode_from_ids(ids, tokenizer))
     return Corpus(name, mode, ids, tokenizer, path, n_bytes, sha, cached)
 
 
@@ -330,6 +345,7 @@ def encode_in_memory(sources) -> tuple[np.ndarray, CharTokenizer, int, str]:
 
 ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sha256": s.Str(pattern=r"[0-9a-f]{64}"),
                   "bytes": s.Int(0), "length": s.Int(0), "dtype": s.Str(choices=["uint8", "uint16", "uint32"]),
+                  "guessed_mode": s.Str(choices=["lines", "stream"]),
                   "chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=MAX_CODE_POINT + 1)})
 STAT_ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sources": s.ListOf(s.ListOf(s.Any())),
                        "sha256": s.Str(pattern=r"[0-9a-f]{64}")})
@@ -339,7 +355,7 @@ def _key(text: str) -> str:
     return hashlib.sha256(f"rnnlab-cache-{CACHE_FORMAT}:{text}".encode()).hexdigest()[:32]
 
 
-def cached_ids(sources, cache_dir, on_progress) -> tuple[np.ndarray, CharTokenizer, int, str, Path]:
+def cached_ids(sources, cache_dir, on_progress) -> tuple[np.ndarray, CharTokenizer, int, str, Path, str]:
     """The ids of ``sources`` from the cache, building the entry first if it is missing or stale."""
     cache_dir = prepare_directory(cache_dir if cache_dir is not None else default_cache_dir(), "--cache_dir")
     stat_path = cache_dir / f"stat-{_key(json.dumps([list(x.stat_key) for x in sources]))}.json"
@@ -397,14 +413,19 @@ def write_entry(cache_dir: Path, sha256: str, n_bytes: int, n_chars: int, tokeni
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    ids = np.memmap(final, dtype=id_dtype(tokenizer.vocab_size), mode="r", shape=(n_chars,))
     document = {"format": CACHE_FORMAT, "sha256": sha256, "bytes": n_bytes, "length": n_chars,
-                "dtype": np.dtype(id_dtype(tokenizer.vocab_size)).name, "chars": tokenizer.chars}
+                "dtype": np.dtype(ids.dtype).name, "guessed_mode": guess_mode_from_ids(ids, tokenizer),
+                "chars": tokenizer.chars}
+    del ids
     atomic_write_bytes(cache_dir / f"{key}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"),
                        "--cache_dir file")
 
 
 def open_entry(cache_dir: Path, sha256: str):
-    """-> (ids memmap, tokenizer, bytes, sha256, path) of a valid entry, or None (missing, stale, damaged)."""
+    """-> (ids memmap, tokenizer, bytes, sha256, path, guessed mode) of a valid entry, or None (missing,
+    stale, damaged: rebuild). The ids file's size must match its JSON, and every id must lie inside the
+    vocabulary -- checked with plain reads, so the check does not map the whole file into this process."""
     key = _key(sha256)
     entry = _read_json(cache_dir / f"{key}.json", ENTRY, lambda e: e["sha256"] == sha256)
     if entry is None:
@@ -417,9 +438,11 @@ def open_entry(cache_dir: Path, sha256: str):
         if (not stat.S_ISREG(st.st_mode) or st.st_size != entry["length"] * dtype.itemsize
                 or dtype != id_dtype(tokenizer.vocab_size) or entry["length"] == 0):
             return None                                          # truncated, replaced or not ours: rebuild
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK_BYTES - CHUNK_BYTES % 4):
+                if int(np.frombuffer(chunk, dtype=dtype).max()) >= tokenizer.vocab_size:
+                    return None                                  # damaged contents
         ids = np.memmap(path, dtype=dtype, mode="r", shape=(entry["length"],))
-        if int(ids.max()) >= tokenizer.vocab_size:               # one read pass: damaged contents
-            return None
     except (OSError, ValueError, RnnlabError):
         return None
-    return ids, tokenizer, entry["bytes"], sha256, path
+    return ids, tokenizer, entry["bytes"], sha256, path, entry["guessed_mode"]
