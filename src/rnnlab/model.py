@@ -50,7 +50,11 @@ class ModelConfig:
 
 def layer_params(params: dict, layer: int) -> dict:
     """The parameters of one layer with the ``l{k}.`` prefix removed: {Wx, Wh, b[, bh]}."""
-    prefix = f"l{layer}."
+    return strip_prefix(params, f"l{layer}.")
+
+
+def strip_prefix(params: dict, prefix: str) -> dict:
+    """The entries whose names start with ``prefix``, under their names without it (views, not copies)."""
     return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
 
 
@@ -67,7 +71,11 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32)
 
 def check_params(config: ModelConfig, params: dict) -> None:
     """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
-    expected = init_params(config, np.random.default_rng(0), dtype=np.float32)
+    check_param_shapes(init_params(config, np.random.default_rng(0), dtype=np.float32), params)
+
+
+def check_param_shapes(expected: dict, params: dict) -> None:
+    """Raise RnnlabError unless ``params`` has the names of ``expected``, each array with the same shape."""
     missing = sorted(expected.keys() - params.keys())
     extra = sorted(params.keys() - expected.keys())
     require(not missing and not extra, f"parameters do not match the model: missing {missing}, unexpected {extra}")
