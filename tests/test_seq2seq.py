@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from rnnlab import seq2seq as s2s
+from rnnlab.bidirectional import bidirectional_forward, direction_forward, reversal_index
+from rnnlab.cells import CELLS
 from rnnlab.errors import RnnlabError
 from rnnlab.gradcheck import numerical_gradient, relative_error
+from rnnlab.model import strip_prefix
 from rnnlab.pairs import PairTokenizers, collate_pairs
 
 EPS = 1e-5
@@ -108,12 +111,19 @@ def test_the_backward_direction_reads_each_source_from_its_own_end():
     config = small_config("dot")
     params = random_params(config)
     batch = batch_of(PAIRS)
-    h, _, _ = s2s.encode(params, config, batch.source, batch.source_mask)
+    cell, backward_p = CELLS[config.encoder_cell], strip_prefix(params, "enc_b.")
+    h, _, _ = bidirectional_forward(cell, strip_prefix(params, "enc_f."), backward_p, batch.source, batch.source_mask)
     He = config.encoder_hidden
     for b, (source, _) in enumerate(PAIRS):
         ids = TOKENIZERS.encode_source(source[::-1])[:, None]
-        hs, _ = s2s.direction_forward(s2s.CELLS[config.encoder_cell], ids, s2s.strip_prefix(params, "enc_b."))
+        hs, _ = direction_forward(cell, ids, backward_p)
         np.testing.assert_allclose(h[:len(source), b, He:], hs[::-1, 0], rtol=1e-13, atol=1e-15)
+
+
+def test_reversal_index_reverses_each_column_within_its_length_and_is_its_own_inverse():
+    index = reversal_index(np.array([3, 1, 4, 2]), 4)
+    assert index.T.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 2, 3]]
+    np.testing.assert_array_equal(np.take_along_axis(index, index, axis=0), np.arange(4)[:, None].repeat(4, 1))
 
 
 def test_check_params_and_config_validation():

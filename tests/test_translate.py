@@ -36,17 +36,17 @@ def memory_of(params, config, texts):
     return s2s.encode_memory(params, config, batch.source, batch.source_mask)[0]
 
 
-@pytest.mark.parametrize("attention", ["additive", "general"])
+@pytest.mark.parametrize("attention", ["additive", "none"])
 def test_a_tiny_translation_set_is_memorised(attention):
-    """Reversing ten short strings: Adam learns every one exactly within 300 steps (a broken gradient or
-    decoder does not)."""
+    """Reversing ten short strings: Adam learns every one exactly within 120 steps (every attention kind
+    needed 50 when this was written; a broken gradient or decoder does not get there)."""
     config = s2s.Seq2SeqConfig(TOKENIZERS.source.vocab_size, TOKENIZERS.target.vocab_size, "gru", 16, "gru", 32,
                                attention, 16, 8)
     params = s2s.init_params(config, np.random.default_rng(0), np.float32)
     engine = Seq2SeqEngine(config, params, Adam(lr=1e-2), TrainConfig(clip_value=None, clip_norm=5.0), None)
     batches = PairBatches([TOKENIZERS.encode_pair(p) for p in REVERSE], 10, np.random.default_rng(1))
     first, _ = engine.train_step(next(batches), engine.zero_state(10))
-    for _ in range(300):
+    for _ in range(120):
         loss, state = engine.train_step(next(batches), None)
     assert state is None and loss < 0.05 * first
     assert exact_match(engine.numpy_params(), config, TOKENIZERS, REVERSE) == 1.0

@@ -22,10 +22,6 @@ from .errors import require
 from .plot import pyplot, save_figure
 from .visualize import render_template, rounded, write_html
 
-__all__ = ["attention_page_data", "render_attention_html", "write_attention_html", "write_attention_png",
-           "attention_text"]
-
-
 def attention_page_data(translations: list) -> dict:
     """The JSON-able document the page's script reads; weights rounded to 4 decimals."""
     require(len(translations) > 0, "no translations to show")

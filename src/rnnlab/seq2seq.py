@@ -3,7 +3,7 @@
 
     source ids x (S, B) --enc_f--> hf (S, B, He)      the forward direction: the usual loop
                         --enc_b--> hb (S, B, He)      the backward direction: the SAME loop over every sequence
-                                                      reversed within its length (padding stays at the end)
+                                                      reversed within its length (bidirectional.py)
     h = [hf ; hb]                   (S, B, 2He)       the encoder outputs that attention looks at
 
     s_0 = tanh([hf_{n-1} ; hb_0] Wb + bb)             the decoder starts from both directions' last steps
@@ -52,7 +52,8 @@ from .errors import require
 from .losses import softmax_cross_entropy
 from .model import check_param_shapes, strip_prefix
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import input_grads, project_inputs, recurrent_grads, rnn_backward, rnn_forward
+from .bidirectional import bidirectional_backward, bidirectional_forward
+from .recurrence import input_grads, project_inputs, recurrent_grads
 
 ATTENTION_KINDS = (*SCORES, "none")
 
@@ -126,82 +127,6 @@ def check_params(config: Seq2SeqConfig, params: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Encoder: two directions of the one loop
-# --------------------------------------------------------------------------------------------------------
-
-def reversal_index(lengths: np.ndarray, S: int) -> np.ndarray:
-    """(S, B) time indices that reverse each column within its length and leave its padding in place:
-    index[t, b] = n_b - 1 - t for t < n_b, else t. Applying it twice gives back the original order."""
-    t = np.arange(S)[:, None]                                    # (S, 1)
-    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (S, B)
-
-
-def reverse_within_length(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """x (S, B, ...) in the order of :func:`reversal_index`."""
-    return np.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
-
-
-def direction_forward(cell, ids: np.ndarray, p: dict):
-    """One encoder direction: ids (S, B) -> (hs (S, B, He), SequenceCache), from the zero state."""
-    zx = project_inputs(ids, p["Wx"], p["b"])                    # (S, B, G He)
-    state0 = cell.zero_state(ids.shape[1], p["Wh"].shape[0], zx.dtype)
-    hs, _, cache = rnn_forward(cell, zx, state0, p)              # (S, B, He)
-    return hs, cache
-
-
-def direction_backward(cell, dhs: np.ndarray, cache, ids: np.ndarray, p: dict) -> dict:
-    """BPTT of one direction: dhs (S, B, He) -> its parameter gradients."""
-    dzx, grads, _ = rnn_backward(cell, dhs, cache, p)            # (S, B, G He)
-    grads["Wx"], grads["b"], _ = input_grads(ids, dzx, p["Wx"])
-    return grads
-
-
-@dataclass
-class EncoderCache:
-    source: np.ndarray           # (S, B) ids
-    reversed_source: np.ndarray  # (S, B) ids, each sequence reversed within its length
-    index: np.ndarray            # (S, B) reversal_index
-    lengths: np.ndarray          # (B,)
-    forward: object              # SequenceCache of each direction
-    backward: object
-
-
-def encode(params: dict, config: Seq2SeqConfig, source: np.ndarray, source_mask: np.ndarray):
-    """source ids (S, B), mask (S, B) -> (h (S, B, 2He), last (B, 2He) = [hf_{n-1}; hb_0], EncoderCache)."""
-    cell = CELLS[config.encoder_cell]
-    S, B = source.shape
-    lengths = source_mask.sum(axis=0).astype(np.int64)           # (B,)
-    require(lengths.min() > 0, "every source text needs at least one character")
-    index = reversal_index(lengths, S)
-    reversed_source = reverse_within_length(source, index)       # (S, B)
-    hf, cache_f = direction_forward(cell, source, strip_prefix(params, "enc_f."))           # (S, B, He)
-    hb_reversed, cache_b = direction_forward(cell, reversed_source, strip_prefix(params, "enc_b."))
-    hb = reverse_within_length(hb_reversed, index)               # (S, B, He) back in source order
-    h = np.concatenate([hf, hb], axis=2)                         # (S, B, 2He)
-    last = np.concatenate([hf[lengths - 1, np.arange(B)], hb[0]], axis=1)  # (B, 2He)
-    return h, last, EncoderCache(source, reversed_source, index, lengths, cache_f, cache_b)
-
-
-def encode_backward(dh: np.ndarray, dlast: np.ndarray, cache: EncoderCache, params: dict,
-                    config: Seq2SeqConfig) -> dict:
-    """dh (S, B, 2He), dlast (B, 2He) -> the gradients of both directions' parameters."""
-    cell = CELLS[config.encoder_cell]
-    He = config.encoder_hidden
-    B = dh.shape[1]
-    dhf = dh[:, :, :He].copy()                                   # (S, B, He)
-    dhf[cache.lengths - 1, np.arange(B)] += dlast[:, :He]
-    dhb = dh[:, :, He:].copy()                                   # (S, B, He)
-    dhb[0] += dlast[:, He:]
-    grads = {}
-    for prefix, dhs, seq_cache, ids in (("enc_f.", dhf, cache.forward, cache.source),
-                                        ("enc_b.", reverse_within_length(dhb, cache.index), cache.backward,
-                                         cache.reversed_source)):
-        direction_grads = direction_backward(cell, dhs, seq_cache, ids, strip_prefix(params, prefix))
-        grads.update({prefix + name: value for name, value in direction_grads.items()})
-    return grads
-
-
-# --------------------------------------------------------------------------------------------------------
 # What the decoder starts from and looks at
 # --------------------------------------------------------------------------------------------------------
 
@@ -216,13 +141,16 @@ class Memory:
 
     def repeat(self, k: int) -> "Memory":
         """Every row k times in a row (row b becomes rows b k .. b k + k - 1): for beam search."""
-        rep = lambda a: None if a is None else np.repeat(a, k, axis=0)  # noqa: E731
+        def rep(a):
+            return None if a is None else np.repeat(a, k, axis=0)
+
         return Memory(rep(self.values), rep(self.keys), rep(self.mask), rep(self.s0))
 
 
 def encode_memory(params: dict, config: Seq2SeqConfig, source: np.ndarray, source_mask: np.ndarray):
-    """source ids (S, B), mask (S, B) -> (Memory, EncoderCache)."""
-    h, last, cache = encode(params, config, source, source_mask)
+    """source ids (S, B), mask (S, B) -> (Memory, (BidirectionalCache, last (B, 2He)))."""
+    h, last, cache = bidirectional_forward(CELLS[config.encoder_cell], strip_prefix(params, "enc_f."),
+                                           strip_prefix(params, "enc_b."), source, source_mask)
     s0 = np.tanh(last @ params["bridge.W"] + params["bridge.b"])  # (B, Hd)
     values = keys = None
     if config.uses_attention:
@@ -273,7 +201,7 @@ def output_logits(params: dict, s: np.ndarray, context) -> np.ndarray:
 @dataclass
 class ForwardCache:
     memory: Memory
-    encoder: tuple               # (EncoderCache, last (B, 2He))
+    encoder: tuple               # (bidirectional.BidirectionalCache, last (B, 2He))
     dec_in: np.ndarray           # (T, B) ids read by the decoder
     states: np.ndarray           # (T + 1, B, Hd) s_0 .. s_T
     contexts: np.ndarray | None  # (T + 1, B, 2He) c_0 .. c_T
@@ -298,26 +226,26 @@ def forward(params: dict, config: Seq2SeqConfig, batch):
     return logits, ForwardCache(memory, encoder_cache, batch.dec_in, states, contexts, steps)
 
 
-def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqConfig) -> dict:
-    """dy = dL/dlogits (T, B, Vt) -> the gradient of every parameter."""
-    cell = CELLS[config.decoder_cell]
+def decoder_backward(ds_above: np.ndarray, dc_above, cache: ForwardCache, params: dict, config: Seq2SeqConfig):
+    """BPTT through the decoder steps, last to first. ds_above (T, B, Hd) and dc_above (T, B, 2He) (None
+    without attention) are the gradients the output layer sends to each s_t and c_t. Each step adds what
+    step t+1 sends back: through the recurrence into s_t, and through input feeding (zx_{t+1} = ... + c_t Wc)
+    into c_t; attention turns dc_t into gradients of the query s_t, of the keys and of the values.
+
+    -> (grads with "dec." and "att." names, dL/d(keys) (B, S, K), dL/d(values) (B, S, 2He), dL/ds_0 (B, Hd))."""
+    cell, score = CELLS[config.decoder_cell], SCORES.get(config.attention)
     dec, att = strip_prefix(params, "dec."), strip_prefix(params, "att.")
-    memory, attention = cache.memory, config.uses_attention
-    ds_above = project_logit_grad_to_hidden(dy, params["Wy"])   # (T, B, Hd)        3. project
-    grads = output_layer_grads(dy, cache.states[1:])             # Wy, by            5. output grads
-    if attention:
-        dc_above = project_logit_grad_to_hidden(dy, params["Wyc"])  # (T, B, 2He)
-        grads["Wyc"] = output_layer_grads(dy, cache.contexts[1:])["Wy"]   # sum_t c_t^T dy_t
+    memory, T = cache.memory, len(cache.steps)
+    if score is not None:
         dkeys, dvalues = np.zeros_like(memory.keys), np.zeros_like(memory.values)
         att_grads = {name: np.zeros_like(value) for name, value in att.items()}
-    T = len(cache.steps)
     dzx, dzh = [None] * T, [None] * T
     dstate = tuple(np.zeros_like(cache.states[0]) for _ in range(cell.n_states))
     dc_next = 0.0                                                # dL/dc_t through step t+1's input
-    for t in reversed(range(T)):                                 # 4. backward through the decoder steps
+    for t in reversed(range(T)):
         cell_cache, att_cache = cache.steps[t]
         ds = dstate[0] + ds_above[t]                             # (B, Hd) from step t+1 and from the output
-        if attention:
+        if score is not None:
             dq, dk, dv, g = attend_backward(dc_above[t] + dc_next, att_cache, att)
             ds = ds + dq                                         # the state was the query
             dkeys += dk
@@ -325,25 +253,44 @@ def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqC
             for name, value in g.items():
                 att_grads[name] += value
         dzx[t], dzh[t], dstate = cell.step_backward((ds, *dstate[1:]), cell_cache, dec)
-        if attention:
+        if score is not None:
             dc_next = dzx[t] @ dec["Wc"].T                       # (B, 2He) into c_{t-1}
     dzx, dzh = np.stack(dzx), np.stack(dzh)                      # (T, B, G Hd)
-    dec_grads = recurrent_grads(cache.states[:-1], dzh, dec)     # Wh [, bh]
-    dec_grads["Wx"], dec_grads["b"], _ = input_grads(cache.dec_in, dzx, dec["Wx"])
-    if attention:
-        C = config.context_size                                  # dWc = sum_t c_{t-1}^T dzx_t, one GEMM
-        dec_grads["Wc"] = cache.contexts[:-1].reshape(-1, C).T @ dzx.reshape(-1, dzx.shape[-1])
-        dvalues_via_keys, key_grads = SCORES[config.attention].keys_backward(dkeys, memory.values, att)
+    grads = recurrent_grads(cache.states[:-1], dzh, dec)         # Wh [, bh]: one GEMM over all steps
+    grads["Wx"], grads["b"], _ = input_grads(cache.dec_in, dzx, dec["Wx"])
+    grads = {"dec." + name: value for name, value in grads.items()}
+    if score is None:
+        return grads, None, None, dstate[0]                      # (an LSTM's dc_0 is dropped: c_0 = 0)
+    C = config.context_size                                      # dWc = sum_t c_{t-1}^T dzx_t, one GEMM
+    grads["dec.Wc"] = cache.contexts[:-1].reshape(-1, C).T @ dzx.reshape(-1, dzx.shape[-1])
+    grads.update({"att." + name: value for name, value in att_grads.items()})
+    return grads, dkeys, dvalues, dstate[0]
+
+
+def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqConfig) -> dict:
+    """dy = dL/dlogits (T, B, Vt) -> the gradient of every parameter (steps 3 to 5 of loss_and_grads)."""
+    memory, attention = cache.memory, config.uses_attention
+    ds_above = project_logit_grad_to_hidden(dy, params["Wy"])   # (T, B, Hd)        3. project
+    dc_above = project_logit_grad_to_hidden(dy, params["Wyc"]) if attention else None  # (T, B, 2He)
+    grads, dkeys, dvalues, ds0 = decoder_backward(ds_above, dc_above, cache, params, config)   # 4. BPTT
+    if attention:                                                # the keys were computed from the values
+        dvalues_via_keys, key_grads = SCORES[config.attention].keys_backward(dkeys, memory.values,
+                                                                             strip_prefix(params, "att."))
         dvalues += dvalues_via_keys
-        grads.update({"att." + name: value for name, value in {**att_grads, **key_grads}.items()})
-    grads.update({"dec." + name: value for name, value in dec_grads.items()})
+        grads.update({"att." + name: value for name, value in key_grads.items()})
     encoder_cache, last = cache.encoder                          # s_0 = tanh(last Wb + bb)
-    dpre = dstate[0] * (1.0 - memory.s0 * memory.s0)             # (B, Hd)  (an LSTM's dc_0 is dropped: c_0 = 0)
+    dpre = ds0 * (1.0 - memory.s0 * memory.s0)                   # (B, Hd)
     grads["bridge.W"], grads["bridge.b"] = last.T @ dpre, dpre.sum(axis=0)
     dlast = dpre @ params["bridge.W"].T                          # (B, 2He)
     dh = (dvalues.transpose(1, 0, 2) if attention                # (S, B, 2He)
           else np.zeros(encoder_cache.source.shape + (config.context_size,), dpre.dtype))
-    grads.update(encode_backward(dh, dlast, encoder_cache, params, config))
+    for prefix, direction_grads in zip(("enc_f.", "enc_b."), bidirectional_backward(  # both directions' BPTT
+            CELLS[config.encoder_cell], dh, dlast, encoder_cache, strip_prefix(params, "enc_f."),
+            strip_prefix(params, "enc_b."))):
+        grads.update({prefix + name: value for name, value in direction_grads.items()})
+    grads.update(output_layer_grads(dy, cache.states[1:]))       # Wy, by            5. output grads
+    if attention:
+        grads["Wyc"] = output_layer_grads(dy, cache.contexts[1:])["Wy"]   # sum_t c_t^T dy_t
     return grads
 
 

@@ -130,12 +130,14 @@ def better_of(a: Decoded, b: Decoded, end_id: int, length_penalty: float) -> Dec
     take_b = normalised_scores(b, end_id, length_penalty) > normalised_scores(a, end_id, length_penalty)
     L = max(a.tokens.shape[1], b.tokens.shape[1])
 
+    def widen(z, fill):
+        """Pad a decoding that stopped early to L steps."""
+        return np.concatenate([z, np.full((z.shape[0], L - z.shape[1], *z.shape[2:]), fill, dtype=z.dtype)], axis=1)
+
     def pick(x, y, fill):
         if x is None:
             return None
-        widen = lambda z: np.concatenate(  # noqa: E731  pad the shorter decoding to L steps
-            [z, np.full((z.shape[0], L - z.shape[1], *z.shape[2:]), fill, dtype=z.dtype)], axis=1)
-        x, y = widen(x), widen(y)
+        x, y = widen(x, fill), widen(y, fill)
         return np.where(take_b.reshape(-1, *[1] * (x.ndim - 1)), y, x)
 
     return Decoded(pick(a.tokens, b.tokens, end_id), pick(a.logps, b.logps, 0.0), pick(a.alphas, b.alphas, 0.0))
