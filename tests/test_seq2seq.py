@@ -14,10 +14,13 @@ import pytest
 from rnnlab import seq2seq as s2s
 from rnnlab.bidirectional import bidirectional_forward, direction_forward, reversal_index
 from rnnlab.cells import CELLS
+from rnnlab.engines import Seq2SeqEngine
 from rnnlab.errors import RnnlabError
 from rnnlab.gradcheck import numerical_gradient, relative_error
 from rnnlab.model import strip_prefix
+from rnnlab.optim import Adam
 from rnnlab.pairs import PairTokenizers, collate_pairs
+from rnnlab.train import TrainConfig
 
 EPS = 1e-5
 BOUND = 1e-6
@@ -140,3 +143,25 @@ def test_check_params_and_config_validation():
     with pytest.raises(RnnlabError, match="encoder_cell"):
         small_config("dot", encoder_cell="transformer")
     assert s2s.Seq2SeqConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_engine_resumes_exactly_from_saved_parameters_and_optimizer_state():
+    """Seq2SeqEngine keeps NumpyEngine's interface: 3 steps, then a second engine built from other weights
+    load_state()s copies of the parameters and Adam moments: its next steps equal the first engine's."""
+    config = small_config("additive", "lstm", "gru")
+    train = TrainConfig(clip_value=None, clip_norm=1.0)
+    batch = batch_of(PAIRS)
+    engine = Seq2SeqEngine(config, random_params(config), Adam(lr=1e-2), train, None)
+    for _ in range(3):
+        engine.train_step(batch, engine.zero_state(3))
+    saved = {k: v if k == "step" else {n: a.copy() for n, a in v.items()} for k, v in engine.optimizer_state().items()}
+    other = Seq2SeqEngine(config, random_params(config, seed=5), Adam(lr=1e-2), train, None)
+    other.load_state({k: v.copy() for k, v in engine.numpy_params().items()}, saved)
+    for engine_ in (engine, other):
+        engine_.set_learning_rate(5e-3)
+    for _ in range(2):
+        assert other.train_step(batch, None)[0] == engine.train_step(batch, None)[0]
+    for name, value in engine.numpy_params().items():
+        np.testing.assert_array_equal(other.numpy_params()[name], value, err_msg=name)
+    assert other.evaluate(batch, None)[0] == engine.evaluate(batch, None)[0]
+    assert engine.state_to_numpy(None) is None and engine.state_from_numpy(None) is None
