@@ -6,7 +6,8 @@
 Trains with Seq2SeqEngine (Adam, clip-norm 5, batch 64, float32) for ``--budget`` seconds of training steps
 and, every ``--every`` steps, reports the validation loss (teacher forced) and the greedy exact-match
 accuracy on the validation split (evaluation time is not counted in the training time). At the end it
-reports the test split's exact match, and the time ``translate`` takes for 1,000 test inputs (greedy).
+reports the test split's exact match (greedy and beam 4) and the time ``translate`` takes for 1,000 test
+inputs (greedy and beam 4).
 One line of JSON per report with ``--json``. This is the library-level measurement; the CLI run
 (``rnnlab train --dataset dates``) will add checkpoints and reports around the same steps.
 """
@@ -70,11 +71,14 @@ def main() -> None:
         report({"step": step, "epoch": batches.epoch, "train_s": round(train_s, 1), "loss": round(loss, 5),
                 "val_loss": round(evaluate(engine, val_batches), 5),
                 "val_exact": exact_match(engine.params, config, tokenizers, data.valid)})
-    start = time.perf_counter()
-    translate(engine.params, config, tokenizers, [source for source, _ in data.test[:1000]])
-    translate_s = time.perf_counter() - start
+    timings = {}
+    for beam_size in (1, 4):
+        start = time.perf_counter()
+        translate(engine.params, config, tokenizers, [source for source, _ in data.test[:1000]], beam_size=beam_size)
+        timings[f"translate_1000_beam{beam_size}_s"] = round(time.perf_counter() - start, 3)
     report({"test_exact": exact_match(engine.params, config, tokenizers, data.test),
-            "translate_1000_s": round(translate_s, 3), "steps": step, "train_s": round(train_s, 1)})
+            "test_exact_beam4": exact_match(engine.params, config, tokenizers, data.test, beam_size=4),
+            **timings, "steps": step, "train_s": round(train_s, 1)})
 
 
 if __name__ == "__main__":
