@@ -75,9 +75,14 @@ class LineBatches:
             self.order = self._new_order()
         chosen = [self.examples[i] for i in self.order[self.position:self.position + self.batch_size]]
         self.position += self.batch_size
+        return self.collate(chosen, self.epoch)
+
+    @staticmethod
+    def collate(chosen: list, epoch: int) -> Batch:
+        """The examples of one batch -> a padded Batch (a subclass may build another kind of batch)."""
         ids, mask = pad_sequences([x for x, _ in chosen])
         targets, _ = pad_sequences([y for _, y in chosen])
-        return Batch(ids, targets, None if mask.all() else mask, True, self.epoch)
+        return Batch(ids, targets, None if mask.all() else mask, True, epoch)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "rng": self.order_rng_state}

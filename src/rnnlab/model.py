@@ -51,7 +51,11 @@ class ModelConfig:
 
 def layer_params(params: dict, layer: int) -> dict:
     """The parameters of one layer with the ``l{k}.`` prefix removed: {Wx, Wh, b[, bh]}."""
-    prefix = f"l{layer}."
+    return strip_prefix(params, f"l{layer}.")
+
+
+def strip_prefix(params: dict, prefix: str) -> dict:
+    """The entries whose names start with ``prefix``, under their names without it (views, not copies)."""
     return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
 
 
@@ -89,14 +93,20 @@ def training_bytes(config: ModelConfig, batch: int, seq_length: int, itemsize: i
 
 def check_params(config: ModelConfig, params: dict) -> None:
     """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
-    expected = param_shapes(config)
+    check_param_shapes(param_shapes(config), params,
+                       f"{config.cell} {config.num_layers}x{config.hidden_size}, vocabulary {config.vocab_size}")
+
+
+def check_param_shapes(expected: dict, params: dict, model: str = "the model") -> None:
+    """Raise RnnlabError unless ``params`` has the names of ``expected`` ({name: shape}), each array with
+    that shape; ``model`` describes the model in the message."""
     missing = sorted(expected.keys() - params.keys())
     extra = sorted(params.keys() - expected.keys())
     require(not missing and not extra, f"parameters do not match the model: missing {missing}, unexpected {extra}")
     for name, shape in expected.items():
-        if params[name].shape != shape:
-            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {shape} "
-                              f"({config.cell} {config.num_layers}x{config.hidden_size}, vocabulary {config.vocab_size})")
+        if params[name].shape != tuple(shape):
+            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {tuple(shape)} "
+                              f"({model})")
 
 
 def zero_state(config: ModelConfig, batch: int, dtype=np.float32) -> list:

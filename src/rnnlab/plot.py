@@ -56,13 +56,8 @@ def check_plot_path(out_path) -> Path:
 
 def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
     """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError:
-        raise RnnlabError("rnnlab plot needs matplotlib: pip install 'rnnlab[plot]'") from None
     out_path = check_plot_path(out_path)
+    plt = pyplot("rnnlab plot")
     records = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
@@ -78,6 +73,23 @@ def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or Path(metrics_path).name)
+    return save_figure(plt, fig, out_path)
+
+
+def pyplot(what: str):
+    """matplotlib.pyplot with the Agg backend (no display needed), or RnnlabError naming the extra to install."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        raise RnnlabError(f"{what} needs matplotlib: pip install 'rnnlab[plot]'") from None
+    return plt
+
+
+def save_figure(plt, fig, out_path) -> Path:
+    """Write ``fig`` in the format of ``out_path``'s suffix (png without one), atomically, and close it."""
+    out_path = Path(out_path)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format=out_path.suffix.lower().lstrip("."))

@@ -144,7 +144,7 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     ``dstate_final`` is the gradient arriving at the last state from outside the window; truncated BPTT
     passes None (zero): the window's future is cut off.
     """
-    T, B, H = dhs.shape
+    T, B = dhs.shape[:2]
     GH = p["Wh"].shape[1]
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
     dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
@@ -152,8 +152,15 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
-    dzh2 = dzh.reshape(T * B, GH)
-    grads = {"Wh": cache.h_prev.reshape(T * B, H).T @ dzh2}     # (H, GH), all steps in one GEMM
-    if cell.recurrent_bias:
+    return dzx, recurrent_grads(cache.h_prev, dzh, cell.recurrent_bias), dstate
+
+
+def recurrent_grads(h_prev: np.ndarray, dzh: np.ndarray, recurrent_bias: bool) -> dict:
+    """After the backward loop: dWh = sum_t h_{t-1}^T dzh_t (one GEMM over all steps) [, dbh = sum_t dzh_t].
+    h_prev (T, B, H), dzh (T, B, GH). Also used by step-by-step loops (the seq2seq decoder)."""
+    H, GH = h_prev.shape[-1], dzh.shape[-1]
+    dzh2 = dzh.reshape(-1, GH)                                   # (T*B, GH)
+    grads = {"Wh": h_prev.reshape(-1, H).T @ dzh2}              # (H, GH), all steps in one GEMM
+    if recurrent_bias:
         grads["bh"] = dzh2.sum(axis=0)                           # (GH,)
-    return dzx, grads, dstate
+    return grads

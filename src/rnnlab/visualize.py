@@ -283,8 +283,13 @@ def script_json(data: dict) -> str:
 
 def render_html(vis: Visualization, title: str = "rnnlab visualize", layer: int | None = None) -> str:
     """The whole page as one string: no external script, style sheet, font or image."""
-    values = {"TITLE": html.escape(title), "DATA": script_json(page_data(vis, layer))}
-    page = resources.files("rnnlab.templates").joinpath("visualize.html").read_text(encoding="utf-8")
+    return render_template("visualize.html", title, page_data(vis, layer))
+
+
+def render_template(name: str, title: str, data: dict) -> str:
+    """A page of ``rnnlab/templates`` with ``{{TITLE}}`` (HTML-escaped) and ``{{DATA}}`` (script-safe JSON)."""
+    values = {"TITLE": html.escape(title), "DATA": script_json(data)}
+    page = resources.files("rnnlab.templates").joinpath(name).read_text(encoding="utf-8")
     return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], page)  # one pass: no re-substitution
 
 
