@@ -85,7 +85,8 @@ RNG_STATE = s.Object({"bit_generator": s.Str(choices=["PCG64"]),
 COUNT = s.Int(0)
 SECONDS = s.Number(0)
 RUN_STATE = s.dataclass_schema(RunState, {
-    "step": COUNT, "first_loss": s.Optional(s.Number()), "best_val_loss": s.Optional(s.Number(0)),
+    "step": COUNT, "loss_average": s.Number(0), "first_loss": s.Optional(s.Number(0)),
+    "best_val_loss": s.Optional(s.Number(0)),
     "elapsed_s": SECONDS, "wall_s": SECONDS,
     "data_position": s.Object({"epoch": COUNT, "position": COUNT, "rng": RNG_STATE}, may_be_missing=["rng"]),
     "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE})})
@@ -128,6 +129,10 @@ def validate_document(meta, where: str) -> None:
         slots = sorted(k for k in make_optimizer(**optimizer).init({}) if k != "step")
         require(meta["optimizer_slots"] == slots,
                 f"optimizer {optimizer['name']} keeps {slots}, the checkpoint lists {meta['optimizer_slots']}")
+        step = meta["step"]                                      # fields that must agree with each other
+        require(meta["optimizer_step"] == step, f"optimizer_step {meta['optimizer_step']} differs from step {step}")
+        require((step == 0) == (meta["first_loss"] is None), f"first_loss {meta['first_loss']} does not fit step {step}")
+        require(step > 0 or meta["loss_average"] == 0, f"loss_average {meta['loss_average']} does not fit step 0")
         tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
         require(tokenizer.vocab_size == config.vocab_size,
                 f"the tokenizer has {tokenizer.vocab_size} characters, the model {config.vocab_size}")

@@ -290,6 +290,14 @@ def typed_flags(argv: list[str], command: str) -> set[str]:
     return set(vars(parser.parse_args(argv))) - {"command"}
 
 
+class StoppedAtOnce(Exception):
+    """A second stop signal: the run ends at once, without finishing its step or saving."""
+
+    def __init__(self, name: str, status: int):
+        super().__init__(name)
+        self.name, self.status = name, status
+
+
 class StopSignals:
     """The one signal path: SIGINT, SIGTERM and SIGHUP -- and a closed stdout -- ask the trainer to stop
     after its current step (it then saves ``latest``). A second signal abandons at once (KeyboardInterrupt).
@@ -315,8 +323,8 @@ class StopSignals:
             signal.signal(getattr(signal, name), handler)
 
     def _on_signal(self, signum, frame):
-        if self.status is not None:
-            raise KeyboardInterrupt                              # asked twice: stop now, save nothing more
+        if self.status is not None:                              # asked twice: stop now, save nothing more
+            raise StoppedAtOnce(signal.Signals(signum).name, 128 + signum)
         self.stop(signal.Signals(signum).name, 128 + signum)
 
     def stop(self, name: str, status: int) -> None:
@@ -540,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     RNNLAB_DEBUG=1 to see its traceback)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():                       # one check for every text flag: argv bytes
+        if isinstance(value, str):                               # that are not UTF-8 cannot be printed or saved
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                print(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only", file=sys.stderr)
+                return EXIT_USAGE
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
@@ -547,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     except RnnlabError as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except StoppedAtOnce as stop:
+        print(f"rnnlab: stopped at once by a second {stop.name}; the last saved checkpoint is kept", file=sys.stderr)
+        return stop.status
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

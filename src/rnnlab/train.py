@@ -396,6 +396,10 @@ class Trainer:
             raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
                               f"has --batch_size {self.config.batch_size}: the checkpoint is damaged")
         run = checkpoint.run_state
+        if run.step:                                             # a saved run never looks diverged
+            smooth = run.loss_average / (1 - self.smoothing ** run.step)
+            require(smooth <= 3 * run.first_loss, f"checkpoint {where}: its smoothed loss {smooth:.4g} is more than "
+                    f"3x its first loss {run.first_loss:.4g}, which a saved run never has: the checkpoint is damaged")
         self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
         if same_data:
             self.batches.load_state_dict(run.data_position)
