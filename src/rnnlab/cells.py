@@ -27,7 +27,7 @@ Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side 
 cell   G   gate order           parameters
 =====  ==  ==================  ==========================================================
 rnn    1   (a)                  Wx (In, H),  Wh (H, H),  b (H,)
-lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)   -- f slice of b starts at 1
+lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)
 gru    3   (r, z, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
 =====  ==  ==================  ==========================================================
 
@@ -46,26 +46,7 @@ from typing import Callable
 import numpy as np
 
 from .activations import sigmoid, sigmoid_grad, tanh_grad
-
-
-def uniform(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
-    return rng.uniform(-scale, scale, size=shape)
-
-
-def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A random (n, n) orthogonal matrix: keeps ||h @ Wh|| = ||h||, so early gradients neither explode nor
-    vanish through the recurrence (Saxe et al. 2014; Keras' default recurrent initialiser)."""
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return q * np.sign(np.diag(r))
-
-
-def init_gates(input_size: int, hidden: int, n_gates: int, rng: np.random.Generator) -> dict:
-    """Wx ~ U(+-1/sqrt(H)) (PyTorch's scale), Wh orthogonal per gate block, b = 0 (float64)."""
-    return {
-        "Wx": uniform(rng, (input_size, n_gates * hidden), 1.0 / np.sqrt(hidden)),
-        "Wh": np.concatenate([orthogonal(rng, hidden) for _ in range(n_gates)], axis=1),
-        "b": np.zeros(n_gates * hidden),
-    }
+from .initializers import DEFAULT_INIT, init_layer
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -74,10 +55,6 @@ def init_gates(input_size: int, hidden: int, n_gates: int, rng: np.random.Genera
 #   dz  = dh_t * (1 - a_t^2)
 #   dzx_t = dzh_t = dz,   dh_{t-1} = dz Wh^T         (the loop adds dWh = sum_t h_{t-1}^T dzh_t)
 # --------------------------------------------------------------------------------------------------------
-
-def rnn_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    return init_gates(input_size, hidden, 1, rng)
-
 
 def new_step_out(widths, batch: int, hidden: int, dtype) -> tuple:
     """Fresh ``out`` arrays for one step: h, then one (B, w*H) array per cache width w."""
@@ -128,12 +105,6 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 # projection) and, backward, `a`'s slot as dz (the gate gradients overwrite the gates), so each step reads
 # what it needs before it writes.
 # --------------------------------------------------------------------------------------------------------
-
-def lstm_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    p = init_gates(input_size, hidden, 4, rng)
-    p["b"][hidden:2 * hidden] = 1.0  # forget-gate bias 1: remember by default (Keras unit_forget_bias)
-    return p
-
 
 LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
 
@@ -204,12 +175,6 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
 GRU_CACHE = (3, 1)       # gates [r, z, n] (B, 3H), projected previous state hn (B, H)
 
 
-def gru_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    p = init_gates(input_size, hidden, 3, rng)
-    p["bh"] = np.zeros(3 * hidden)
-    return p
-
-
 def gru_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     H = h_prev.shape[1]
@@ -250,22 +215,32 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
 
 @dataclass(frozen=True)
 class Cell:
-    """One recurrent cell type: its gate count, state arity and its three functions."""
+    """One recurrent cell type: what the sequence loop and the initialisers need to know, and its two steps.
+
+    ``recurrent_bias``: the layer has ``bh`` beside ``b`` (then ``dzx`` and ``dzh`` differ and the loop
+    adds ``dbh = sum_t dzh_t``). ``forget_gate``: the gate block whose bias ``--forget_bias`` sets, or None.
+    """
 
     name: str
     n_gates: int
     n_states: int
     cache_widths: tuple      # per-step arrays the forward step fills besides h, in units of H
-    init: Callable[[int, int, np.random.Generator], dict]
     step_forward: Callable
     step_backward: Callable
+    recurrent_bias: bool = False
+    forget_gate: int | None = None
+
+    def init(self, input_size: int, hidden: int, rng: np.random.Generator, scheme: str = DEFAULT_INIT,
+             forget_bias: float | None = None) -> dict:
+        """One layer's parameters {Wx, Wh, b[, bh]} (float64) under an initialisation scheme."""
+        return init_layer(self, input_size, hidden, rng, scheme, forget_bias)
 
     def zero_state(self, batch: int, hidden: int, dtype) -> tuple:
         return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in range(self.n_states))
 
 
 CELLS = {
-    "rnn": Cell("rnn", 1, 1, (), rnn_init, rnn_cell_step, rnn_cell_step_backward),
-    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_init, lstm_cell_step, lstm_cell_step_backward),
-    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_init, gru_cell_step, gru_cell_step_backward),
+    "rnn": Cell("rnn", 1, 1, (), rnn_cell_step, rnn_cell_step_backward),
+    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_cell_step, lstm_cell_step_backward, forget_gate=1),
+    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_cell_step, gru_cell_step_backward, recurrent_bias=True),
 }

@@ -19,6 +19,7 @@ from .checkpoint import load_checkpoint
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import atomic_write_bytes
+from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
 from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
     add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
     add_flag(train, "dropout", type=float, default=d.dropout, help="between stacked layers, training only")
+    add_flag(train, "init", default=d.init, choices=list(INIT_SCHEMES),
+             help="initial weights: rnnlab (= PyTorch's U(+-1/sqrt(H))), pytorch, keras (Glorot, orthogonal, "
+                  "forget bias 1) or blockorth (rnnlab's old scheme); see initializers.py")
+    add_flag(train, "forget_bias", type=float, default=d.forget_bias,
+             help="LSTM: start the forget-gate bias at this value (1 keeps sigma(1) = 73%% of the cell state "
+                  "per step); default: the --init scheme's own")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
     add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
     add_flag(train, "batch_size", type=int, default=d.batch_size,

@@ -147,13 +147,13 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     T, B, H = dhs.shape
     GH = p["Wh"].shape[1]
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
-    dzh = dzx if "bh" not in p else workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype)  # differs only for GRU
+    dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
     dzh2 = dzh.reshape(T * B, GH)
     grads = {"Wh": cache.h_prev.reshape(T * B, H).T @ dzh2}     # (H, GH), all steps in one GEMM
-    if "bh" in p:
+    if cell.recurrent_bias:
         grads["bh"] = dzh2.sum(axis=0)                           # (GH,)
     return dzx, grads, dstate

@@ -41,6 +41,8 @@ class TrainConfig:
     hidden_size: int = 50
     num_layers: int = 1
     dropout: float = 0.0
+    init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
+    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's own
     iterations: int = 22001
     epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
     batch_size: int = 1
@@ -180,7 +182,8 @@ class Trainer:
             vocab_size=self.tokenizer.vocab_size, cell=config.cell, hidden_size=config.hidden_size,
             num_layers=config.num_layers, dropout=config.dropout)
         self.dtype = DTYPES[config.dtype]
-        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
+        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype,
+                                       config.init, config.forget_bias)
         # A framework engine runs its framework's optimizer: start from that framework's conventions (e.g.
         # Adam's eps_hat for Keras); --optimizer_options override them.
         options = {**engine_optimizer_options(config.engine, config.optimizer),
