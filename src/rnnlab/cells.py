@@ -103,7 +103,9 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 # tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - a)(a + k) with k = 1 only in the g block.
 # In place: the sequence loop may hand the step zx's own slot as `a` (the gates overwrite the input
 # projection) and, backward, `a`'s slot as dz (the gate gradients overwrite the gates), so each step reads
-# what it needs before it writes.
+# what it needs before it writes; the comments marked "order" say which read must come first.
+# lstm_reference_step_forward / _backward below compute the same step as the equations read, with nothing
+# fused and nothing in place (tests/test_cells.py checks that both agree).
 # --------------------------------------------------------------------------------------------------------
 
 LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
@@ -143,22 +145,69 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     c_prev, a, tc = cache
     H = tc.shape[1]
     _, _, k = _lstm_block_constants(H, a.dtype)
-    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]   # views: dz may overwrite them
     dc = tanh_grad(tc)                                           # (B, H)
-    dc *= o
+    dc *= o                                                      # order: reads o before `do` overwrites it
     dc *= dh
     dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
-    dc_prev = dc * f
+    dc_prev = dc * f                                             # order: reads f before `df` overwrites it
     local = np.subtract(1.0, a)                                  # every gate's local derivative (1 - a)(a + k)
-    local *= a + k
-    dg = dc * i
-    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot: a is read above
-    np.multiply(dc, g, out=dz[:, :H])                            #   di
-    np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df
-    dz[:, 2 * H:3 * H] = dg                                      #   dg
-    np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do
+    local *= a + k                                               # order: from all of `a`, before any write
+    dg = dc * i                                                  # order: reads i before `di` overwrites it
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot
+    np.multiply(dc, g, out=dz[:, :H])                            #   di, over i (g is still intact)
+    np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df, over f
+    dz[:, 2 * H:3 * H] = dg                                      #   dg, over g (read by di just above)
+    np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do, over o
     dz *= local                                                  # ... times its local derivative
     return dz, dz, (dz @ p["Wh"].T, dc_prev)
+
+
+def lstm_reference_step_forward(zx, state, p):
+    """The textbook LSTM step, one line per equation of docs/bptt.md: the algorithmic reference for
+    :func:`lstm_cell_step` (same inputs and outputs; no fused tanh, nothing in place, fresh arrays).
+
+        [zi, zf, zg, zo] = zx_t + h_{t-1} Wh
+        i = sig(zi)   f = sig(zf)   g = tanh(zg)   o = sig(zo)
+        c_t = f * c_{t-1} + i * g        h_t = o * tanh(c_t)
+    """
+    h_prev, c_prev = state
+    H = h_prev.shape[1]
+    z = zx + h_prev @ p["Wh"]                                    # (B, 4H) pre-activations
+    zi, zf, zg, zo = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+    i = sigmoid(zi)                                              # (B, H) input gate
+    f = sigmoid(zf)                                              # (B, H) forget gate
+    g = np.tanh(zg)                                              # (B, H) candidate
+    o = sigmoid(zo)                                              # (B, H) output gate
+    c = f * c_prev + i * g                                       # (B, H) cell state
+    tanh_c = np.tanh(c)                                          # (B, H)
+    h = o * tanh_c                                               # (B, H) hidden state
+    return (h, c), (c_prev, i, f, g, o, tanh_c)
+
+
+def lstm_reference_step_backward(dstate, cache, p):
+    """Backward of :func:`lstm_reference_step_forward`, one line per equation of docs/bptt.md.
+
+        dc = dc_t + dh * o * (1 - tanh(c_t)^2)     do = dh * tanh(c_t)
+        di = dc * g   df = dc * c_{t-1}   dg = dc * i   dc_{t-1} = dc * f
+        dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]        dh_{t-1} = dz Wh^T
+    -> (dzx, dzh, (dh_{t-1}, dc_{t-1})) with dzx = dzh = dz, as every cell's step_backward.
+    """
+    dh, dc_next = dstate
+    c_prev, i, f, g, o, tanh_c = cache
+    dc = dc_next + dh * o * tanh_grad(tanh_c)                    # (B, H) all the gradient reaching c_t
+    do = dh * tanh_c                                             # (B, H)
+    di = dc * g                                                  # (B, H)
+    df = dc * c_prev                                             # (B, H)
+    dg = dc * i                                                  # (B, H)
+    dc_prev = dc * f                                             # (B, H) to step t-1
+    dzi = di * sigmoid_grad(i)                                   # (B, H) through each gate's activation
+    dzf = df * sigmoid_grad(f)
+    dzg = dg * tanh_grad(g)
+    dzo = do * sigmoid_grad(o)
+    dz = np.concatenate([dzi, dzf, dzg, dzo], axis=1)            # (B, 4H) pre-activation gradient
+    dh_prev = dz @ p["Wh"].T                                     # (B, H) to step t-1
+    return dz, dz, (dh_prev, dc_prev)
 
 
 # --------------------------------------------------------------------------------------------------------
