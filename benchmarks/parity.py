@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip_norm", type=float, default=5.0)
     parser.add_argument("--init", default="rnnlab", help="rnnlab's initialisation scheme (rnnlab --init)")
     parser.add_argument("--forget_bias", type=float, default=None, help="rnnlab's LSTM forget bias (--forget_bias)")
+    parser.add_argument("--no_carry", action="store_true",
+                        help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads for numpy and torch (restarts the script with OPENBLAS_NUM_THREADS)")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
@@ -98,10 +100,13 @@ class RnnlabRun:
         self.trainer = Trainer(config)
         self.train_windows = copy.deepcopy(self.trainer.batches)   # the same windows, untouched, for torch
         self.seconds, self.tokens, self.max_state = 0.0, 0, None
+        self.carry = not args.no_carry
 
     def train(self, steps: int) -> None:
         for _ in range(steps):
             start = time.perf_counter()
+            if not self.carry:
+                self.trainer.state = None                        # the Trainer starts a None state at zero
             _, batch = self.trainer.advance()
             self.seconds += time.perf_counter() - start
             self.tokens += batch.n_tokens
@@ -132,6 +137,7 @@ class TorchRun:
         self.train_windows, self.val_windows = train_windows, val_windows
         self.state, self.seconds, self.tokens, self.max_state = None, 0.0, 0, None
         self.shape = (args.num_layers, args.batch_size, args.hidden_size)
+        self.carry = not args.no_carry
 
     def zero_state(self, batch_size: int):
         zeros = lambda: self.torch.zeros(self.shape[0], batch_size, self.shape[2])  # noqa: E731
@@ -149,7 +155,7 @@ class TorchRun:
         for _ in range(steps):
             start = time.perf_counter()
             batch = next(self.train_windows)
-            if self.state is None or batch.reset_state:
+            if self.state is None or batch.reset_state or not self.carry:
                 self.state = self.zero_state(batch.ids.shape[1])
             loss, state = self.forward(batch, self.state)
             self.optimizer.zero_grad(set_to_none=True)
@@ -243,7 +249,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(f"# parity: {args.dataset}, {args.num_layers} x {args.hidden_size}, batch {args.batch_size} x "
           f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
-          f"rnnlab --init {args.init}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}"),
+          f"rnnlab --init {args.init}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
+          + ("; state reset every window" if args.no_carry else ""),
           flush=True)
     results = {}
     for cell in args.cells:
