@@ -55,13 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--clip_norm", type=float, default=5.0)
-    parser.add_argument("--init", default="rnnlab", help="rnnlab's initialisation scheme (rnnlab --init)")
+    parser.add_argument("--init", default="rnnlab",
+                        help="rnnlab's initialisation scheme (rnnlab train --init); several, comma-separated, "
+                             "train one rnnlab model each, side by side")
     parser.add_argument("--forget_bias", type=float, default=None, help="rnnlab's LSTM forget bias (--forget_bias)")
     parser.add_argument("--no_carry", action="store_true",
                         help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads for numpy and torch (restarts the script with OPENBLAS_NUM_THREADS)")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--from_json", nargs="+", default=None, metavar="FILE",
+                        help="train nothing: print the table of earlier --json files (e.g. one per seed), merged")
     parser.add_argument("--quick", action="store_true", help="smoke test: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
     if args.quick:
@@ -69,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         for key, value in QUICK.items():
             if key not in explicit:
                 setattr(args, key, value)
-    args.cells, args.engines = args.cells.split(","), args.engines.split(",")
+    args.cells, args.engines, args.init = args.cells.split(","), args.engines.split(","), args.init.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     unknown = set(args.engines) - {"rnnlab", "torch"}
     if unknown:
@@ -91,12 +95,12 @@ def running_max(old, new):
 # --------------------------------------------------------------------------------------------------------
 
 class RnnlabRun:
-    def __init__(self, args, cell: str, seed: int):
+    def __init__(self, args, cell: str, seed: int, scheme: str):
         config = TrainConfig(dataset=args.dataset, data_mode="stream", cell=cell, hidden_size=args.hidden_size,
                              num_layers=args.num_layers, iterations=args.steps, batch_size=args.batch_size,
                              seq_length=args.seq_length, optimizer="adam", learning_rate=args.learning_rate,
                              clip_value=None, clip_norm=args.clip_norm, val_fraction=args.val_fraction,
-                             seed=seed, init=args.init, forget_bias=args.forget_bias)
+                             seed=seed, init=scheme, forget_bias=args.forget_bias)
         self.trainer = Trainer(config)
         self.train_windows = copy.deepcopy(self.trainer.batches)   # the same windows, untouched, for torch
         self.seconds, self.tokens, self.max_state = 0.0, 0, None
@@ -184,15 +188,24 @@ class TorchRun:
 # One cell x seed: the engines take turns
 # --------------------------------------------------------------------------------------------------------
 
-def run_pair(args, cell: str, seed: int) -> dict:
-    rnnlab = RnnlabRun(args, cell, seed)
-    runs = {}
+def engine_labels(args) -> list[str]:
+    """The runs, in turn order: one rnnlab run per --init scheme ("rnnlab", or "rnnlab:SCHEME" when several
+    are compared), then torch."""
+    labels = []
     if "rnnlab" in args.engines:
-        runs["rnnlab"] = rnnlab
+        labels += ["rnnlab"] if len(args.init) == 1 else [f"rnnlab:{scheme}" for scheme in args.init]
+    return labels + (["torch"] if "torch" in args.engines else [])
+
+
+def run_pair(args, cell: str, seed: int) -> dict:
+    """Train every engine on one cell and seed, taking turns; -> {label: measurements}."""
+    rnnlab_runs = [RnnlabRun(args, cell, seed, scheme) for scheme in args.init]   # the first also serves torch
+    first = rnnlab_runs[0]
+    runs = dict(zip(engine_labels(args), rnnlab_runs if "rnnlab" in args.engines else []))
     if "torch" in args.engines:
-        runs["torch"] = TorchRun(args, cell, seed, rnnlab.trainer.tokenizer.vocab_size, rnnlab.train_windows,
-                                 rnnlab.trainer.val_batches)
-    curves = {name: {} for name in runs}
+        runs["torch"] = TorchRun(args, cell, seed, first.trainer.tokenizer.vocab_size, first.train_windows,
+                                 first.trainer.val_batches)
+    curves, state_curves = {name: {} for name in runs}, {name: {} for name in runs}
     done = 0
     while done < args.steps:
         chunk = min(args.eval_every, args.steps - done)
@@ -200,8 +213,10 @@ def run_pair(args, cell: str, seed: int) -> dict:
             time.sleep(SETTLE_S)
             run.train(chunk)
             curves[name][done + chunk] = run.validation_loss()
+            state_curves[name][done + chunk] = run.max_state
         done += chunk
-    return {name: {"val": curves[name], "tokens_per_s": run.tokens / run.seconds, "max_state": run.max_state}
+    return {name: {"val": curves[name], "tokens_per_s": run.tokens / run.seconds, "max_state": run.max_state,
+                   "max_state_so_far": state_curves[name]}
             for name, run in runs.items()}
 
 
@@ -210,37 +225,60 @@ def state_text(max_state) -> str:
 
 
 def report(args, results: dict) -> str:
-    """Markdown: per cell, mean validation over the seeds at each evaluated step, per-seed gaps, speed."""
-    engines = [e for e in ("rnnlab", "torch") if e in args.engines]
+    """Markdown: per cell, mean validation over the seeds at each evaluated step, each rnnlab run's gap to
+    torch (mean, then per seed), speed and the largest carried state."""
+    labels = engine_labels(args)
+    ours = [label for label in labels if label != "torch"] if "torch" in labels else []
     lines = []
     for cell in args.cells:
         seeds = results[cell]
-        steps = sorted(next(iter(seeds.values()))[engines[0]]["val"])
+        steps = sorted(next(iter(seeds.values()))[labels[0]]["val"])
         lines += ["", f"### {cell}  ({len(seeds)} seed(s): {', '.join(map(str, seeds))})", ""]
-        head = "| step | " + " | ".join(f"{e} val" for e in engines)
-        head += " | gap (rnnlab - torch), per seed |" if len(engines) == 2 else " |"
+        head = "| step | " + " | ".join(f"{e} val" for e in labels) + " |"
+        head += "".join(f" {e} - torch (per seed) |" for e in ours)
         lines += [head, "|---:" * (head.count("|") - 1) + "|"]
         for step in steps:
-            means = [statistics.mean(seeds[s][e]["val"][step] for s in seeds) for e in engines]
-            row = f"| {step:,} | " + " | ".join(f"{m:.3f}" for m in means)
-            if len(engines) == 2:
-                gaps = [seeds[s]["rnnlab"]["val"][step] - seeds[s]["torch"]["val"][step] for s in seeds]
-                row += f" | {means[0] - means[1]:+.3f} ({', '.join(f'{g:+.3f}' for g in gaps)})"
-            lines.append(row + " |")
+            means = {e: statistics.mean(seeds[s][e]["val"][step] for s in seeds) for e in labels}
+            row = f"| {step:,} | " + " | ".join(f"{means[e]:.3f}" for e in labels) + " |"
+            for e in ours:
+                gaps = [seeds[s][e]["val"][step] - seeds[s]["torch"]["val"][step] for s in seeds]
+                row += f" {means[e] - means['torch']:+.3f} ({', '.join(f'{g:+.3f}' for g in gaps)}) |"
+            lines.append(row)
         lines.append("")
-        for e in engines:
+        for e in labels:
             rates = [seeds[s][e]["tokens_per_s"] for s in seeds]
             states = "; ".join(f"seed {s}: {state_text(seeds[s][e]['max_state'])}" for s in seeds)
             lines.append(f"- {e}: {statistics.median(rates) / 1e3:.1f}k tokens/s (median over seeds); "
                          f"largest |state| per layer (h[,c]) {states}")
-        if len(engines) == 2:
-            ratios = [seeds[s]["rnnlab"]["tokens_per_s"] / seeds[s]["torch"]["tokens_per_s"] for s in seeds]
-            lines.append(f"- speed rnnlab / torch: {statistics.median(ratios):.2f}x (median of per-seed ratios)")
+        for e in ours:
+            ratios = [seeds[s][e]["tokens_per_s"] / seeds[s]["torch"]["tokens_per_s"] for s in seeds]
+            lines.append(f"- speed {e} / torch: {statistics.median(ratios):.2f}x (median of per-seed ratios)")
     return "\n".join(lines)
+
+
+def merge_json(paths: list[str]):
+    """-> (args, results) of several --json files of the same configuration, their seeds merged."""
+    results, args = {}, None
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        args = args or argparse.Namespace(**data["args"])
+        for cell, seeds in data["results"].items():
+            for seed, runs in seeds.items():
+                for run in runs.values():
+                    for key in ("val", "max_state_so_far"):
+                        run[key] = {int(step): value for step, value in run.get(key, {}).items()}
+                results.setdefault(cell, {})[int(seed)] = runs
+    args.cells = list(results)
+    args.init = args.init.split(",") if isinstance(args.init, str) else args.init
+    return args, results
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        print(report(*merge_json(args.from_json)))
+        return 0
     if args.threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
         os.execv(sys.executable, [sys.executable, *sys.argv])      # BLAS reads its thread count at import
@@ -249,7 +287,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(f"# parity: {args.dataset}, {args.num_layers} x {args.hidden_size}, batch {args.batch_size} x "
           f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
-          f"rnnlab --init {args.init}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
+          f"rnnlab --init {','.join(args.init)}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
           + ("; state reset every window" if args.no_carry else ""),
           flush=True)
     results = {}

@@ -1,6 +1,7 @@
 """The recurrent cells -- vanilla RNN, LSTM, GRU -- side by side, behind one interface.
 
-Every cell is a pair of *stateless* functions plus an initialiser:
+Every cell is a pair of *stateless* functions, and ``Cell.init`` draws its parameters under one of the
+initialisation schemes of ``initializers.py`` (rnnlab, pytorch, keras, blockorth; ``--init``):
 
     step_forward(zx, state, p, out=None)      -> (next_state, cache)
     step_backward(dstate, cache, p, out=None) -> (dzx, dzh, dprev_state)

@@ -74,14 +74,25 @@ def pytorch_output(hidden: int, vocab: int, rng: np.random.Generator) -> dict:
     return {"Wy": uniform(rng, (hidden, vocab), k), "by": uniform(rng, vocab, k)}
 
 
-def keras_layer(cell, input_size: int, hidden: int, rng: np.random.Generator) -> dict:
+def glorot_orthogonal_layer(cell, input_size: int, hidden: int, rng: np.random.Generator,
+                            forget_bias: float = 0.0) -> dict:
+    """Keras' recurrent-layer defaults: Glorot Wx, one orthogonal (H, GH) Wh, zero biases; the LSTM's
+    forget slice at ``forget_bias`` (Keras: 1, ``unit_forget_bias=True``; rnnlab: 0)."""
     GH = cell.n_gates * hidden
     p = {"Wx": glorot_uniform(rng, input_size, GH), "Wh": orthogonal(rng, hidden, GH), "b": np.zeros(GH)}
     if cell.recurrent_bias:
         p["bh"] = np.zeros(GH)
     if cell.forget_gate is not None:
-        set_forget_bias(cell, p, hidden, 1.0)                    # unit_forget_bias=True
+        set_forget_bias(cell, p, hidden, forget_bias)
     return p
+
+
+def keras_layer(cell, input_size: int, hidden: int, rng: np.random.Generator) -> dict:
+    return glorot_orthogonal_layer(cell, input_size, hidden, rng, forget_bias=1.0)
+
+
+def rnnlab_layer(cell, input_size: int, hidden: int, rng: np.random.Generator) -> dict:
+    return glorot_orthogonal_layer(cell, input_size, hidden, rng, forget_bias=0.0)
 
 
 def keras_output(hidden: int, vocab: int, rng: np.random.Generator) -> dict:
@@ -105,7 +116,7 @@ def blockorth_output(hidden: int, vocab: int, rng: np.random.Generator) -> dict:
 
 
 INIT_SCHEMES: dict[str, tuple[Callable, Callable]] = {
-    "rnnlab": (pytorch_layer, pytorch_output),
+    "rnnlab": (rnnlab_layer, keras_output),
     "pytorch": (pytorch_layer, pytorch_output),
     "keras": (keras_layer, keras_output),
     "blockorth": (blockorth_layer, blockorth_output),
