@@ -1,33 +1,35 @@
 """Initialisation schemes: the starting weights of every cell and of the output layer, one scheme per entry.
 
 A scheme fills one recurrent layer -- ``Wx`` (In, GH), ``Wh`` (H, GH), ``b`` (GH,) and, for a cell with a
-recurrent bias (GRU), ``bh`` (GH,) -- and the output layer ``Wy`` (H, V), ``by`` (V,). The three schemes
-are the frameworks' own defaults, so that a student can start rnnlab exactly as PyTorch or Keras would:
+recurrent bias (GRU), ``bh`` (GH,) -- and the output layer ``Wy`` (H, V), ``by`` (V,). ``pytorch`` and
+``keras`` are those frameworks' own defaults, so a student can start rnnlab exactly as they would:
 
-==========  =======================  ============================  ===================  ===================
-scheme      Wx                       Wh                            b (and bh)           Wy, by
-==========  =======================  ============================  ===================  ===================
-rnnlab      U(+-1/sqrt(H))           U(+-1/sqrt(H))                U(+-1/sqrt(H)) each  U(+-1/sqrt(H)) both
-pytorch     U(+-1/sqrt(H))           U(+-1/sqrt(H))                U(+-1/sqrt(H)) each  U(+-1/sqrt(H)) both
-keras       Glorot U(+-sqrt(6/(In+GH)))  orthogonal rows (H, GH)   0; LSTM f slice 1    Glorot, 0
-blockorth   U(+-1/sqrt(H))           orthogonal (H, H) per gate    0; LSTM f slice 1    U(+-1/sqrt(H)), 0
-==========  =======================  ============================  ===================  ===================
+==========  ============================  =========================  ======================  ================
+scheme      Wx                            Wh                         b (and bh)              Wy, by
+==========  ============================  =========================  ======================  ================
+rnnlab      Glorot U(+-sqrt(6/(In+GH)))   orthogonal rows (H, GH)    0                       Glorot, 0
+pytorch     U(+-1/sqrt(H))                U(+-1/sqrt(H))             U(+-1/sqrt(H)) each     U(+-1/sqrt(H))
+keras       Glorot U(+-sqrt(6/(In+GH)))   orthogonal rows (H, GH)    0; LSTM forget slice 1  Glorot, 0
+blockorth   U(+-1/sqrt(H))                orthogonal (H, H) per gate 0; LSTM forget slice 1  U(+-1/sqrt(H)), 0
+==========  ============================  =========================  ======================  ================
 
-"U(+-1/sqrt(H)) each" for b: PyTorch has two bias vectors per layer (``bias_ih`` + ``bias_hh``) drawn
+"U(+-1/sqrt(H)) each": PyTorch has two bias vectors per layer (``bias_ih`` + ``bias_hh``) drawn
 independently; where rnnlab has one (RNN, LSTM) it draws their *sum*, so the function at step 0 has the
-same distribution. The GRU keeps both, like PyTorch.
+same distribution. The GRU keeps both, like PyTorch. "orthogonal rows (H, GH)": one orthogonal matrix over
+all G gate blocks together (Keras' ``Orthogonal`` on the recurrent kernel), so ||h Wh|| = ||h|| and each
+gate's (H, H) block has entries of standard deviation 1/sqrt(GH).
 
-``rnnlab`` is PyTorch's scheme: it learned best of the four on Shakespeare for every cell (the ablation
-in docs/results.md). ``blockorth`` is what rnnlab used before that ablation -- an (H, H) orthogonal block
-per gate and a forget-gate bias of 1. Its recurrent entries are sqrt(3) times PyTorch's and twice Keras'
-(whose orthogonal matrix spans all 4H columns at once, so each gate block has singular values below 1),
-and with it the LSTM learned slower and its carried cell state grew to hundreds.
+``rnnlab`` (the default) is Keras' scheme without the unit forget bias. ``blockorth`` is what rnnlab used
+before: one orthogonal (H, H) block *per gate* -- every gate's recurrent input as large as the whole of
+Keras', entries sqrt(G) times Keras' and sqrt(3) times PyTorch's -- and a forget-gate bias of 1. With it the
+LSTM learned markedly slower than PyTorch's and its carried cell state grew into the thousands; the ablation
+that chose the new default, for every cell, is in docs/results.md.
 
 ``forget_bias`` (LSTM only): when given, the forget-gate slice of ``b`` starts at that constant instead of
 the scheme's own value. The forget gate f = sigma(z_f) is the share of the cell state kept per step, so
-forget_bias 1 keeps sigma(1) = 0.73 of it at the start (Keras' ``unit_forget_bias``, Jozefowicz et al.
-2015), 0 keeps 0.5, 3 keeps 0.95. ``None`` leaves the scheme's value: about 0 for rnnlab/pytorch
-(random, as every bias), 1 for keras and blockorth.
+forget_bias 0 keeps half of it at the start, 1 keeps sigma(1) = 0.73 (Keras' ``unit_forget_bias``,
+Jozefowicz et al. 2015), 3 keeps 0.95. ``None`` leaves the scheme's value: 0 for rnnlab, 1 for keras and
+blockorth, random around 0 (as every bias) for pytorch.
 """
 
 from __future__ import annotations

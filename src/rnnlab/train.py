@@ -42,7 +42,7 @@ class TrainConfig:
     num_layers: int = 1
     dropout: float = 0.0
     init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
-    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's own
+    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
     iterations: int = 22001
     epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
     batch_size: int = 1
