@@ -58,6 +58,8 @@ BAD_INPUTS = {
     "unknown dataset name": (["--dataset", "dinosaurs"], ["'dinosaurs' not found", "dinos, shakespeare"]),
     "unknown data mode": (["--data_mode", "words"], ["--data_mode", "invalid choice"]),
     "unknown cell": (["--cell", "transformer"], ["--cell", "invalid choice"]),
+    "unknown init": (["--init", "xavier"], ["--init", "invalid choice", "keras"]),
+    "forget bias without forget gate": (["--cell", "gru", "--forget_bias", "1"], ["--forget_bias", "LSTM only"]),
     "unknown optimizer": (["--optimizer", "lbfgs"], ["--optimizer", "invalid choice", "adam"]),
     "learning rate 0": (["--learning_rate", "0"], ["--learning_rate must be > 0"]),
     "learning rate -1": (["--learning_rate", "-1"], ["--learning_rate must be > 0"]),

@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cells import uniform
+from .initializers import uniform
 from .errors import require
 
 

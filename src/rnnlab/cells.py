@@ -1,6 +1,7 @@
 """The recurrent cells -- vanilla RNN, LSTM, GRU -- side by side, behind one interface.
 
-Every cell is a pair of *stateless* functions plus an initialiser:
+Every cell is a pair of *stateless* functions, and ``Cell.init`` draws its parameters under one of the
+initialisation schemes of ``initializers.py`` (rnnlab, pytorch, keras, blockorth; ``--init``):
 
     step_forward(zx, state, p, out=None)      -> (next_state, cache)
     step_backward(dstate, cache, p, out=None) -> (dzx, dzh, dprev_state)
@@ -27,7 +28,7 @@ Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side 
 cell   G   gate order           parameters
 =====  ==  ==================  ==========================================================
 rnn    1   (a)                  Wx (In, H),  Wh (H, H),  b (H,)
-lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)   -- f slice of b starts at 1
+lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)
 gru    3   (r, z, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
 =====  ==  ==================  ==========================================================
 
@@ -46,26 +47,7 @@ from typing import Callable
 import numpy as np
 
 from .activations import sigmoid, sigmoid_grad, tanh_grad
-
-
-def uniform(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
-    return rng.uniform(-scale, scale, size=shape)
-
-
-def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A random (n, n) orthogonal matrix: keeps ||h @ Wh|| = ||h||, so early gradients neither explode nor
-    vanish through the recurrence (Saxe et al. 2014; Keras' default recurrent initialiser)."""
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return q * np.sign(np.diag(r))
-
-
-def init_gates(input_size: int, hidden: int, n_gates: int, rng: np.random.Generator) -> dict:
-    """Wx ~ U(+-1/sqrt(H)) (PyTorch's scale), Wh orthogonal per gate block, b = 0 (float64)."""
-    return {
-        "Wx": uniform(rng, (input_size, n_gates * hidden), 1.0 / np.sqrt(hidden)),
-        "Wh": np.concatenate([orthogonal(rng, hidden) for _ in range(n_gates)], axis=1),
-        "b": np.zeros(n_gates * hidden),
-    }
+from .initializers import DEFAULT_INIT, init_layer
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -74,10 +56,6 @@ def init_gates(input_size: int, hidden: int, n_gates: int, rng: np.random.Genera
 #   dz  = dh_t * (1 - a_t^2)
 #   dzx_t = dzh_t = dz,   dh_{t-1} = dz Wh^T         (the loop adds dWh = sum_t h_{t-1}^T dzh_t)
 # --------------------------------------------------------------------------------------------------------
-
-def rnn_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    return init_gates(input_size, hidden, 1, rng)
-
 
 def new_step_out(widths, batch: int, hidden: int, dtype) -> tuple:
     """Fresh ``out`` arrays for one step: h, then one (B, w*H) array per cache width w."""
@@ -126,14 +104,10 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 # tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - a)(a + k) with k = 1 only in the g block.
 # In place: the sequence loop may hand the step zx's own slot as `a` (the gates overwrite the input
 # projection) and, backward, `a`'s slot as dz (the gate gradients overwrite the gates), so each step reads
-# what it needs before it writes.
+# what it needs before it writes; the comments marked "order" say which read must come first.
+# lstm_reference_step_forward / _backward below compute the same step as the equations read, with nothing
+# fused and nothing in place (tests/test_cells.py checks that both agree).
 # --------------------------------------------------------------------------------------------------------
-
-def lstm_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    p = init_gates(input_size, hidden, 4, rng)
-    p["b"][hidden:2 * hidden] = 1.0  # forget-gate bias 1: remember by default (Keras unit_forget_bias)
-    return p
-
 
 LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
 
@@ -172,22 +146,69 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     c_prev, a, tc = cache
     H = tc.shape[1]
     _, _, k = _lstm_block_constants(H, a.dtype)
-    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]   # views: dz may overwrite them
     dc = tanh_grad(tc)                                           # (B, H)
-    dc *= o
+    dc *= o                                                      # order: reads o before `do` overwrites it
     dc *= dh
     dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
-    dc_prev = dc * f
+    dc_prev = dc * f                                             # order: reads f before `df` overwrites it
     local = np.subtract(1.0, a)                                  # every gate's local derivative (1 - a)(a + k)
-    local *= a + k
-    dg = dc * i
-    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot: a is read above
-    np.multiply(dc, g, out=dz[:, :H])                            #   di
-    np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df
-    dz[:, 2 * H:3 * H] = dg                                      #   dg
-    np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do
+    local *= a + k                                               # order: from all of `a`, before any write
+    dg = dc * i                                                  # order: reads i before `di` overwrites it
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot
+    np.multiply(dc, g, out=dz[:, :H])                            #   di, over i (g is still intact)
+    np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df, over f
+    dz[:, 2 * H:3 * H] = dg                                      #   dg, over g (read by di just above)
+    np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do, over o
     dz *= local                                                  # ... times its local derivative
     return dz, dz, (dz @ p["Wh"].T, dc_prev)
+
+
+def lstm_reference_step_forward(zx, state, p):
+    """The textbook LSTM step, one line per equation of docs/bptt.md: the algorithmic reference for
+    :func:`lstm_cell_step` (same inputs and outputs; no fused tanh, nothing in place, fresh arrays).
+
+        [zi, zf, zg, zo] = zx_t + h_{t-1} Wh
+        i = sig(zi)   f = sig(zf)   g = tanh(zg)   o = sig(zo)
+        c_t = f * c_{t-1} + i * g        h_t = o * tanh(c_t)
+    """
+    h_prev, c_prev = state
+    H = h_prev.shape[1]
+    z = zx + h_prev @ p["Wh"]                                    # (B, 4H) pre-activations
+    zi, zf, zg, zo = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+    i = sigmoid(zi)                                              # (B, H) input gate
+    f = sigmoid(zf)                                              # (B, H) forget gate
+    g = np.tanh(zg)                                              # (B, H) candidate
+    o = sigmoid(zo)                                              # (B, H) output gate
+    c = f * c_prev + i * g                                       # (B, H) cell state
+    tanh_c = np.tanh(c)                                          # (B, H)
+    h = o * tanh_c                                               # (B, H) hidden state
+    return (h, c), (c_prev, i, f, g, o, tanh_c)
+
+
+def lstm_reference_step_backward(dstate, cache, p):
+    """Backward of :func:`lstm_reference_step_forward`, one line per equation of docs/bptt.md.
+
+        dc = dc_t + dh * o * (1 - tanh(c_t)^2)     do = dh * tanh(c_t)
+        di = dc * g   df = dc * c_{t-1}   dg = dc * i   dc_{t-1} = dc * f
+        dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]        dh_{t-1} = dz Wh^T
+    -> (dzx, dzh, (dh_{t-1}, dc_{t-1})) with dzx = dzh = dz, as every cell's step_backward.
+    """
+    dh, dc_next = dstate
+    c_prev, i, f, g, o, tanh_c = cache
+    dc = dc_next + dh * o * tanh_grad(tanh_c)                    # (B, H) all the gradient reaching c_t
+    do = dh * tanh_c                                             # (B, H)
+    di = dc * g                                                  # (B, H)
+    df = dc * c_prev                                             # (B, H)
+    dg = dc * i                                                  # (B, H)
+    dc_prev = dc * f                                             # (B, H) to step t-1
+    dzi = di * sigmoid_grad(i)                                   # (B, H) through each gate's activation
+    dzf = df * sigmoid_grad(f)
+    dzg = dg * tanh_grad(g)
+    dzo = do * sigmoid_grad(o)
+    dz = np.concatenate([dzi, dzf, dzg, dzo], axis=1)            # (B, 4H) pre-activation gradient
+    dh_prev = dz @ p["Wh"].T                                     # (B, H) to step t-1
+    return dz, dz, (dh_prev, dc_prev)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -202,12 +223,6 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
 # --------------------------------------------------------------------------------------------------------
 
 GRU_CACHE = (3, 1)       # gates [r, z, n] (B, 3H), projected previous state hn (B, H)
-
-
-def gru_init(input_size: int, hidden: int, rng: np.random.Generator) -> dict:
-    p = init_gates(input_size, hidden, 3, rng)
-    p["bh"] = np.zeros(3 * hidden)
-    return p
 
 
 def gru_cell_step(zx, state, p, out=None):
@@ -250,20 +265,27 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
 
 @dataclass(frozen=True)
 class Cell:
-    """One recurrent cell type: its gate count, state arity and its three functions.
+    """One recurrent cell type: what the sequence loop and the initialisers need to know, and its two steps.
 
-    ``recurrent_bias``: the cell has a bias ``bh`` on the recurrent projection that is *not* the same as
+    ``recurrent_bias``: the layer has a bias ``bh`` on the recurrent projection that is *not* the same as
     adding it to ``b`` (GRU: the reset gate multiplies ``h Wh_n + bh_n``); the sequence loop then keeps
-    ``dzh`` apart from ``dzx`` and returns ``dbh``."""
+    ``dzh`` apart from ``dzx`` and adds ``dbh = sum_t dzh_t``. ``forget_gate``: the gate block whose bias
+    ``--forget_bias`` sets, or None.
+    """
 
     name: str
     n_gates: int
     n_states: int
     cache_widths: tuple      # per-step arrays the forward step fills besides h, in units of H
-    init: Callable[[int, int, np.random.Generator], dict]
     step_forward: Callable
     step_backward: Callable
     recurrent_bias: bool = False
+    forget_gate: int | None = None
+
+    def init(self, input_size: int, hidden: int, rng: np.random.Generator, scheme: str = DEFAULT_INIT,
+             forget_bias: float | None = None) -> dict:
+        """One layer's parameters {Wx, Wh, b[, bh]} (float64) under an initialisation scheme."""
+        return init_layer(self, input_size, hidden, rng, scheme, forget_bias)
 
     def param_shapes(self, input_size: int, hidden: int) -> dict:
         """{name: shape} of one layer's parameters (what ``init`` returns), without allocating them."""
@@ -276,7 +298,7 @@ class Cell:
 
 
 CELLS = {
-    "rnn": Cell("rnn", 1, 1, (), rnn_init, rnn_cell_step, rnn_cell_step_backward),
-    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_init, lstm_cell_step, lstm_cell_step_backward),
-    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_init, gru_cell_step, gru_cell_step_backward, recurrent_bias=True),
+    "rnn": Cell("rnn", 1, 1, (), rnn_cell_step, rnn_cell_step_backward),
+    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_cell_step, lstm_cell_step_backward, forget_gate=1),
+    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_cell_step, gru_cell_step_backward, recurrent_bias=True),
 }

@@ -366,7 +366,7 @@ def read_npy(f, size: int, shape: tuple | None, what: str) -> np.ndarray:
     require(count * dtype.itemsize == size - header_bytes,
             f"{what}: its header claims {count:,} values but the file holds {size - header_bytes:,} bytes")
     values = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
-    values = values.reshape(header_shape, order="F" if fortran else "C").copy()
+    values = values.reshape(header_shape, order="F" if fortran else "C").copy(order="K")  # layout kept
     require(np.isfinite(values).all(), f"{what} holds inf or NaN values: the run had diverged; use another "
                                        "checkpoint")
     return values

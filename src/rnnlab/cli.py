@@ -27,6 +27,7 @@ from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import (atomic_write_bytes, check_path_text, os_error_message, refuse_overwriting_inputs, regular_file,
                     same_file)
+from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
 from .corpus import load_corpus
@@ -106,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
     add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
     add_flag(train, "dropout", type=finite_float, default=d.dropout, help="between stacked layers, training only")
+    add_flag(train, "init", default=d.init, choices=list(INIT_SCHEMES),
+             help="initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), pytorch "
+                  "(U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth (rnnlab's old "
+                  "scheme); see initializers.py")
+    add_flag(train, "forget_bias", type=finite_float, default=d.forget_bias,
+             help="LSTM: start the forget-gate bias at this value (0 keeps half of the cell state per step, "
+                  "1 keeps sigma(1) = 73%%); default: the --init scheme's own")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
     add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
     add_flag(train, "batch_size", type=int, default=d.batch_size,

@@ -18,6 +18,7 @@ import numpy as np
 from .cells import CELLS
 from .engines import ENGINES
 from .errors import RnnlabError, require
+from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
 from .schema import SchemaError, dataclass_schema
 from .text import DATA_MODES
@@ -34,6 +35,8 @@ class TrainConfig:
     hidden_size: int = 50
     num_layers: int = 1
     dropout: float = 0.0
+    init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
+    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
     iterations: int = 22001
     epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
     batch_size: int = 1
@@ -69,7 +72,7 @@ class TrainConfig:
             dataclass_schema(TrainConfig).check(asdict(self), "")
         except SchemaError as err:
             raise RnnlabError(f"--{err.path} {err.problem}") from None
-        choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES),
+        choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES), "init": tuple(INIT_SCHEMES),
                    "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES, "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -107,7 +110,8 @@ class TrainConfig:
 # Settings that fix the model's shape, what the saved data position means, or the optimizer's state:
 # refused on resume when they differ from the checkpoint. Every other setting (learning rate, iterations,
 # reporting, where to save) may change. The dataset is checked by content (its fingerprint), not by name.
-LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "batch_size", "seq_length", "optimizer",
+LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "batch_size",
+                    "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
 NOT_RESUMED = ("checkpoint_dir", "cache_dir")   # where things are now, never where they once were
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)

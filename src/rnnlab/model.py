@@ -25,6 +25,7 @@ import numpy as np
 
 from .cells import CELLS
 from .errors import RnnlabError, require
+from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
 from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward, workspace_empty
@@ -59,15 +60,17 @@ def strip_prefix(params: dict, prefix: str) -> dict:
     return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
 
 
-def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict:
+def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32, scheme: str = DEFAULT_INIT,
+                forget_bias: float | None = None) -> dict:
+    """Fresh parameters under an initialisation ``scheme`` (rnnlab, pytorch, keras, blockorth) with an
+    optional LSTM ``forget_bias``; see ``initializers.py``."""
     cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
     params = {}
     for layer in range(config.num_layers):
-        for name, value in cell.init(V if layer == 0 else H, H, rng).items():
+        for name, value in cell.init(V if layer == 0 else H, H, rng, scheme, forget_bias).items():
             params[f"l{layer}.{name}"] = value
-    params["Wy"] = rng.uniform(-1.0, 1.0, size=(H, V)) / np.sqrt(H)
-    params["by"] = np.zeros(V)
-    return {name: value.astype(dtype) for name, value in params.items()}
+    params.update(init_output(H, V, rng, scheme))
+    return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}  # one layout: C
 
 
 def param_shapes(config: ModelConfig) -> dict:

@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .attention import SCORES, attend, attend_backward, check_sizes, init_attention
-from .cells import CELLS, uniform
+from .cells import CELLS
+from .initializers import uniform
 from .errors import require
 from .losses import softmax_cross_entropy
 from .model import check_param_shapes, strip_prefix

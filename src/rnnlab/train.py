@@ -151,7 +151,8 @@ class Trainer:
             self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
             self.checkpoint_lock.acquire()                       # and ours alone until the run ends
             ckpt.clean_directory(config.checkpoint_dir)         # what a killed save left behind
-        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype)
+        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype,
+                                       config.init, config.forget_bias)
         self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                   self.dropout_rng)
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch

@@ -1,0 +1,312 @@
+"""rnnlab against an independent PyTorch model: validation loss at equal steps, and speed, side by side.
+
+    python benchmarks/parity.py                                   # rnn, lstm, gru x seeds 0-2, 1,000 steps
+    python benchmarks/parity.py --cells lstm --seeds 0 --init blockorth --engines rnnlab   # one ablation row
+    python benchmarks/parity.py --quick                           # smoke test: tiny model, seconds
+
+What is the same on both sides: the corpus, its train/validation split, the (T, B) windows in the same
+order (rnnlab's ``StreamBatches``, the state carried from window to window and reset at the same places),
+the validation pass (state carried through the validation text), and the hyper-parameters -- Adam with
+PyTorch's defaults (betas 0.9/0.999, eps 1e-8), a global-norm clip, no per-entry clip, no dropout.
+
+What is independent: the PyTorch side is written here with ``torch.nn`` layers and PyTorch's own defaults,
+not rnnlab's engine or converted weights -- a one-hot input, ``nn.RNN/LSTM/GRU(num_layers=L)`` with its own
+initialisation (every weight and both biases U(+-1/sqrt(H))), an ``nn.Linear`` head, ``F.cross_entropy``,
+``clip_grad_norm_`` and ``torch.optim.Adam``. rnnlab trains through ``rnnlab.train.Trainer``.
+
+Timing: the two engines take turns, ``--eval_every`` steps each, so both see the same machine load; each
+engine's tokens/s counts its training steps only (not validation). For each engine the script also
+records the largest |h| and |c| of the carried state at any window boundary, per layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from rnnlab.train import TrainConfig, Trainer
+
+QUICK = dict(cells="rnn,lstm,gru", seeds="0", steps=20, eval_every=10, hidden_size=16, num_layers=2,
+             batch_size=4, seq_length=16, val_fraction=0.01)
+SETTLE_S = 0.3   # PyTorch's OpenMP threads spin for a while after their work; let them stop before numpy runs
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each engine seeds itself)")
+    parser.add_argument("--engines", default="rnnlab,torch", help="rnnlab, torch or both")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--eval_every", type=int, default=250, help="validation (and engine turn) every N steps")
+    parser.add_argument("--dataset", default="shakespeare", help="a shipped corpus or a text file (stream mode)")
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seq_length", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--clip_norm", type=float, default=5.0)
+    parser.add_argument("--init", default="rnnlab",
+                        help="rnnlab's initialisation scheme (rnnlab train --init); several, comma-separated, "
+                             "train one rnnlab model each, side by side")
+    parser.add_argument("--forget_bias", type=float, default=None, help="rnnlab's LSTM forget bias (--forget_bias)")
+    parser.add_argument("--no_carry", action="store_true",
+                        help="ablation: start every training window from a zero state (both engines)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads for numpy and torch (restarts the script with OPENBLAS_NUM_THREADS)")
+    parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--from_json", nargs="+", default=None, metavar="FILE",
+                        help="train nothing: print the table of earlier --json files (e.g. one per seed), merged")
+    parser.add_argument("--quick", action="store_true", help="smoke test: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))
+    args = parser.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        for key, value in QUICK.items():
+            if key not in explicit:
+                setattr(args, key, value)
+    args.cells, args.engines, args.init = args.cells.split(","), args.engines.split(","), args.init.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.engines) - {"rnnlab", "torch"}
+    if unknown:
+        parser.error(f"unknown engine(s) {sorted(unknown)}: use rnnlab, torch")
+    return args
+
+
+def max_abs_state(layers) -> list[list[float]]:
+    """Per layer, the largest |entry| of each state part: [[max|h|], ...] or [[max|h|, max|c|], ...]."""
+    return [[float(np.abs(np.asarray(part)).max()) for part in layer] for layer in layers]
+
+
+def running_max(old, new):
+    return new if old is None else [[max(a, b) for a, b in zip(x, y)] for x, y in zip(old, new)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# rnnlab, through its Trainer
+# --------------------------------------------------------------------------------------------------------
+
+class RnnlabRun:
+    def __init__(self, args, cell: str, seed: int, scheme: str):
+        config = TrainConfig(dataset=args.dataset, data_mode="stream", cell=cell, hidden_size=args.hidden_size,
+                             num_layers=args.num_layers, iterations=args.steps, batch_size=args.batch_size,
+                             seq_length=args.seq_length, optimizer="adam", learning_rate=args.learning_rate,
+                             clip_value=None, clip_norm=args.clip_norm, val_fraction=args.val_fraction,
+                             seed=seed, init=scheme, forget_bias=args.forget_bias)
+        self.trainer = Trainer(config)
+        self.train_windows = copy.deepcopy(self.trainer.batches)   # the same windows, untouched, for torch
+        self.seconds, self.tokens, self.max_state = 0.0, 0, None
+        self.carry = not args.no_carry
+
+    def train(self, steps: int) -> None:
+        for _ in range(steps):
+            start = time.perf_counter()
+            if not self.carry:
+                self.trainer.state = None                        # the Trainer starts a None state at zero
+            _, batch = self.trainer.advance()
+            self.seconds += time.perf_counter() - start
+            self.tokens += batch.n_tokens
+            self.max_state = running_max(self.max_state, max_abs_state(self.trainer.state))
+
+    def validation_loss(self) -> float:
+        return self.trainer.validation_loss()
+
+
+# --------------------------------------------------------------------------------------------------------
+# PyTorch, independent: torch.nn layers with their own initialisation
+# --------------------------------------------------------------------------------------------------------
+
+class TorchRun:
+    def __init__(self, args, cell: str, seed: int, vocab_size: int, train_windows, val_windows):
+        import torch
+        from torch import nn
+
+        self.torch, self.F = torch, torch.nn.functional
+        torch.manual_seed(seed)
+        self.cell, self.V = cell, vocab_size
+        module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = module(vocab_size, args.hidden_size, num_layers=args.num_layers)   # time first
+        self.head = nn.Linear(args.hidden_size, vocab_size)
+        self.parameters = [*self.rnn.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.Adam(self.parameters, lr=args.learning_rate)
+        self.clip_norm = args.clip_norm
+        self.train_windows, self.val_windows = train_windows, val_windows
+        self.state, self.seconds, self.tokens, self.max_state = None, 0.0, 0, None
+        self.shape = (args.num_layers, args.batch_size, args.hidden_size)
+        self.carry = not args.no_carry
+
+    def zero_state(self, batch_size: int):
+        zeros = lambda: self.torch.zeros(self.shape[0], batch_size, self.shape[2])  # noqa: E731
+        return (zeros(), zeros()) if self.cell == "lstm" else zeros()
+
+    def forward(self, batch, state):
+        ids = self.torch.from_numpy(np.asarray(batch.ids, dtype=np.int64))            # (T, B)
+        x = self.F.one_hot(ids, self.V).float()                                         # (T, B, V)
+        hs, state = self.rnn(x, state)                                                  # (T, B, H)
+        logits = self.head(hs)                                                          # (T, B, V)
+        targets = self.torch.from_numpy(np.asarray(batch.targets, dtype=np.int64))
+        return self.F.cross_entropy(logits.reshape(-1, self.V), targets.reshape(-1)), state
+
+    def train(self, steps: int) -> None:
+        for _ in range(steps):
+            start = time.perf_counter()
+            batch = next(self.train_windows)
+            if self.state is None or batch.reset_state or not self.carry:
+                self.state = self.zero_state(batch.ids.shape[1])
+            loss, state = self.forward(batch, self.state)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+            self.optimizer.step()
+            self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+            self.seconds += time.perf_counter() - start
+            self.tokens += batch.n_tokens
+            parts = self.state if isinstance(self.state, tuple) else (self.state,)
+            layers = [tuple(part[k].numpy() for part in parts) for k in range(self.shape[0])]
+            self.max_state = running_max(self.max_state, max_abs_state(layers))
+
+    def validation_loss(self) -> float:
+        total, count, state = 0.0, 0, None
+        with self.torch.no_grad():
+            for batch in self.val_windows:
+                if state is None or batch.reset_state:
+                    state = self.zero_state(batch.ids.shape[1])
+                loss, state = self.forward(batch, state)
+                total, count = total + float(loss) * batch.n_tokens, count + batch.n_tokens
+        return total / count
+
+
+# --------------------------------------------------------------------------------------------------------
+# One cell x seed: the engines take turns
+# --------------------------------------------------------------------------------------------------------
+
+def engine_labels(args) -> list[str]:
+    """The runs, in turn order: one rnnlab run per --init scheme ("rnnlab", or "rnnlab:SCHEME" when several
+    are compared), then torch."""
+    labels = []
+    if "rnnlab" in args.engines:
+        labels += ["rnnlab"] if len(args.init) == 1 else [f"rnnlab:{scheme}" for scheme in args.init]
+    return labels + (["torch"] if "torch" in args.engines else [])
+
+
+def run_pair(args, cell: str, seed: int) -> dict:
+    """Train every engine on one cell and seed, taking turns; -> {label: measurements}."""
+    rnnlab_runs = [RnnlabRun(args, cell, seed, scheme) for scheme in args.init]   # the first also serves torch
+    first = rnnlab_runs[0]
+    runs = dict(zip(engine_labels(args), rnnlab_runs if "rnnlab" in args.engines else []))
+    if "torch" in args.engines:
+        runs["torch"] = TorchRun(args, cell, seed, first.trainer.tokenizer.vocab_size, first.train_windows,
+                                 first.trainer.val_batches)
+    curves, state_curves = {name: {} for name in runs}, {name: {} for name in runs}
+    done = 0
+    while done < args.steps:
+        chunk = min(args.eval_every, args.steps - done)
+        for name, run in runs.items():
+            time.sleep(SETTLE_S)
+            run.train(chunk)
+            curves[name][done + chunk] = run.validation_loss()
+            state_curves[name][done + chunk] = run.max_state
+        done += chunk
+    return {name: {"val": curves[name], "tokens_per_s": run.tokens / run.seconds, "max_state": run.max_state,
+                   "max_state_so_far": state_curves[name]}
+            for name, run in runs.items()}
+
+
+def state_text(max_state) -> str:
+    return " / ".join(",".join(f"{v:.1f}" for v in layer) for layer in max_state)
+
+
+def report(args, results: dict) -> str:
+    """Markdown: per cell, mean validation over the seeds at each evaluated step, each rnnlab run's gap to
+    torch (mean, then per seed), speed and the largest carried state."""
+    labels = engine_labels(args)
+    ours = [label for label in labels if label != "torch"] if "torch" in labels else []
+    lines = []
+    for cell in args.cells:
+        seeds = results[cell]
+        steps = sorted(next(iter(seeds.values()))[labels[0]]["val"])
+        lines += ["", f"### {cell}  ({len(seeds)} seed(s): {', '.join(map(str, seeds))})", ""]
+        head = "| step | " + " | ".join(f"{e} val" for e in labels) + " |"
+        head += "".join(f" {e} - torch (per seed) |" for e in ours)
+        lines += [head, "|---:" * (head.count("|") - 1) + "|"]
+        for step in steps:
+            means = {e: statistics.mean(seeds[s][e]["val"][step] for s in seeds) for e in labels}
+            row = f"| {step:,} | " + " | ".join(f"{means[e]:.3f}" for e in labels) + " |"
+            for e in ours:
+                gaps = [seeds[s][e]["val"][step] - seeds[s]["torch"]["val"][step] for s in seeds]
+                row += f" {means[e] - means['torch']:+.3f} ({', '.join(f'{g:+.3f}' for g in gaps)}) |"
+            lines.append(row)
+        lines.append("")
+        for e in labels:
+            rates = [seeds[s][e]["tokens_per_s"] for s in seeds]
+            states = "; ".join(f"seed {s}: {state_text(seeds[s][e]['max_state'])}" for s in seeds)
+            lines.append(f"- {e}: {statistics.median(rates) / 1e3:.1f}k tokens/s (median over seeds); "
+                         f"largest |state| per layer (h[,c]) {states}")
+        for e in ours:
+            ratios = [seeds[s][e]["tokens_per_s"] / seeds[s]["torch"]["tokens_per_s"] for s in seeds]
+            lines.append(f"- speed {e} / torch: {statistics.median(ratios):.2f}x (median of per-seed ratios)")
+    return "\n".join(lines)
+
+
+def merge_json(paths: list[str]):
+    """-> (args, results) of several --json files of the same configuration, their seeds merged."""
+    results, args = {}, None
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        args = args or argparse.Namespace(**data["args"])
+        for cell, seeds in data["results"].items():
+            for seed, runs in seeds.items():
+                for run in runs.values():
+                    for key in ("val", "max_state_so_far"):
+                        run[key] = {int(step): value for step, value in run.get(key, {}).items()}
+                results.setdefault(cell, {})[int(seed)] = runs
+    args.cells = list(results)
+    args.init = args.init.split(",") if isinstance(args.init, str) else args.init
+    return args, results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        print(report(*merge_json(args.from_json)))
+        return 0
+    if args.threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        os.execv(sys.executable, [sys.executable, *sys.argv])      # BLAS reads its thread count at import
+    if "torch" in args.engines and args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    print(f"# parity: {args.dataset}, {args.num_layers} x {args.hidden_size}, batch {args.batch_size} x "
+          f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
+          f"rnnlab --init {','.join(args.init)}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
+          + ("; state reset every window" if args.no_carry else ""),
+          flush=True)
+    results = {}
+    for cell in args.cells:
+        results[cell] = {}
+        for seed in args.seeds:
+            started = time.perf_counter()
+            results[cell][seed] = run_pair(args, cell, seed)
+            last = {e: r["val"][max(r["val"])] for e, r in results[cell][seed].items()}
+            print(f"  {cell} seed {seed}: " + ", ".join(f"{e} {v:.3f}" for e, v in last.items())
+                  + f" at step {args.steps} ({time.perf_counter() - started:.0f} s)", flush=True)
+    print(report(args, results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, f, indent=1)
+    nonfinite = [v for c in results.values() for s in c.values() for r in s.values() for v in r["val"].values()
+                 if not math.isfinite(v)]
+    return 1 if nonfinite else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The fast, in-place LSTM step equals the textbook one (cells.lstm_reference_step_*), forward and backward.
+
+Both run in float64 on random *nonzero* biases (folded into zx, as the sequence loop does) over several
+steps. The fast step's sigmoid is (1 + tanh(z/2)) / 2 computed on a scaled copy of the whole gate block;
+the reference's is activations.sigmoid on each gate -- the same formula, so the two differ only by float64
+rounding in a different order: rtol 1e-12 (about 1e4 ulp) is far above that and far below any real error.
+"""
+
+import numpy as np
+import pytest
+
+from rnnlab.cells import CELLS, lstm_reference_step_backward, lstm_reference_step_forward
+from rnnlab.gradcheck import numerical_gradient, relative_error
+from rnnlab.recurrence import Workspace, project_inputs, rnn_backward, rnn_forward
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+T, B, In, H = 6, 3, 5, 4
+
+
+def random_lstm(rng):
+    p = CELLS["lstm"].init(In, H, rng)
+    return {name: rng.normal(0.0, 0.7, size=value.shape) for name, value in p.items()}   # biases nonzero
+
+
+def reference_sequence(zx, state0, p, dhs):
+    """Forward T reference steps, then BPTT through them with dhs from above -> (hs, final, dz, dstate0)."""
+    state, caches, hs = state0, [], []
+    for t in range(len(zx)):
+        state, cache = lstm_reference_step_forward(zx[t], state, p)
+        caches.append(cache)
+        hs.append(state[0])
+    final = state
+    dstate, dzs = (np.zeros((B, H)), np.zeros((B, H))), [None] * len(zx)
+    for t in reversed(range(len(zx))):
+        dzx, _, dstate = lstm_reference_step_backward((dstate[0] + dhs[t], dstate[1]), caches[t], p)
+        dzs[t] = dzx
+    return np.stack(hs), final, np.stack(dzs), dstate
+
+
+@pytest.mark.parametrize("workspace", [False, True], ids=["fresh-arrays", "in-place-workspace"])
+def test_fast_lstm_equals_textbook_lstm_over_several_steps(workspace):
+    """Through the sequence loop (with a workspace the gates overwrite zx and the gate gradients the gates,
+    the order the in-place comments guard): h, c, the final state, dz at every step, the gradient reaching
+    the initial state and dWh all equal the reference's."""
+    rng = np.random.default_rng(0)
+    p = random_lstm(rng)
+    x = rng.integers(0, In, size=(T, B))
+    state0 = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+    dhs = rng.normal(size=(T, B, H))
+    zx_ref = project_inputs(x, p["Wx"], p["b"])                  # (T, B, 4H)
+    hs_ref, final_ref, dz_ref, dstate0_ref = reference_sequence(zx_ref.copy(), state0, p, dhs)
+
+    ws = Workspace() if workspace else None
+    zx = project_inputs(x, p["Wx"], p["b"], None if ws is None else ws.empty("l0.zx", zx_ref.shape, np.float64))
+    hs, final, cache = rnn_forward(CELLS["lstm"], zx, state0, p, ws, "l0.")
+    np.testing.assert_allclose(hs, hs_ref, **TOL)
+    for part, part_ref in zip(final, final_ref):
+        np.testing.assert_allclose(part, part_ref, **TOL)
+    h_prev = np.concatenate([state0[0][None], hs_ref[:-1]])     # (T, B, H) the h entering each step
+    dzx, grads, dstate0 = rnn_backward(CELLS["lstm"], dhs, cache, p, ws=ws, name="l0.")
+    np.testing.assert_allclose(dzx, dz_ref, **TOL)
+    np.testing.assert_allclose(grads["Wh"], np.einsum("tbh,tbg->hg", h_prev, dz_ref), **TOL)
+    for part, part_ref in zip(dstate0, dstate0_ref):
+        np.testing.assert_allclose(part, part_ref, **TOL)
+
+
+def test_textbook_lstm_step_backward_matches_finite_differences():
+    """The reference step on its own: random upstream dh and dc; dzx, dh_{t-1}, dc_{t-1} and
+    h_{t-1}^T dz = dWh against central differences (float64, relative error < 1e-6, as test_gradients)."""
+    rng = np.random.default_rng(1)
+    p = random_lstm(rng)
+    zx = rng.normal(size=(B, 4 * H))
+    state = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+    upstream = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+
+    def loss():
+        next_state, _ = lstm_reference_step_forward(zx, state, p)
+        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream))
+
+    _, cache = lstm_reference_step_forward(zx, state, p)
+    dzx, dzh, (dh_prev, dc_prev) = lstm_reference_step_backward(upstream, cache, p)
+    assert dzx is dzh
+    assert relative_error(dzx, numerical_gradient(loss, zx)) < 1e-6
+    assert relative_error(dh_prev, numerical_gradient(loss, state[0])) < 1e-6
+    assert relative_error(dc_prev, numerical_gradient(loss, state[1])) < 1e-6
+    assert relative_error(state[0].T @ dzh, numerical_gradient(loss, p["Wh"])) < 1e-6
