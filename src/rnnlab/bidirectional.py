@@ -11,12 +11,12 @@ For a padded batch of sources x (S, B) with lengths n_b (the rest of each column
     last = [hf_{n-1} ; hb_0]             (B, 2He): each direction after reading the whole sequence
 
 Reversing within the length (:func:`reversal_index`) is a permutation of the time axis that is its own
-inverse, so the backward pass reverses the incoming gradient with the same index and runs ``rnn_backward``.
+inverse, so the backward pass reverses the incoming gradient with the same index and runs ``sequence_backward``.
 Outputs at padded positions are computed but meaningless; whoever uses h must ignore them (attention's mask
 does), and then their gradients are zero and padding changes nothing.
 
 Backward:  dhf = dh[..., :He] (+ dlast_f at t = n-1)     dhb = dh[..., He:] (+ dlast_b at t = 0)
-           each direction: rnn_backward, then input_grads (recurrence.py)
+           each direction: sequence_backward, then input_grads (recurrence.py)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from .cells import Cell
 from .errors import require
-from .recurrence import SequenceCache, input_grads, project_inputs, rnn_backward, rnn_forward
+from .recurrence import SequenceCache, input_grads, project_inputs, sequence_backward, sequence_forward
 
 
 def reversal_index(lengths: np.ndarray, S: int) -> np.ndarray:
@@ -46,13 +46,13 @@ def direction_forward(cell: Cell, ids: np.ndarray, p: dict) -> tuple[np.ndarray,
     """One direction: ids (S, B) -> (hs (S, B, He), SequenceCache), from the zero state."""
     zx = project_inputs(ids, p["Wx"], p["b"])                    # (S, B, G He)
     state0 = cell.zero_state(ids.shape[1], p["Wh"].shape[0], zx.dtype)
-    hs, _, cache = rnn_forward(cell, zx, state0, p)              # (S, B, He)
+    hs, _, cache = sequence_forward(cell, zx, state0, p)              # (S, B, He)
     return hs, cache
 
 
 def direction_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, ids: np.ndarray, p: dict) -> dict:
     """BPTT of one direction: dhs (S, B, He) -> its parameter gradients {Wx, b, Wh[, bh]}."""
-    dzx, grads, _ = rnn_backward(cell, dhs, cache, p)            # (S, B, G He)
+    dzx, grads, _ = sequence_backward(cell, dhs, cache, p)            # (S, B, G He)
     grads["Wx"], grads["b"], _ = input_grads(ids, dzx, p["Wx"])
     return grads
 

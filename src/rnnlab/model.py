@@ -28,7 +28,7 @@ from .errors import RnnlabError, require
 from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward, workspace_empty
+from .recurrence import Workspace, input_grads, project_inputs, sequence_backward, sequence_forward, workspace_empty
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         p = layer_params(params, layer)
         zx = workspace_empty(ws, f"l{layer}.zx", (*ids.shape, p["Wx"].shape[1]), p["Wx"].dtype)
         project_inputs(x, p["Wx"], p["b"], zx)                   # (T, B, GH)
-        hs, last, steps = rnn_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
+        hs, last, steps = sequence_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
         final_state.append(last)
@@ -164,7 +164,7 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
     dh = da
     for layer in reversed(range(config.num_layers)):
         p = layer_params(params, layer)
-        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
+        dzx, layer_grads, _ = sequence_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
         x = cache.layer_inputs[layer]
         layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})

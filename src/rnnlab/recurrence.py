@@ -110,12 +110,12 @@ class SequenceCache:
     spare: np.ndarray | None = None  # with a workspace: zx's (T, B, GH) array, for the gate gradients
 
 
-def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
+def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
     """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, SequenceCache).
 
     Each step writes into slot t of arrays kept in ``ws`` under ``name``; the final state is a copy, so it
     stays valid when the workspace is reused. With a workspace, memory is reused hard: the gate activations
-    overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`rnn_backward` then writes the
+    overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`sequence_backward` then writes the
     gate gradients over the gates -- one (T, B, GH) array per layer instead of three. Such a cache can be
     back-propagated once.
     """
@@ -124,7 +124,7 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     hs_all[0] = state0[0]
     caches = []                                                  # per cache array of the cell: (T, B, w*H)
     for k, width in enumerate(cell.cache_widths):
-        if k == 0 and ws is not None and width * H == zx.shape[2]:
+        if k == 0 and ws is not None and cell.gates_over_input:
             caches.append(zx)                                    # the gates overwrite the input projection
         else:
             caches.append(workspace_empty(ws, f"{name}cache{k}", (T, B, width * H), zx.dtype))
@@ -137,7 +137,7 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None)
 
 
-def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
+def sequence_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
                  ws: Workspace | None = None, name: str = ""):
     """BPTT: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}, dstate0).
 

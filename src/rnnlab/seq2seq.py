@@ -36,7 +36,7 @@ Parameters are one flat dict of named arrays, so optimizers, clipping and checkp
     2. loss (+ dy)    L, dy = softmax_cross_entropy(logits, targets, target mask)
     3. project        ds_t = dy_t Wy^T,   dc_t = dy_t Wyc^T
     4. backward       the decoder steps in reverse (attention, cell, input feeding), the keys, the bridge,
-                      then both encoder directions through rnn_backward
+                      then both encoder directions through sequence_backward
     5. output grads   dWy = s^T dy,  dWyc = c^T dy,  dby = sum dy
 """
 
