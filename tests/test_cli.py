@@ -108,7 +108,7 @@ def test_small_run_prints_samples_and_writes_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "error" not in result.stderr  # notes are fine, errors not
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("rnnlab: rnn 1x16 on dinos (lines, 16,865 chars, vocabulary 27)")
+    assert lines[0].startswith("rnnlab: rnn 1x16, vocabulary 27 on dinos (lines, 16,865 chars)")
     report_lines = [i for i, line in enumerate(lines) if line.startswith("step")]
     assert len(report_lines) == 2
     for i in report_lines:

@@ -263,6 +263,14 @@ def attention_backward(dc: np.ndarray, cache: tuple, p: dict) -> dict:
     return {"q": dq, "values": dvalues + dvalues_via_keys, **grads, **key_grads}
 
 
+def attention_param_shapes(kind: str, query_size: int, value_size: int, attention_size: int) -> dict:
+    """{name: shape} of what :func:`init_attention` makes, without allocating (checkpoint validation)."""
+    shapes = {"additive": {"Wq": (query_size, attention_size), "Wk": (value_size, attention_size),
+                           "b": (attention_size,), "v": (attention_size,)},
+              "general": {"W": (query_size, value_size)}}
+    return shapes.get(kind, {})
+
+
 def init_attention(kind: str, query_size: int, value_size: int, attention_size: int,
                    rng: np.random.Generator) -> dict:
     """The score's parameters (float64), after checking that the sizes fit the score."""

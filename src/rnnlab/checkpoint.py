@@ -49,7 +49,7 @@ from .config import TrainConfig
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import TMP_SUFFIX, atomic_write_bytes, read_bytes, regular_file
 from .optim import OPTIMIZERS, make_optimizer
-from .text import CharTokenizer
+from .tasks import TASKS
 
 FORMAT_VERSION = 2
 TAGS = ("latest", "best")
@@ -96,15 +96,16 @@ DOCUMENT = s.Object({
     "arrays_sha256": s.Str(pattern=r"[0-9a-f]{64}"),
     "optimizer_slots": s.ListOf(s.Str(pattern=r"[a-z_]{1,32}"), max_len=8),
     "optimizer_step": COUNT,
-    "model": s.dataclass_schema(charmodel.ModelConfig),
-    "tokenizer": s.Object({"chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=2 ** 21),
-                           "unk_token": s.Optional(s.Str(pattern=r"(?s).", max_len=1))}),
+    "task": s.Str(choices=list(TASKS)),
+    "model": s.Any(),                          # checked by the task's schemas below (TASK_SCHEMAS)
+    "tokenizer": s.Any(),
     "train": s.dataclass_schema(TrainConfig, defaults_may_be_missing=True),
-    "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream"]), "chars": COUNT,
+    "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream", "pairs"]), "chars": COUNT,
                         "bytes": COUNT, "sha256": s.Str(pattern=r"[0-9a-f]{64}"), "path": s.Optional(s.Str())}),
     "optimizer": s.Any(),                      # checked by OPTIMIZER_SCHEMAS[its name] below
     **RUN_STATE.fields,
 })
+TASK_SCHEMAS = {kind: (s.dataclass_schema(task.config_class), task.tokenizer_schema) for kind, task in TASKS.items()}
 OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
                      for name, cls in OPTIMIZERS.items()}
 
@@ -120,7 +121,11 @@ def validate_document(meta, where: str) -> None:
             "use the rnnlab version that wrote it")
     try:
         DOCUMENT.check(meta, "")
-        config = charmodel.ModelConfig(**meta["model"])
+        task = TASKS[meta["task"]]
+        model_schema, tokenizer_schema = TASK_SCHEMAS[meta["task"]]
+        model_schema.check(meta["model"], "model")
+        tokenizer_schema.check(meta["tokenizer"], "tokenizer")
+        config = task.config_class(**meta["model"])
         TrainConfig(**meta["train"])
         optimizer = meta["optimizer"]
         name = optimizer.get("name") if isinstance(optimizer, dict) else None
@@ -133,9 +138,8 @@ def validate_document(meta, where: str) -> None:
         require(meta["optimizer_step"] == step, f"optimizer_step {meta['optimizer_step']} differs from step {step}")
         require((step == 0) == (meta["first_loss"] is None), f"first_loss {meta['first_loss']} does not fit step {step}")
         require(step > 0 or meta["loss_average"] == 0, f"loss_average {meta['loss_average']} does not fit step 0")
-        tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
-        require(tokenizer.vocab_size == config.vocab_size,
-                f"the tokenizer has {tokenizer.vocab_size} characters, the model {config.vocab_size}")
+        tokenizer = task.tokenizer_from_dict(meta["tokenizer"])
+        require(task.vocabulary_fits(config, tokenizer), "the tokenizer's vocabulary does not fit the model's")
     except (RnnlabError, TypeError, ValueError) as err:
         raise RnnlabError(f"checkpoint {where} is invalid: {err}") from None
 
@@ -151,12 +155,26 @@ class Checkpoint:
     path: Path                   # the JSON file it was read from
 
     @property
-    def model_config(self) -> charmodel.ModelConfig:
-        return charmodel.ModelConfig(**self.meta["model"])
+    def task(self):
+        """The task class (tasks.LanguageModelTask or tasks.TranslationTask) that wrote it."""
+        return TASKS[self.meta["task"]]
 
     @property
-    def tokenizer(self) -> CharTokenizer:
-        return CharTokenizer.from_dict(self.meta["tokenizer"])
+    def model_config(self):
+        """``model.ModelConfig`` of a language model, ``seq2seq.Seq2SeqConfig`` of a translator."""
+        return self.task.config_class(**self.meta["model"])
+
+    @property
+    def tokenizer(self):
+        """A ``CharTokenizer`` (language model) or ``pairs.PairTokenizers`` (translator)."""
+        return self.task.tokenizer_from_dict(self.meta["tokenizer"])
+
+    def require_task(self, kind: str, command: str) -> None:
+        """One clear error when a command meets the other kind of checkpoint (sample a translator, ...)."""
+        other = {"lm": "rnnlab sample / visualize", "translate": "rnnlab translate / visualize"}[self.meta["task"]]
+        require(self.meta["task"] == kind, f"checkpoint {self.path} holds a "
+                f"{'translator' if self.meta['task'] == 'translate' else 'language model'}: {command} does not "
+                f"apply to it; use {other}")
 
     @property
     def directory(self) -> Path:
@@ -280,14 +298,18 @@ def load_checkpoint(path) -> Checkpoint:
     if hashlib.sha256(data).hexdigest() != meta["arrays_sha256"]:
         raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
                           "use another checkpoint (e.g. best.json) or retrain")
-    config = charmodel.ModelConfig(**meta["model"])
-    expected = expected_arrays(config, meta["optimizer_slots"])
+    task = TASKS[meta["task"]]
+    config = task.config_class(**meta["model"])
+    expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
     arrays = read_npz(arrays_path, data, expected)
     params = with_prefix(arrays, "param/")
     optimizer_state = {"step": meta["optimizer_step"]}
     for slot in meta["optimizer_slots"]:
         optimizer_state[slot] = with_prefix(arrays, f"opt/{slot}/")
-    hidden = hidden_state_from(with_prefix(arrays, "state/"), config, arrays_path)
+    state = with_prefix(arrays, "state/")
+    require(task.kind == "lm" or not state, f"{arrays_path} holds a carried hidden state, which a translator "
+                                            "never has: the checkpoint is damaged")
+    hidden = hidden_state_from(state, config, arrays_path)
     return Checkpoint(meta, params, optimizer_state, hidden, json_path)
 
 
@@ -306,9 +328,9 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number a checkpoint can hold")
 
 
-def expected_arrays(config: charmodel.ModelConfig, slots: list) -> dict:
-    """{member name: shape} of everything but the hidden state (whose batch size is not in the config)."""
-    shapes = charmodel.param_shapes(config)
+def expected_arrays(shapes: dict, slots: list) -> dict:
+    """{member name: shape} of everything but the hidden state (whose batch size is not in the config), from
+    the model's {parameter: shape}."""
     expected = {f"param/{name}": shape for name, shape in shapes.items()}
     for slot in slots:
         expected.update({f"opt/{slot}/{name}": shape for name, shape in shapes.items()})

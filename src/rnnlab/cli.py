@@ -22,15 +22,18 @@ import numpy as np
 
 from .cells import CELLS
 from .checkpoint import TAGS, clean_directory, load_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, config_for_mode
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import (atomic_write_bytes, check_path_text, os_error_message, refuse_overwriting_inputs, regular_file,
-                    same_file)
+from .files import (atomic_write_bytes, check_path_text, os_error_message, read_bytes, refuse_overwriting_inputs,
+                    regular_file, same_file)
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
+from .seq2seq import ATTENTION_KINDS
+from .tasks import pairs_mode
 from .corpus import load_corpus
+from .pairs import SHIPPED_PAIRS
 from .text import DATA_MODES, SHIPPED_DATASETS
 from .model import ModelConfig, training_bytes
 from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
@@ -100,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
     add_flag(train, "dataset", default=d.dataset, type=path_text,
-             help=f"a shipped corpus ({', '.join(SHIPPED_DATASETS)}) or the path of a UTF-8 text file")
+             help=f"a shipped corpus ({', '.join([*SHIPPED_DATASETS, *SHIPPED_PAIRS])}), or the path of a UTF-8 text "
+                  "file, a folder or a glob of them; pairs data (SOURCE<TAB>TARGET lines, e.g. dates) trains a "
+                  "translator, with its own defaults")
     add_flag(train, "data_mode", default=d.data_mode, choices=DATA_MODES,
-             help="lines: one example per line; stream: continuous text; auto: guess from the text")
+             help="lines: one example per line; stream: continuous text; pairs: SOURCE<TAB>TARGET lines "
+                  "(a translator); auto: guess from the text")
     add_flag(train, "cell", default=d.cell, choices=sorted(CELLS), help="recurrent cell type")
     add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
     add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
@@ -114,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "forget_bias", type=finite_float, default=d.forget_bias,
              help="LSTM: start the forget-gate bias at this value (0 keeps half of the cell state per step, "
                   "1 keeps sigma(1) = 73%%); default: the --init scheme's own")
+    add_flag(train, "attention", default=d.attention, choices=list(ATTENTION_KINDS),
+             help="translator (pairs data): how the decoder scores the encoder's outputs; none: the classic "
+                  "encoder-final-state decoder")
+    add_flag(train, "encoder_hidden", type=int, default=d.encoder_hidden,
+             help="translator: units per encoder direction (default: --hidden_size / 2)")
+    add_flag(train, "attention_size", type=int, default=d.attention_size, help="translator: the additive score's width")
+    add_flag(train, "max_output_length", type=int, default=d.max_output_length,
+             help="translator: decoding stops after this many characters (default: the longest target + 4)")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
     add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
     add_flag(train, "batch_size", type=int, default=d.batch_size,
@@ -176,8 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "greedy", action="store_true", help="always take the most likely character")
     add_flag(smp, "prime", default="", help="text to start from (returned as the start of each sample)")
     add_flag(smp, "seed", type=int, default=0, help="seeds the sampling Generator")
+    add_flag(smp, "beam_size", type=int, default=None,
+             help="print the K most probable continuations of --prime (beam search) with their log-probabilities, "
+                  "instead of sampling")
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
+
+    tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
+                        "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(tr, "checkpoint", required=True, type=path_text, help="a translator's checkpoint directory or .json")
+    tr.add_argument("texts", nargs="*", help="the texts to translate (or use --input)")
+    add_flag(tr, "input", default=None, type=path_text, help="a UTF-8 file with one text per line; '-' reads stdin")
+    add_flag(tr, "beam_size", type=int, default=1, help="1: greedy decoding; K > 1: beam search with K hypotheses")
+    add_flag(tr, "length_penalty", type=finite_float, default=1.0,
+             help="beam search ranks log p / length^penalty (0: raw log-probability)")
+    add_flag(tr, "show_attention", action="store_true", help="print each attention matrix as text under its line")
 
     plot = sub.add_parser("plot", help="draw train/validation loss curves from a --metrics_file",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -200,10 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flag(vis, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
     add_flag(vis, "text", required=True,
-             help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error)")
+             help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error); "
+                  "for a translator, one source per line, each shown as an attention heatmap")
     add_flag(vis, "out", required=True, type=path_text, help="the HTML file to write (self-contained: works offline)")
     add_flag(vis, "max_chars", type=int, default=3000, help="visualise at most the first N characters")
     add_flag(vis, "layer", type=int, default=None, help="the layer shown first, 0 = bottom (default: the top layer)")
+    add_flag(vis, "png", default=None, type=path_text,
+             help="translator checkpoints: also write the first input's attention heatmap as a PNG image")
     return parser
 
 
@@ -245,6 +275,10 @@ def format_report(report: Report) -> str:
     if report.val_loss is not None:
         line += (f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f}, "
                  f"{report.val_tokens:,} chars)")
+    if report.val_accuracy is not None:
+        line += f"  exact match {report.val_accuracy:.2%}"
+    if report.test_accuracy is not None:
+        line += f" (test {report.test_accuracy:.2%})"
     line += f"  {report.tokens_per_s:,.0f} tok/s  {report.elapsed_s:.1f}s"
     return "\n".join([line, *("    " + s.replace("\n", "\n    ") for s in report.samples)])
 
@@ -386,7 +420,9 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
             checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load)
     else:
         require(not args.new_data, "--new_data only applies with --resume")
-        config = TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+        given = {name: getattr(args, name) for name in typed if name in fields}
+        mode = "pairs" if pairs_mode(args.dataset, args.data_mode) else args.data_mode
+        config = config_for_mode(mode, {"dataset": args.dataset, **given})
         other_runs_checkpoints(config.checkpoint_dir, args.overwrite)
         trainer_factory = lambda report, progress, load: Trainer(config, report, progress, load)  # noqa: E731
     with StopSignals() as stops:                                 # from now on a signal stops, not kills
@@ -426,11 +462,11 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
             notes.append(f"the run already has its {trainer.total_steps:,} steps: nothing to train (raise "
                          "--iterations or --epochs to continue it)")
     info = trainer.describe()
-    m, o, corpus = info["model"], info["optimizer"], info["corpus"]
+    o, corpus = info["optimizer"], info["corpus"]
     for note in notes:
         print(f"rnnlab: note: {note}", file=sys.stderr)
-    show(f"rnnlab: {m['cell']} {m['num_layers']}x{m['hidden_size']} on {corpus['name']} "
-         f"({corpus['mode']}, {corpus['chars']:,} chars, vocabulary {m['vocab_size']}), "
+    show(f"rnnlab: {trainer.task.describe_model(trainer.model_config)} on {corpus['name']} "
+         f"({corpus['mode']}, {corpus['chars']:,} chars), "
          f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}")
     try:
         final = trainer.run()
@@ -473,6 +509,9 @@ def training_names(checkpoint) -> set[str]:
 def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint.require_task("lm", "rnnlab sample")
+    if args.beam_size is not None:
+        return print_beam(checkpoint, args)
     names = checkpoint.meta["corpus"]["mode"] == "lines"
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
@@ -485,6 +524,54 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     if seen is not None:
         novel = sum(text not in seen for text in texts)
         print(f"novelty: {novel}/{n} samples ({novel / n:.0%}) are not in the training text")
+    return 0
+
+
+def print_beam(checkpoint, args) -> int:
+    """``sample --beam_size K``: the K most probable continuations of --prime, most probable first."""
+    from .beam import beam_search
+
+    require(args.beam_size > 0, f"--beam_size must be > 0, got {args.beam_size}")
+    found = beam_search(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, args.prime,
+                        args.beam_size, args.length)
+    for text, logprob in found:
+        print(f"{logprob:10.4f}  {text!r}")
+    return 0
+
+
+def read_translate_inputs(args) -> list[str]:
+    """The texts of `rnnlab translate`: the arguments, or the lines of --input (a file, or '-' for stdin)."""
+    require(bool(args.texts) != bool(args.input), "give the texts to translate as arguments or with --input "
+                                                  "(one of the two)")
+    if args.texts:
+        return list(args.texts)
+    if args.input == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        data = read_bytes(args.input, "--input")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RnnlabError(f"--input is not valid UTF-8 (bad byte at offset {err.start}): convert it, e.g. with "
+                          "`iconv -t utf-8`") from None
+    return text.replace("\r\n", "\n").split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
+    from .attention_map import attention_text
+    from .translate import translate
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint.require_task("translate", "rnnlab translate")
+    texts = read_translate_inputs(args)
+    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
+                        beam_size=args.beam_size, length_penalty=args.length_penalty)
+    lines = []
+    for result in results:
+        lines.append(result.output)
+        if args.show_attention:
+            lines.append(attention_text(result))
+    print("\n".join(lines))
     return 0
 
 
@@ -536,9 +623,12 @@ def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
     from .visualize import read_text_argument, render_html, visualization_data, write_html
 
     checkpoint = load_checkpoint(args.checkpoint)
-    text = read_text_argument(args.text)
-    refuse_overwriting_inputs(args.out, "--out", {"the --text file": args.text if os.path.exists(args.text) else None,
-                                                  "the checkpoint": checkpoint.path})
+    text = read_text_argument(args.text, path_like_is_path=checkpoint.meta["task"] == "lm")
+    inputs = {"the --text file": args.text if os.path.exists(args.text) else None, "the checkpoint": checkpoint.path}
+    refuse_overwriting_inputs(args.out, "--out", inputs)
+    if checkpoint.meta["task"] == "translate":
+        return visualize_attention(checkpoint, text, args, inputs)
+    require(args.png is None, "--png draws a translator's attention; for a language model open the HTML page")
     vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
     path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer))
     shown = f"{len(vis.text):,}" + (f" of {vis.total_chars:,}" if vis.total_chars > len(vis.text) else "")
@@ -546,8 +636,27 @@ def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot, "bench": run_bench_command,
-            "visualize": run_visualize}
+def visualize_attention(checkpoint, text: str, args, inputs: dict) -> int:
+    """``visualize`` on a translator: an HTML page of attention heatmaps (one per source line), and a PNG."""
+    from .attention_map import write_attention_html, write_attention_png
+    from .plot import check_plot_path
+    from .translate import translate
+
+    sources = [line for line in text.split("\n") if line.strip()][:args.max_chars]
+    require(sources, "--text has no line to translate")
+    if args.png is not None:
+        check_plot_path(args.png)
+        refuse_overwriting_inputs(args.png, "--png", {**inputs, "--out": args.out})
+    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, sources)
+    path = write_attention_html(args.out, results, f"rnnlab attention: {checkpoint.path}")
+    print(f"rnnlab: wrote {path} ({len(results)} attention map(s))")
+    if args.png is not None:
+        print(f"rnnlab: wrote {write_attention_png(args.png, results[0])}")
+    return 0
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "translate": run_translate, "plot": run_plot,
+            "bench": run_bench_command, "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from .engines import ENGINES
 from .errors import RnnlabError, require
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
+from .seq2seq import ATTENTION_KINDS
 from .schema import SchemaError, dataclass_schema
 from .text import DATA_MODES
 
@@ -37,6 +38,10 @@ class TrainConfig:
     dropout: float = 0.0
     init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
     forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
+    attention: str = "additive"         # translator (pairs data): additive | dot | general | scaled_dot | none
+    encoder_hidden: int | None = None   # translator: units per encoder direction; None: hidden_size / 2
+    attention_size: int = 64            # translator: the additive score's width
+    max_output_length: int | None = None  # translator: decoding stops here; None: the longest target + 4
     iterations: int = 22001
     epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
     batch_size: int = 1
@@ -73,6 +78,7 @@ class TrainConfig:
         except SchemaError as err:
             raise RnnlabError(f"--{err.path} {err.problem}") from None
         choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES), "init": tuple(INIT_SCHEMES),
+                   "attention": ATTENTION_KINDS,
                    "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES, "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -81,7 +87,7 @@ class TrainConfig:
                      "hidden_size", "num_layers"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
         for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
-                     "learning_rate", "min_learning_rate"):
+                     "learning_rate", "min_learning_rate", "encoder_hidden", "attention_size", "max_output_length"):
             value = getattr(self, name)
             hint = "; use 'none' to turn it off" if name.startswith("clip") else ""
             require(value is None or value > 0, f"--{name} must be > 0, got {value}{hint}")
@@ -107,11 +113,26 @@ class TrainConfig:
         return asdict(self)
 
 
+# The defaults that differ with the kind of data, for a run that does not set them: the dinosaur quick start
+# is TrainConfig's own; a translator (pairs data) learns the shipped dates to >= 99 % exact match in about a
+# minute of training with these (docs/attention.md).
+MODE_DEFAULTS = {
+    "pairs": {"cell": "gru", "hidden_size": 128, "batch_size": 64, "iterations": 3000, "optimizer": "adam",
+              "learning_rate": 0.003, "clip_value": None, "clip_norm": 5.0, "sample_every": 500, "eval_every": 250,
+              "num_samples": 4},
+}
+
+
+def config_for_mode(mode: str, given: dict) -> TrainConfig:
+    """A TrainConfig from the settings ``given``, with ``mode``'s defaults (MODE_DEFAULTS) for the others."""
+    return TrainConfig(**{**MODE_DEFAULTS.get(mode, {}), **given})
+
+
 # Settings that fix the model's shape, what the saved data position means, or the optimizer's state:
 # refused on resume when they differ from the checkpoint. Every other setting (learning rate, iterations,
 # reporting, where to save) may change. The dataset is checked by content (its fingerprint), not by name.
-LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "batch_size",
-                    "seq_length", "optimizer",
+LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
+                    "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
 NOT_RESUMED = ("checkpoint_dir", "cache_dir")   # where things are now, never where they once were
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)

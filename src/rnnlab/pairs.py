@@ -18,6 +18,7 @@ A batch (:class:`PairBatch`) holds time-first padded arrays and their 0/1 masks.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from .batches import LineBatches, pad_sequences
 from .errors import RnnlabError, require
+from .files import check_path_text, read_bytes
 from .text import NEWLINE, CharTokenizer
 
 TAB = "\t"
@@ -66,20 +68,35 @@ def decode_utf8(data: bytes, name: str) -> str:
                           "convert the file, e.g. with `iconv -t utf-8`") from None
 
 
-def read_pairs(path) -> list[tuple[str, str]]:
+def read_pairs(path, digest=None) -> list[tuple[str, str]]:
+    """The pairs of one file (``digest``, a hashlib object, is fed its bytes: the data's fingerprint)."""
     path = Path(path)
-    require(path.is_file(), f"pairs file {str(path)!r} not found: give a UTF-8 file of SOURCE<TAB>TARGET lines")
-    return parse_pairs(decode_utf8(path.read_bytes(), str(path)), str(path))
+    require(path.exists() or path.is_symlink(),
+            f"pairs file {str(path)!r} not found: give a UTF-8 file of SOURCE<TAB>TARGET lines")
+    data = read_bytes(path, "pairs file")
+    if digest is not None:
+        digest.update(data)
+    return parse_pairs(decode_utf8(data, str(path)), str(path))
 
 
 @dataclass(frozen=True)
 class PairData:
-    """The pairs of a dataset, split. ``test`` may be empty."""
+    """The pairs of a dataset, split (``test`` may be empty), and the fingerprint of the files they came
+    from: ``path`` (absolute; None when shipped), ``n_bytes`` and ``sha256`` of their bytes in reading order."""
 
     name: str
     train: list
     valid: list
     test: list
+    path: str | None = None
+    n_bytes: int = 0
+    sha256: str = ""
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint records about its data (the same fields as a corpus's)."""
+        chars = sum(len(s) + len(t) + 2 for part in (self.train, self.valid, self.test) for s, t in part)
+        return {"name": self.name, "mode": "pairs", "chars": chars, "bytes": self.n_bytes, "sha256": self.sha256,
+                "path": self.path}
 
 
 def split_pairs(pairs: list, val_fraction: float, test_fraction: float = 0.0) -> tuple[list, list, list]:
@@ -98,24 +115,51 @@ def split_pairs(pairs: list, val_fraction: float, test_fraction: float = 0.0) ->
 
 def load_pairs(dataset: str, val_fraction: float = 0.1, test_fraction: float = 0.0) -> PairData:
     """A shipped pairs dataset by name (``dates``), a directory of split files, or one file to split."""
+    digest = hashlib.sha256()
     if dataset in SHIPPED_PAIRS:
         files = resources.files("rnnlab.data")
         pattern = SHIPPED_PAIRS[dataset]
-        splits = [parse_pairs(files.joinpath(pattern.format(split=s)).read_text(encoding="utf-8"), f"{dataset} {s}")
-                  for s in SPLITS]
-        return PairData(dataset, *splits)
+        splits = []
+        for split in SPLITS:
+            data = files.joinpath(pattern.format(split=split)).read_bytes()
+            digest.update(data)
+            splits.append(parse_pairs(data.decode("utf-8"), f"{dataset} {split}"))
+        return PairData(dataset, *splits, None, sum(len(p) for p in splits), digest.hexdigest())
+    check_path_text(dataset, "--dataset")
     path = Path(dataset)
     if path.is_dir():
         require((path / "train.txt").is_file() and (path / "valid.txt").is_file(),
                 f"pairs directory {dataset!r} needs train.txt and valid.txt (and optionally test.txt)")
-        test = read_pairs(path / "test.txt") if (path / "test.txt").is_file() else []
-        return PairData(path.name, read_pairs(path / "train.txt"), read_pairs(path / "valid.txt"), test)
+        train, valid = read_pairs(path / "train.txt", digest), read_pairs(path / "valid.txt", digest)
+        test = read_pairs(path / "test.txt", digest) if (path / "test.txt").is_file() else []
+        size = sum((path / f"{s}.txt").stat().st_size for s in SPLITS if (path / f"{s}.txt").is_file())
+        return PairData(path.name, train, valid, test, str(path.absolute()), size, digest.hexdigest())
     if not path.exists():
         raise RnnlabError(f"pairs dataset {dataset!r} not found: give one of {', '.join(SHIPPED_PAIRS)}, "
                           "a SOURCE<TAB>TARGET file or a directory of train.txt / valid.txt")
-    train, valid, test = split_pairs(read_pairs(path), val_fraction, test_fraction)
-    require(train and valid, f"{dataset!r} has too few distinct sources to hold out a validation part")
-    return PairData(path.name, train, valid, test)
+    train, valid, test = split_pairs(read_pairs(path, digest), val_fraction, test_fraction)
+    require(train and valid, f"{dataset!r} has too few distinct sources to hold out a validation part: "
+                             "use a larger --val_fraction, or give more pairs")
+    return PairData(path.name, train, valid, test, str(path.absolute()), path.stat().st_size, digest.hexdigest())
+
+
+def looks_like_pairs(dataset: str, probe_bytes: int = 1 << 20) -> bool:
+    """Whether ``--data_mode auto`` should read ``dataset`` as pairs: a shipped pairs dataset, a directory with
+    train.txt and valid.txt, or a file whose non-blank lines (in its first MB) each hold exactly one tab."""
+    if dataset in SHIPPED_PAIRS:
+        return True
+    path = Path(dataset)
+    try:
+        if path.is_dir():
+            return (path / "train.txt").is_file() and (path / "valid.txt").is_file()
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            head = f.read(probe_bytes)
+    except (OSError, ValueError):
+        return False
+    lines = [line for line in head.split(b"\n")[:-1 if len(head) == probe_bytes else None] if line.strip()]
+    return bool(lines) and all(line.count(b"\t") == 1 for line in lines)
 
 
 # --------------------------------------------------------------------------------------------------------

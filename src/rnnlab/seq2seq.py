@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .attention import SCORES, attend, attend_backward, check_sizes, init_attention
+from .attention import SCORES, attend, attend_backward, attention_param_shapes, check_sizes, init_attention
 from .cells import CELLS
 from .initializers import uniform
 from .errors import require
@@ -122,10 +122,27 @@ def init_params(config: Seq2SeqConfig, rng: np.random.Generator, dtype=np.float3
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
+def param_shapes(config: Seq2SeqConfig) -> dict:
+    """{name: shape} of every parameter :func:`init_params` makes, computed without allocating anything."""
+    enc, dec = CELLS[config.encoder_cell], CELLS[config.decoder_cell]
+    He, Hd, C, Vt = config.encoder_hidden, config.decoder_hidden, config.context_size, config.target_vocab_size
+    shapes = {}
+    for prefix in ("enc_f.", "enc_b."):
+        shapes.update({prefix + n: s for n, s in enc.param_shapes(config.source_vocab_size, He).items()})
+    shapes.update({"bridge.W": (C, Hd), "bridge.b": (Hd,)})
+    shapes.update({"dec." + n: s for n, s in dec.param_shapes(Vt, Hd).items()})
+    if config.uses_attention:
+        shapes["dec.Wc"] = (C, dec.n_gates * Hd)
+        shapes.update({"att." + n: s for n, s in
+                       attention_param_shapes(config.attention, Hd, C, config.attention_size).items()})
+        shapes["Wyc"] = (C, Vt)
+    return {**shapes, "Wy": (Hd, Vt), "by": (Vt,)}
+
+
 def check_params(config: Seq2SeqConfig, params: dict) -> None:
     """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
-    check_param_shapes({name: value.shape for name, value in init_params(config, np.random.default_rng(0)).items()},
-                       params)
+    check_param_shapes(param_shapes(config), params, f"translator {config.encoder_cell}/{config.decoder_cell}, "
+                                                     f"{config.attention} attention")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import RnnlabError, require
 
 SHIPPED_DATASETS = {"dinos": ("dinos.txt", "lines"), "shakespeare": ("shakespeare.txt", "stream")}
-DATA_MODES = ("auto", "lines", "stream")
+DATA_MODES = ("auto", "lines", "stream", "pairs")
 NEWLINE = "\n"
 
 

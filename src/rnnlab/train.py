@@ -5,8 +5,9 @@ Each step follows the same flow, written out in :func:`rnnlab.engines.train_step
     forward -> loss (+ dy) -> project to da -> backward (BPTT) -> output-layer grads -> clip -> update
 
 :meth:`Trainer.run` is the whole loop, on one screen: step, report, keep the best, save. The rest of the
-work lives elsewhere: the data (split, batches, the validation budget) in ``splits.py``, the corpus and its
-cache in ``corpus.py``, the settings and their checks in ``config.py``, the run's changing state
+work lives elsewhere: what is learnt (a language model or a translator: its data, model, samples) in
+``tasks.py``, the data (split, batches, the validation budget) in ``splits.py``, the corpus and its cache
+in ``corpus.py``, the settings and their checks in ``config.py``, the run's changing state
 (:class:`checkpoint.RunState`) and its persistence in ``checkpoint.py``.
 
 The trainer never prints: it hands :class:`Report` objects to a callback, and the CLI decides what to show.
@@ -30,15 +31,12 @@ from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
-from .corpus import load_corpus
-from .splits import build_data
-from .engines import engine_class
+from .tasks import make_task
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import DirectoryLock, prepare_directory
 from .frameworks import engine_optimizer_options
 from .losses import bits_per_char, perplexity
 from .optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
-from .sampling import sample
 
 __all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate"]
 
@@ -58,6 +56,8 @@ class Report:
     val_bpc: float | None = None
     val_ppl: float | None = None
     val_tokens: int | None = None   # characters the validation loss was measured on
+    val_accuracy: float | None = None   # translator: exact-match accuracy on the validation pairs (greedy)
+    test_accuracy: float | None = None  # translator: the same on the test pairs, in the final report
     samples: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict:
@@ -128,21 +128,19 @@ class Trainer:
         self.config = config
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
-        self.corpus = load_corpus(config.dataset, config.data_mode, config.cache_dir, on_load)
-        self.tokenizer = self.corpus.tokenizer
+        self.task = make_task(config, on_load)                 # a language model, or a translator (tasks.py)
+        self.tokenizer = self.task.tokenizer
         init_seed, data_seed, dropout_seed, sample_seed = np.random.SeedSequence(config.seed).spawn(4)
         self.dropout_rng = np.random.default_rng(dropout_seed)
         self.sample_rng = np.random.default_rng(sample_seed)
-        self.model_config = charmodel.ModelConfig(
-            vocab_size=self.tokenizer.vocab_size, cell=config.cell, hidden_size=config.hidden_size,
-            num_layers=config.num_layers, dropout=config.dropout)
+        self.model_config = self.task.model_config(config)
         self.dtype = DTYPES[config.dtype]
         # A framework engine runs its framework's optimizer: start from that framework's conventions (e.g.
         # Adam's eps_hat for Keras); --optimizer_options override them.
         options = {**engine_optimizer_options(config.engine, config.optimizer),
                    **parse_options(config.optimizer, config.optimizer_options)}
         self.optimizer = make_optimizer(config.optimizer, config.learning_rate, **options)
-        self.data = build_data(self.corpus, config, np.random.default_rng(data_seed))
+        self.data = self.task.data(config, np.random.default_rng(data_seed))
         self.notes: list[str] = config.notes() + self.data.notes
         self._check_memory()
         self.checkpoint_lock = None
@@ -151,10 +149,9 @@ class Trainer:
             self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
             self.checkpoint_lock.acquire()                       # and ours alone until the run ends
             ckpt.clean_directory(config.checkpoint_dir)         # what a killed save left behind
-        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype,
-                                       config.init, config.forget_bias)
-        self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
-                                                  self.dropout_rng)
+        params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
+        self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer, config,
+                                                            self.dropout_rng)
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
@@ -170,8 +167,8 @@ class Trainer:
         """Refuse a model that cannot fit in memory before allocating any of it (a 10^8-unit layer would
         otherwise fail deep inside NumPy, after minutes)."""
         c = self.config
-        batch = self.data.batches.batch_size if self.corpus.mode == "lines" else c.batch_size
-        need = charmodel.training_bytes(self.model_config, batch, self.data.longest_example,
+        batch = self.data.batches.batch_size if self.task.mode != "stream" else c.batch_size
+        need = self.task.training_bytes(self.model_config, batch, self.data.longest_example,
                                         np.dtype(self.dtype).itemsize, len(self.optimizer.init({})) - 1)
         have = available_memory()
         if have is not None and need > have:
@@ -218,6 +215,11 @@ class Trainer:
     @property
     def step(self) -> int:
         return self.run_state.step
+
+    @property
+    def corpus(self):
+        """A language model's corpus (corpus.Corpus); a translator's data is ``task.pairs``."""
+        return self.task.corpus
 
     @property
     def batches(self):
@@ -281,6 +283,8 @@ class Trainer:
             if val is not None:
                 report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
                 report.val_tokens = self.data.val_tokens
+                for name, value in self.task.accuracy(self.params, self.model_config, last).items():
+                    setattr(report, name, value)            # a translator's exact-match accuracy
         if (last or self.step % self.config.sample_every == 0) and not self.stop_requested:
             report.samples = self.samples()
         report.wall_s = self.wall_s()
@@ -292,12 +296,8 @@ class Trainer:
         return evaluate(self.engine, self.val_batches, lambda: self.stop_requested)
 
     def samples(self) -> list[str]:
-        """``num_samples`` names (at most 100 characters each) for a lines corpus, else one text."""
-        c = self.config
-        names = self.corpus.mode == "lines"
-        count, length = (c.num_samples, 100) if names else (1, c.sample_length)
-        return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng, length=length,
-                       temperature=c.temperature, stop_at_newline=names) for _ in range(count)]
+        """What the model makes now: names or a text (language model), translations (translator)."""
+        return self.task.samples(self.params, self.model_config, self.sample_rng, self.config)
 
     def keep_if_best(self, report: Report) -> None:
         """A new best validation loss: remember it and save ``best``."""
@@ -308,7 +308,7 @@ class Trainer:
 
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs)."""
-        return {"corpus": self.corpus.fingerprint(), "model": self.model_config.to_dict(),
+        return {"corpus": self.task.fingerprint(), "task": self.task.kind, "model": self.model_config.to_dict(),
                 "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "val_tokens": self.data.val_tokens, "train": asdict(self.config)}
@@ -321,8 +321,8 @@ class Trainer:
         run.data_position = self.batches.state_dict()
         run.rng = {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state}
         run.wall_s = self.wall_s()
-        return {"model": self.model_config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
-                "train": asdict(self.config), "corpus": self.corpus.fingerprint(),
+        return {"task": self.task.kind, "model": self.model_config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
+                "train": asdict(self.config), "corpus": self.task.fingerprint(),
                 "optimizer": optimizer_config(self.optimizer), **run.to_dict()}
 
     def save(self, tag: str) -> Path | None:
@@ -376,24 +376,26 @@ class Trainer:
         streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
         same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
         meta, where = checkpoint.meta, checkpoint.path
+        require(meta["task"] == self.task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
+                                                f"a {self.task.kind} model: resume on the same data")
         saved_model = checkpoint.model_config
         differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in self.model_config.to_dict().items()
                   if getattr(saved_model, k) != v]
         require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
                             "checkpoint's settings")
-        charmodel.check_params(self.model_config, checkpoint.params)
+        charmodel.check_param_shapes(self.task.param_shapes(self.model_config), checkpoint.params)
         require(self.tokenizer == checkpoint.tokenizer,
                 f"the corpus' characters differ from checkpoint {where}'s vocabulary: resume on the same --dataset")
-        same_data = (meta["corpus"]["sha256"], meta["corpus"]["bytes"]) == (self.corpus.sha256, self.corpus.n_bytes)
+        same_data = all(meta["corpus"][k] == self.task.fingerprint()[k] for k in ("sha256", "bytes"))
         require(same_data or new_data,
-                f"{self.corpus.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
+                f"{self.task.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
                 "differ): resume on the same data, or add --new_data to continue on this text from its start")
         slots = sorted(k for k in self.optimizer.init({}) if k != "step")
         require(sorted(k for k in checkpoint.optimizer_state if k != "step") == slots,
                 f"checkpoint {where} has optimizer state {sorted(checkpoint.optimizer_state)}, "
                 f"{self.config.optimizer} needs {slots}")
         hidden = checkpoint.hidden_state
-        if hidden is not None and self.corpus.mode == "stream" and hidden[0][0].shape[0] != self.config.batch_size:
+        if hidden is not None and self.task.mode == "stream" and hidden[0][0].shape[0] != self.config.batch_size:
             raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
                               f"has --batch_size {self.config.batch_size}: the checkpoint is damaged")
         run = checkpoint.run_state
@@ -406,7 +408,7 @@ class Trainer:
             self.batches.load_state_dict(run.data_position)
         else:
             hidden = None                                        # a new text starts from its beginning
-            self.notes.append(f"continuing on new data ({self.corpus.name}) from its start")
+            self.notes.append(f"continuing on new data ({self.task.name}) from its start")
         set_generator_state(self.dropout_rng, run.rng["dropout"])
         set_generator_state(self.sample_rng, run.rng["sample"])
         self.run_state = run

@@ -192,9 +192,10 @@ class Visualization:
     next_prob: np.ndarray       # (T,): probability given to the character that actually follows; nan at the end
 
 
-def read_text_argument(value: str) -> str:
+def read_text_argument(value: str, path_like_is_path: bool = True) -> str:
     """--text: the contents of a UTF-8 file if ``value`` names one, else ``value`` itself -- unless it looks
-    like a path (ends with .txt or contains '/'), in which case a missing file is an error, not text."""
+    like a path (ends with .txt or contains '/') and ``path_like_is_path``, in which case a missing file is an
+    error, not text (a translator's inputs, such as dates, may contain '/')."""
     require(value != "", "--text is empty: give a UTF-8 file or a non-empty string")
     try:
         is_path = Path(value).exists()
@@ -208,7 +209,7 @@ def read_text_argument(value: str) -> str:
                               "convert it, e.g. with `iconv -t utf-8`") from None
         require(text != "", f"--text file {value!r} is empty: give a file with text in it")
         return text
-    if value.endswith(".txt") or "/" in value:
+    if path_like_is_path and (value.endswith(".txt") or "/" in value):
         raise RnnlabError(f"--text file {value!r} not found: give an existing UTF-8 file "
                           "(text containing '/' or ending in .txt must be put in a file)")
     return value
