@@ -441,8 +441,10 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
 
     def on_report(report: Report) -> None:
         metrics.write(report.metrics())
+        bar.clear()
+        for warning in report.warnings:                          # the health guard speaks even with --quiet
+            print(f"rnnlab: warning: {warning}", file=sys.stderr, flush=True)
         if not args.quiet:
-            bar.clear()
             show(format_report(report))
 
     trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock

@@ -55,25 +55,44 @@ def check_plot_path(out_path) -> Path:
 
 
 def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
-    """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right."""
+    """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right. When
+    the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it."""
     out_path = check_plot_path(out_path)
     plt = pyplot("rnnlab plot")
     records = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    states = [(r["step"], r["state_max"]) for r in records if valid_state_max(r.get("state_max"))]
+    fig, axes = plt.subplots(2 if states else 1, 1, figsize=(8, 6.5 if states else 4.5), dpi=110, sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if states else [1]})
+    ax = axes[0, 0]
     for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
                               ("smooth_loss", "train (smoothed)", dict(lw=1.6)),
                               ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
         if points:
             ax.plot(*zip(*points), label=label, **style)
-    ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / character)")
     right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
     right.set_ylabel("bits / character")
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or Path(metrics_path).name)
+    if states:
+        low = axes[1, 0]
+        for layer in range(max(len(values) for _, values in states)):
+            points = [(step, values[layer]) for step, values in states if layer < len(values)]
+            low.plot(*zip(*points), lw=1.2, label=f"layer {layer}")
+        low.set_ylabel("largest |state|")
+        low.set_yscale("log")
+        low.grid(alpha=0.3)
+        low.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
     return save_figure(plt, fig, out_path)
+
+
+def valid_state_max(value) -> bool:
+    """A list of finite non-negative numbers (anything else in a metrics line is left out of the panel)."""
+    return (isinstance(value, list) and bool(value) and
+            all(type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in value))
 
 
 def pyplot(what: str):

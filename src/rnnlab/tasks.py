@@ -98,6 +98,11 @@ class LanguageModelTask:
     def vocabulary_fits(model_config, tokenizer) -> bool:
         return tokenizer.vocab_size == model_config.vocab_size
 
+    @staticmethod
+    def vocab_size(model_config) -> int:
+        """The size of what is predicted (a uniform guess scores ln of it)."""
+        return model_config.vocab_size
+
     def fingerprint(self) -> dict:
         return self.corpus.fingerprint()
 
@@ -184,6 +189,10 @@ class TranslationTask:
     def vocabulary_fits(model_config, tokenizer) -> bool:
         return (tokenizer.source.vocab_size, tokenizer.target.vocab_size) == (
             model_config.source_vocab_size, model_config.target_vocab_size)
+
+    @staticmethod
+    def vocab_size(model_config) -> int:
+        return model_config.target_vocab_size
 
     def fingerprint(self) -> dict:
         return self.pairs.fingerprint()

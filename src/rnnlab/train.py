@@ -31,6 +31,7 @@ from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
+from .health import health_warnings, state_max
 from .tasks import make_task
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import DirectoryLock, prepare_directory
@@ -58,11 +59,13 @@ class Report:
     val_tokens: int | None = None   # characters the validation loss was measured on
     val_accuracy: float | None = None   # translator: exact-match accuracy on the validation pairs (greedy)
     test_accuracy: float | None = None  # translator: the same on the test pairs, in the final report
+    state_max: list[float] | None = None  # the largest |state| of each layer's carried state (health.py)
+    warnings: list[str] = field(default_factory=list)   # the health guard's, once per kind and run
     samples: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict:
         """The JSON-able numbers (no samples, no empty validation fields): one line of ``--metrics_file``."""
-        return {k: v for k, v in asdict(self).items() if k != "samples" and v is not None}
+        return {k: v for k, v in asdict(self).items() if k not in ("samples", "warnings") and v is not None}
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Trainer:
         self.smoothing = max(0.999 ** config.batch_size, 0.9)
         self.wall_before_run, self.run_started = 0.0, None
         self.stop_requested = False
+        self.warned: set[str] = set()      # health warnings already given (one per kind and run)
         self.saved: dict[str, Path] = {}   # tag -> JSON path of the last checkpoint written
 
     def _check_memory(self) -> None:
@@ -287,6 +291,11 @@ class Trainer:
                     setattr(report, name, value)            # a translator's exact-match accuracy
         if (last or self.step % self.config.sample_every == 0) and not self.stop_requested:
             report.samples = self.samples()
+        if self.state is not None:
+            report.state_max = state_max(self.engine.state_to_numpy(self.state))
+        report.warnings = health_warnings(self.step, self.total_steps, report.val_loss, report.smooth_loss,
+                                          self.task.vocab_size(self.model_config), report.state_max or [],
+                                          self.warned)
         report.wall_s = self.wall_s()
         return report
 
