@@ -250,3 +250,52 @@ def test_divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "diverged" in line and "--learning_rate" in line and "last good checkpoint" in line
     checkpoint = load_checkpoint(tmp_path / "ck")
     assert all(np.isfinite(value).all() for value in checkpoint.params.values())
+
+
+# ---- exported models: weights only, float16, shipped names -------------------------------------------------
+
+def test_export_writes_float16_weights_that_sample_but_do_not_resume(tmp_path, capsys):
+    """`rnnlab export` keeps the parameters alone (no optimizer moments) as float16, records the validation
+    loss those float16 weights score on the whole held-out split, and the result samples but refuses to
+    resume."""
+    from rnnlab.cli import main
+
+    run(TrainConfig(dataset="dinos", iterations=200, batch_size=8, sample_every=100,
+                    checkpoint_dir=str(tmp_path / "run")))
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "best.json"), "--out", str(tmp_path / "ex"),
+                 "--description", "a test model"]) == 0
+    exported = load_checkpoint(tmp_path / "ex")
+    assert exported.meta["optimizer_slots"] == [] and exported.meta["export"]["dtype"] == "float16"
+    with np.load(tmp_path / "ex" / exported.meta["arrays"]) as npz:
+        assert all(npz[name].dtype == np.float16 for name in npz.files) and not any("opt/" in n for n in npz.files)
+    assert all(value.dtype == np.float32 for value in exported.params.values())   # used as float32
+    # the recorded loss is what the float16 weights score, measured again here
+    trainer = Trainer.resume(load_checkpoint(tmp_path / "run" / "best.json"), {"checkpoint_dir": None,
+                                                                               "eval_tokens": None})
+    trainer.engine.load_state(exported.params, trainer.engine.optimizer_state())
+    assert exported.meta["export"]["val_loss"] == pytest.approx(trainer.validation_loss(), rel=1e-6)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "ex"), "--num_samples", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["train", "--resume", str(tmp_path / "ex")]) == 2
+    assert "exported model" in capsys.readouterr().err
+
+
+def test_shipped_model_names_resolve_when_no_such_path_exists(tmp_path, monkeypatch, capsys):
+    """`--checkpoint NAME` finds a shipped model when NAME is not a path here; `sample --list` names it."""
+    from rnnlab import checkpoint as ckpt_module
+    from rnnlab.cli import main
+
+    run(TrainConfig(dataset="dinos", iterations=50, batch_size=8, sample_every=50, checkpoint_dir=str(tmp_path / "r")))
+    assert main(["export", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "shipped" / "tiny-dinos"),
+                 "--description", "tiny"]) == 0
+    monkeypatch.setattr(ckpt_module, "shipped_checkpoints", lambda: {"tiny-dinos": tmp_path / "shipped" / "tiny-dinos"})
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["sample", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("tiny-dinos") and "validation" in listed and "tiny" in listed
+    assert main(["sample", "--checkpoint", "tiny-dinos", "--num_samples", "1"]) == 0
+    (tmp_path / "tiny-dinos").mkdir()                       # a real folder of that name wins over the shipped one
+    assert main(["sample", "--checkpoint", "tiny-dinos"]) == 2
+    assert "no checkpoint in directory" in capsys.readouterr().err

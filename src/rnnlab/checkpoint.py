@@ -56,7 +56,7 @@ TAGS = ("latest", "best")
 ARRAYS_NAME = re.compile(r"(latest|best)-(\d{6,})(b?)\.npz")      # the only arrays names rnnlab writes
 TMP_NAME = re.compile(r"\.(latest|best)(\.json|-\d{6,}b?\.npz)\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX))
 MAX_JSON_BYTES = 64 * 2 ** 20
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))   # float16: exported weights
 U128 = 2 ** 128 - 1
 
 # ---- the JSON document's schema ------------------------------------------------------------------------
@@ -103,8 +103,11 @@ DOCUMENT = s.Object({
     "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream", "pairs"]), "chars": COUNT,
                         "bytes": COUNT, "sha256": s.Str(pattern=r"[0-9a-f]{64}"), "path": s.Optional(s.Str())}),
     "optimizer": s.Any(),                      # checked by OPTIMIZER_SCHEMAS[its name] below
+    # an exported model (rnnlab export): weights only, no optimizer state; it samples but does not resume
+    "export": s.Object({"val_loss": s.Optional(s.Number(0)), "val_tokens": COUNT, "dtype": s.Str(
+        choices=["float16", "float32", "float64"]), "source": s.Str(max_len=200), "description": s.Str(max_len=400)}),
     **RUN_STATE.fields,
-})
+}, may_be_missing=["export"])
 TASK_SCHEMAS = {kind: (s.dataclass_schema(task.config_class), task.tokenizer_schema) for kind, task in TASKS.items()}
 OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
                      for name, cls in OPTIMIZERS.items()}
@@ -131,7 +134,7 @@ def validate_document(meta, where: str) -> None:
         name = optimizer.get("name") if isinstance(optimizer, dict) else None
         require(name in OPTIMIZERS, f"field optimizer.name must be one of {', '.join(OPTIMIZERS)}")
         OPTIMIZER_SCHEMAS[name].check(optimizer, "optimizer")
-        slots = sorted(k for k in make_optimizer(**optimizer).init({}) if k != "step")
+        slots = [] if "export" in meta else sorted(k for k in make_optimizer(**optimizer).init({}) if k != "step")
         require(meta["optimizer_slots"] == slots,
                 f"optimizer {optimizer['name']} keeps {slots}, the checkpoint lists {meta['optimizer_slots']}")
         step = meta["step"]                                      # fields that must agree with each other
@@ -202,6 +205,19 @@ def with_prefix(arrays: dict, prefix: str) -> dict:
 
 # ---- writing -------------------------------------------------------------------------------------------
 
+def export_weights(checkpoint: Checkpoint, directory, dtype: str, val_loss: float | None, val_tokens: int,
+                   description: str) -> Path:
+    """Write ``checkpoint``'s parameters alone (no optimizer moments, no carried state), cast to ``dtype``,
+    as ``<directory>/latest.json`` marked ``export``: a model to sample from and visualise, small enough to
+    ship. ``val_loss`` is what those cast weights score on the run's validation split."""
+    meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "arrays", "arrays_sha256",
+                                                                  "optimizer_slots", "optimizer_step", "export")}
+    meta["export"] = {"val_loss": val_loss, "val_tokens": val_tokens, "dtype": dtype,
+                      "source": f"{checkpoint.path.name} at step {meta['step']}", "description": description}
+    params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
+    return save_checkpoint(directory, "latest", meta, params, {"step": meta["step"]})
+
+
 def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_state: dict,
                     hidden_state: list | None = None) -> Path:
     """Write ``<directory>/<tag>.json`` and its arrays file atomically; returns the JSON path. The folder
@@ -263,10 +279,20 @@ def clean_directory(directory) -> list[str]:
 
 # ---- reading -------------------------------------------------------------------------------------------
 
+def shipped_checkpoints() -> dict:
+    """{name: folder} of the pretrained models shipped in the package (rnnlab/pretrained/<name>/)."""
+    from importlib import resources
+    root = Path(str(resources.files("rnnlab") / "pretrained"))
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "latest.json").is_file()} if root.is_dir() else {}
+
+
 def resolve(path) -> Path:
-    """A checkpoint directory (-> its latest.json, else best.json), a JSON file, or an arrays file (-> the
-    JSON beside it that names it)."""
+    """A checkpoint directory (-> its latest.json, else best.json), a JSON file, an arrays file (-> the JSON
+    beside it that names it), or the name of a shipped pretrained model when no such path exists."""
     path = Path(path)
+    shipped = shipped_checkpoints()
+    if not path.exists() and not path.is_symlink() and str(path) in shipped:
+        path = shipped[str(path)]
     if path.is_dir():
         for tag in TAGS:
             if (path / f"{tag}.json").exists() or (path / f"{tag}.json").is_symlink():
@@ -274,7 +300,9 @@ def resolve(path) -> Path:
         raise RnnlabError(f"no checkpoint in directory {path} (no latest.json or best.json): "
                           "give the --checkpoint_dir of a training run")
     if not path.exists() and not path.is_symlink():
-        raise RnnlabError(f"checkpoint {path} not found: give a checkpoint directory or its latest.json / best.json")
+        names = f", or a shipped model: {', '.join(shipped)}" if shipped else ""
+        raise RnnlabError(f"checkpoint {path} not found: give a checkpoint directory or its latest.json / "
+                          f"best.json{names}")
     path = regular_file(path, "checkpoint")
     if path.suffix == ".npz":
         for tag in TAGS:
@@ -302,7 +330,8 @@ def load_checkpoint(path) -> Checkpoint:
     config = task.config_class(**meta["model"])
     expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
     arrays = read_npz(arrays_path, data, expected)
-    params = with_prefix(arrays, "param/")
+    params = {name: value.astype(np.float32) if value.dtype == np.float16 else value   # float16 is storage only
+              for name, value in with_prefix(arrays, "param/").items()}
     optimizer_state = {"step": meta["optimizer_step"]}
     for slot in meta["optimizer_slots"]:
         optimizer_state[slot] = with_prefix(arrays, f"opt/{slot}/")
@@ -378,7 +407,7 @@ def read_npy(f, size: int, shape: tuple | None, what: str) -> np.ndarray:
     if dtype.hasobject:
         raise RnnlabError(f"{what} contains pickled Python objects, which rnnlab never loads (they can run "
                           "code): use a checkpoint written by rnnlab")
-    require(dtype in FLOAT_DTYPES, f"{what} has dtype {dtype}; checkpoints hold float32 or float64 arrays")
+    require(dtype in FLOAT_DTYPES, f"{what} has dtype {dtype}; checkpoints hold float16, float32 or float64 arrays")
     require(shape is None or tuple(header_shape) == tuple(shape),
             f"{what} has shape {tuple(header_shape)}, the model needs {tuple(shape or ())}: the checkpoint "
             "does not match its own config")

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from .cells import CELLS
-from .checkpoint import TAGS, clean_directory, load_checkpoint
+from . import checkpoint as ckpt
+from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
 from .config import TrainConfig, config_for_mode
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import (atomic_write_bytes, check_path_text, os_error_message, read_bytes, refuse_overwriting_inputs,
-                    regular_file, same_file)
+from .files import (DirectoryLock, atomic_write_bytes, check_path_text, os_error_message, prepare_directory,
+                    read_bytes, refuse_overwriting_inputs, regular_file, same_file)
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
@@ -182,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     smp = sub.add_parser("sample", help="generate text from a checkpoint",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(smp, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
+    add_flag(smp, "checkpoint", default=None, type=path_text,
+             help="a checkpoint directory or its .json file, or a shipped model's name (see --list)")
+    add_flag(smp, "list", action="store_true", help="list the pretrained models shipped with rnnlab and exit")
     add_flag(smp, "length", type=int, default=200, help="characters per sample (at most, for names)")
     add_flag(smp, "num_samples", type=int, default=None, help="samples to print (default: 10 names, 1 text)")
     add_flag(smp, "temperature", type=finite_float, default=1.0, help="> 0; lower is more conservative")
@@ -195,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "instead of sampling")
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
+
+    exp = sub.add_parser("export", help="write a checkpoint's weights alone (no optimizer state), e.g. as float16: "
+                         "a small model to sample from, visualise or ship", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(exp, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
+    add_flag(exp, "out", required=True, type=path_text, help="the folder to write latest.json and its arrays into")
+    add_flag(exp, "dtype", default="float16", choices=["float16", "float32", "float64"], help="the weights' type")
+    add_flag(exp, "description", default="", help="one line saying what the model is (shown by sample --list)")
+    add_flag(exp, "overwrite", action="store_true", help="replace a checkpoint already in --out")
 
     tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
                         "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -510,6 +521,9 @@ def training_names(checkpoint) -> set[str]:
 
 def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    if args.list:
+        return list_shipped()
+    require(args.checkpoint is not None, "give --checkpoint (a checkpoint folder or a shipped model: see --list)")
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("lm", "rnnlab sample")
     if args.beam_size is not None:
@@ -526,6 +540,39 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     if seen is not None:
         novel = sum(text not in seen for text in texts)
         print(f"novelty: {novel}/{n} samples ({novel / n:.0%}) are not in the training text")
+    return 0
+
+
+def list_shipped() -> int:
+    """``sample --list``: the pretrained models in the package, with what they score."""
+    for name in ckpt.shipped_checkpoints():
+        export = load_checkpoint(name).meta["export"]
+        score = f"validation {export['val_loss']:.3f} nats/char" if export["val_loss"] is not None else "not measured"
+        print(f"{name:20s} {score} ({export['val_tokens']:,} chars)  {export['description']}")
+    return 0
+
+
+def run_export(args: argparse.Namespace, typed: set[str]) -> int:
+    """Measure the cast weights on the run's validation split, then write them alone into --out."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model")
+    other_runs_checkpoints(args.out, args.overwrite)
+    trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
+    cast = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
+    trainer.engine.load_state(cast, trainer.engine.optimizer_state())
+    val_loss = trainer.validation_loss()
+    prepare_directory(args.out, "--out")
+    lock = DirectoryLock(args.out, "--out")
+    lock.acquire()
+    try:
+        for path in other_runs_checkpoints(args.out, args.overwrite):
+            path.unlink()
+        clean_directory(args.out)
+        path = export_weights(checkpoint, args.out, args.dtype, val_loss, trainer.data.val_tokens, args.description)
+    finally:
+        lock.release()
+    shown = "no validation" if val_loss is None else f"validation {val_loss:.4f} nats/char"
+    print(f"rnnlab: wrote {path} ({args.dtype}, {shown} on {trainer.data.val_tokens:,} chars)")
     return 0
 
 
@@ -657,8 +704,8 @@ def visualize_attention(checkpoint, text: str, args, inputs: dict) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "sample": run_sample, "translate": run_translate, "plot": run_plot,
-            "bench": run_bench_command, "visualize": run_visualize}
+COMMANDS = {"train": run_train, "sample": run_sample, "translate": run_translate, "export": run_export,
+            "plot": run_plot, "bench": run_bench_command, "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -385,6 +385,8 @@ class Trainer:
         streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
         same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
         meta, where = checkpoint.meta, checkpoint.path
+        require("export" not in meta, f"checkpoint {where} is an exported model (weights only, no optimizer state): "
+                                      "it samples and visualises but cannot resume; start a new run")
         require(meta["task"] == self.task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
                                                 f"a {self.task.kind} model: resume on the same data")
         saved_model = checkpoint.model_config
