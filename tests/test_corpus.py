@@ -273,3 +273,22 @@ def test_progress_is_reported_while_encoding(big_text, tmp_path):
     seen = []
     load_corpus(str(big_text), cache_dir=tmp_path / "cache", on_progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1] and all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:]))
+
+
+def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_path):
+    """N steps + resume to 2N on a cached, memory-mapped corpus == 2N steps in one go (the data position is
+    a window offset into the memory map, restored exactly)."""
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.config import TrainConfig
+    from rnnlab.train import Trainer
+
+    common = dict(dataset=str(big_text), cache_dir=str(tmp_path / "cache"), cell="gru", hidden_size=12,
+                  batch_size=4, seq_length=16, sample_every=1000, eval_every=10)
+    full = Trainer(TrainConfig(iterations=30, **common))
+    assert isinstance(full.corpus.ids, np.memmap)
+    full.run()
+    Trainer(TrainConfig(iterations=15, checkpoint_dir=str(tmp_path / "ck"), **common)).run()
+    resumed = Trainer.resume(load_checkpoint(tmp_path / "ck"), {"iterations": 30})
+    resumed.run()
+    for name, value in full.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
