@@ -109,7 +109,8 @@ def main() -> None:
                    "train_peak_rss_mb": train["peak_rss_mb"], "validation_s": train["validation_s"],
                    "val_tokens": train["val_tokens"]}
             rows.append(row)
-            print(f"{row['mb']:7.0f} MB: encode {row['encode_mb_per_s']:6.1f} MB/s (peak {row['encode_peak_rss_mb']:.0f} MB), "
+            print(f"{row['mb']:7.0f} MB: encode {row['encode_mb_per_s']:6.1f} MB/s "
+                  f"(peak {row['encode_peak_rss_mb']:.0f} MB), "
                   f"start cold {row['cold_start_s']:.2f} s / warm {row['warm_start_s']:.2f} s, "
                   f"train {row['train_steps_per_s']:.2f} steps/s (peak {row['train_peak_rss_mb']:.0f} MB), "
                   f"validation {row['validation_s']:.1f} s on {row['val_tokens']:,} chars", file=sys.stderr, flush=True)

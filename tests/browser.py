@@ -97,7 +97,7 @@ needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 @contextlib.contextmanager
 def open_page(page, tmp_path):
     """A WebDriver session showing the file ``page``; chromedriver is stopped afterwards, whatever happens."""
-    driver_log = open(tmp_path / "chromedriver.log", "wb")
+    driver_log = open(tmp_path / "chromedriver.log", "wb")  # noqa: SIM115 -- closed in the finally below
     port = free_port()
     process = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=driver_log, stderr=subprocess.STDOUT)
     browser = WebDriver(port)
@@ -108,10 +108,8 @@ def open_page(page, tmp_path):
         yield browser
     finally:
         if browser.session:
-            try:
+            with contextlib.suppress(AssertionError, OSError):
                 browser.call("DELETE", browser.session)
-            except (AssertionError, OSError):
-                pass
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -8,8 +8,15 @@ rnnlab.gradcheck); the bound 1e-6 is far above that and far below what a missing
 import numpy as np
 import pytest
 
-from rnnlab.attention import (SCORES, attend, attention_backward, attention_forward, init_attention,
-                              masked_softmax_backward, masked_softmax_forward)
+from rnnlab.attention import (
+    SCORES,
+    attend,
+    attention_backward,
+    attention_forward,
+    init_attention,
+    masked_softmax_backward,
+    masked_softmax_forward,
+)
 from rnnlab.errors import RnnlabError
 from rnnlab.gradcheck import numerical_gradient, relative_error
 

@@ -8,12 +8,16 @@ import re
 import numpy as np
 import pytest
 
-from rnnlab.attention_map import (attention_page_data, attention_text, render_attention_html, write_attention_html,
-                                  write_attention_png)
+from browser import needs_browser, open_page, png_summary
+from rnnlab.attention_map import (
+    attention_page_data,
+    attention_text,
+    render_attention_html,
+    write_attention_html,
+    write_attention_png,
+)
 from rnnlab.errors import RnnlabError
 from rnnlab.translate import Translation
-
-from browser import needs_browser, open_page, png_summary
 
 
 def translation(source="9 may 18", output="2018-05-09", seed=0):

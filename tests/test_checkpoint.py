@@ -1,7 +1,6 @@
 """Checkpoints: exact resume, crash safety, and a clear error for every kind of bad checkpoint."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -67,8 +66,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stream_corpus
         else:
             for name in values:
                 np.testing.assert_array_equal(resumed.engine.opt_state[slot][name], values[name])
-    for layer_a, layer_b in zip(full.state, resumed.state):
-        for a, b in zip(layer_a, layer_b):
+    for layer_a, layer_b in zip(full.state, resumed.state, strict=True):
+        for a, b in zip(layer_a, layer_b, strict=True):
             np.testing.assert_array_equal(a, b)
     assert {**half_metrics, **resumed_metrics} == full_metrics
 
@@ -210,7 +209,7 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     run resumes from it. Bounded: at most ~3 x 5 s."""
     rng = np.random.default_rng(0)
     directory = tmp_path / "ck"
-    for attempt in range(3):
+    for _ in range(3):
         args = ["--resume", str(directory)] if (directory / "latest.json").exists() else []
         proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "train", "--iterations", "10000000",
                                  "--batch_size", "4", "--save_every", "1", "--checkpoint_dir", str(directory),

@@ -3,8 +3,6 @@ memory-mapped cache that makes the next start fast."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,7 +12,6 @@ from rnnlab import corpus as corpus_module
 from rnnlab.corpus import Corpus, guess_mode_from_ids, load_corpus, scan_lines
 from rnnlab.errors import RnnlabError
 from rnnlab.text import NEWLINE, CharTokenizer, guess_mode
-
 
 # --- load_corpus ---------------------------------------------------------------------------------------
 
@@ -272,7 +269,8 @@ def test_a_cache_folder_that_cannot_be_written_is_one_error(big_text, tmp_path):
 def test_progress_is_reported_while_encoding(big_text, tmp_path):
     seen = []
     load_corpus(str(big_text), cache_dir=tmp_path / "cache", on_progress=lambda done, total: seen.append((done, total)))
-    assert seen and seen[-1][0] == seen[-1][1] and all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:]))
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
 
 
 def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_path):

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 
 from rnnlab.errors import RnnlabError
-from rnnlab.pairs import (PairBatches, PairTokenizers, collate_pairs, load_pairs, pair_eval_batches, parse_pairs,
-                          read_pairs, split_pairs)
+from rnnlab.pairs import (
+    PairBatches,
+    PairTokenizers,
+    collate_pairs,
+    load_pairs,
+    pair_eval_batches,
+    parse_pairs,
+    read_pairs,
+    split_pairs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -447,10 +447,10 @@ CASES = {
         write("reversed.txt", "".join(n + "\n" for n in reversed(NAMES)))),
     "resume on fewer lines, same characters": Case(
         [*RESUME, "--dataset", "pairs.txt"], 2, "is not the text checkpoint",
-        write("pairs.txt", "".join(a + b + "\n" for a, b in zip(NAMES[::2], NAMES[1::2])))),
+        write("pairs.txt", "".join(a + b + "\n" for a, b in zip(NAMES[::2], NAMES[1::2], strict=True)))),
     "resume on fewer lines with --new_data": Case(
         [*RESUME, "--dataset", "pairs.txt", "--new_data"], 0, "continuing on new data",
-        write("pairs.txt", "".join(a + b + "\n" for a, b in zip(NAMES[::2], NAMES[1::2]))),
+        write("pairs.txt", "".join(a + b + "\n" for a, b in zip(NAMES[::2], NAMES[1::2], strict=True))),
         step_of("run", STEPS + 2), may_change=("run",), stdout_empty=False),
     "the recorded dataset edited since": Case(
         RESUME, 2, "is not the text checkpoint", write("names.txt", "".join(n + "\n" for n in sorted(NAMES)[::-1]))),
@@ -872,10 +872,8 @@ def run_all_readers(home: Path, folder: Path) -> None:
                  "--quiet"]]
     try:
         with time_limit(COMMAND_LIMIT_S):
-            try:
+            with contextlib.suppress(RnnlabError):
                 load_checkpoint(folder)
-            except RnnlabError:
-                pass
             for argv in commands:
                 result = run_in_process(argv)
                 assert "Traceback" not in result.err

@@ -16,10 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
 from rnnlab import seq2seq as s2s  # noqa: E402
 from rnnlab.pairs import PairTokenizers, collate_pairs  # noqa: E402
-
-from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
 
 PAIRS = [("ab c", "12"), ("cba", "2"), ("a", "121"), ("bbca", "1")]
 TOKENIZERS = PairTokenizers.fit(PAIRS)
@@ -120,12 +119,12 @@ def test_logits_loss_and_gradients_equal_torch_per_example(attention, encoder_ce
     for b, t_logits in enumerate(per_example):
         np.testing.assert_allclose(logits[:len(t_logits), b], t_logits.detach().numpy(), **TOL)
     objective = sum((t_logits * torch.tensor(dy[:len(t_logits), b])).sum() for b, t_logits in enumerate(per_example))
-    for name, torch_grad in zip(tp, torch.autograd.grad(objective, list(tp.values()), retain_graph=True)):
+    for name, torch_grad in zip(tp, torch.autograd.grad(objective, list(tp.values()), retain_graph=True), strict=True):
         np.testing.assert_allclose(dy_grads[name], torch_grad.numpy(), err_msg=name, **TOL)
 
     nll = [torch.nn.functional.cross_entropy(t_logits, torch.tensor(t[1]), reduction="sum")
-           for t_logits, (_, t) in zip(per_example, examples)]
+           for t_logits, (_, t) in zip(per_example, examples, strict=True)]
     t_loss = sum(nll) / batch.n_tokens
     assert loss == pytest.approx(t_loss.item(), rel=1e-12)
-    for name, torch_grad in zip(tp, torch.autograd.grad(t_loss, list(tp.values()))):
+    for name, torch_grad in zip(tp, torch.autograd.grad(t_loss, list(tp.values())), strict=True):
         np.testing.assert_allclose(loss_grads[name], torch_grad.numpy(), err_msg=name, **TOL)

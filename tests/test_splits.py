@@ -89,7 +89,8 @@ def test_split_rejects_val_fraction_outside_unit_interval(fraction):
 def test_stream_validation_measures_the_first_eval_tokens_characters():
     """The held-out part is cut to about eval_tokens characters -- the same ones every time."""
     corpus = load_corpus("shakespeare")
-    full = build_data(corpus, TrainConfig(dataset="shakespeare", seq_length=64, eval_tokens=None), np.random.default_rng(0))
+    full = build_data(corpus, TrainConfig(dataset="shakespeare", seq_length=64, eval_tokens=None),
+                      np.random.default_rng(0))
     budget = build_data(corpus, TrainConfig(dataset="shakespeare", seq_length=64, eval_tokens=20_000),
                         np.random.default_rng(0))
     assert 18_000 <= budget.val_tokens <= 20_000 < 100_000 <= full.val_tokens
@@ -102,7 +103,8 @@ def test_line_validation_takes_whole_lines_up_to_the_budget():
     corpus = load_corpus("dinos")
     data = build_data(corpus, TrainConfig(dataset="dinos", eval_tokens=200), np.random.default_rng(0))
     assert 0 < data.val_tokens <= 200 and len(data.val_batches.examples) < 132
-    assert build_data(corpus, TrainConfig(dataset="dinos", eval_tokens=None), np.random.default_rng(0)).val_tokens > 1000
+    whole = build_data(corpus, TrainConfig(dataset="dinos", eval_tokens=None), np.random.default_rng(0))
+    assert whole.val_tokens > 1000
 
 
 def test_the_default_budget_covers_the_shipped_validation_texts_whole():

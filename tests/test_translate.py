@@ -71,7 +71,7 @@ def test_a_wider_beam_never_scores_lower_than_greedy(seed):
     greedy = translate(params, config, TOKENIZERS, SOURCES)
     for width in (2, 4, 8):
         wider = translate(params, config, TOKENIZERS, SOURCES, beam_size=width)
-        for g, w in zip(greedy, wider):
+        for g, w in zip(greedy, wider, strict=True):
             assert w.score >= g.score - 1e-12, (width, g, w)
 
 
@@ -112,7 +112,7 @@ def test_batching_changes_no_translation():
     params, config = model("additive", seed=3)
     together = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2)
     one_by_one = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2, batch_size=1)
-    for a, b in zip(together, one_by_one):
+    for a, b in zip(together, one_by_one, strict=True):
         assert (a.source, a.output, a.finished) == (b.source, b.output, b.finished)
         assert a.logprob == pytest.approx(b.logprob, rel=1e-10)
         np.testing.assert_allclose(a.attention, b.attention, rtol=1e-10, atol=1e-13)

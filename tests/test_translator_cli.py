@@ -64,7 +64,8 @@ def test_train_reports_exact_match_and_translate_prints_one_line_per_input(tmp_p
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "cab", "bead")
     assert status == 0 and len(out.splitlines()) == 2
     assert set("".join(out.split())) <= set("ABCDE")
-    monkeypatch.setattr("sys.stdin", type("In", (), {"buffer": type("B", (), {"read": lambda self: b"cab\n\nbad\n"})()})())
+    stdin = type("B", (), {"read": lambda self: b"cab\n\nbad\n"})()
+    monkeypatch.setattr("sys.stdin", type("In", (), {"buffer": stdin})())
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "--input", "-")
     assert status == 0 and out.count("\n") == 3 and out.splitlines()[1] == ""    # an empty line stays empty
 

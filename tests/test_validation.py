@@ -96,7 +96,7 @@ def test_trainer_carries_the_state_into_the_next_window(tmp_path):
     _, expected_state, _ = charmodel.forward({k: v.copy() for k, v in trainer.params.items()},
                                              trainer.model_config, first.ids, state0)
     trainer.advance()
-    for got, want in zip(trainer.state[0], expected_state[0]):
+    for got, want in zip(trainer.state[0], expected_state[0], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
     second_batch_state = trainer.state
     _, batch = trainer.advance()

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 
+from browser import needs_browser, open_page, png_summary
 from rnnlab import model as charmodel
 from rnnlab.activations import softmax
 from rnnlab.cells import CELLS
@@ -25,10 +26,20 @@ from rnnlab.cli import main
 from rnnlab.errors import RnnlabError
 from rnnlab.text import CharTokenizer
 from rnnlab.train import TrainConfig, Trainer
-from rnnlab.visualize import (FEATURES, correlations, layer_states, page_data, rank_units, read_text_argument,
-                              render_html, text_features, top_predictions, top_units, visualization_data, write_html)
-
-from browser import needs_browser, open_page, png_summary
+from rnnlab.visualize import (
+    FEATURES,
+    correlations,
+    layer_states,
+    page_data,
+    rank_units,
+    read_text_argument,
+    render_html,
+    text_features,
+    top_predictions,
+    top_units,
+    visualization_data,
+    write_html,
+)
 
 FEATURE_INDEX = {feature.name: k for k, feature in enumerate(FEATURES)}
 
@@ -223,7 +234,8 @@ def test_text_argument_is_a_file_or_the_text_itself(tmp_path, monkeypatch):
 
 
 def test_long_text_is_cut_to_max_chars(checkpoint, corpus):
-    text = open(corpus, encoding="utf-8").read()
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read()
     vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, max_chars=100)
     assert vis.text == text[:100] and vis.total_chars == len(text) and vis.states[0]["c"].shape == (100, 8)
 
@@ -311,7 +323,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, checkpoint_dir, tmp_path, ca
     (tmp_path / "empty.txt").write_bytes(b"")
     args = {"--checkpoint": checkpoint_dir, "--text": "the cat", "--out": str(tmp_path / "page.html")}
     override, message = BAD_INPUTS[case]
-    args.update({flag: value.replace("{tmp}", str(tmp_path)) for flag, value in zip(override[::2], override[1::2])})
+    pairs = zip(override[::2], override[1::2], strict=True)
+    args.update({flag: value.replace("{tmp}", str(tmp_path)) for flag, value in pairs})
     code = main(["visualize", *[item for pair in args.items() for item in pair]])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
@@ -350,7 +363,7 @@ def test_page_in_headless_chromium(vis, tmp_path):
         browser.click("#unit option:nth-child(2)")                  # the second-ranked unit
         assert browser.run("return +document.getElementById('unit').value;") != first_unit
         after = browser.run(BACKGROUNDS)
-        assert sum(a != b for a, b in zip(before, after)) > len(before) // 4
+        assert sum(a != b for a, b in zip(before, after, strict=True)) > len(before) // 4
 
         other = browser.run("return +document.querySelector('button.unit:not(.active)').dataset.unit;")
         browser.click(f'button.unit[data-unit="{other}"]')           # a feature's top unit

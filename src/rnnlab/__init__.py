@@ -1,8 +1,8 @@
 """rnnlab: character-level recurrent language models written from scratch in NumPy."""
 
+from .corpus import load_corpus
 from .errors import RnnlabError
 from .model import ModelConfig
-from .corpus import load_corpus
 from .text import CharTokenizer
 from .train import TrainConfig, Trainer
 

@@ -33,14 +33,13 @@ for dot and scaled dot); gradients use the same names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .initializers import uniform
 from .errors import require
-
+from .initializers import uniform
 
 # --------------------------------------------------------------------------------------------------------
 # Masked softmax over the source positions

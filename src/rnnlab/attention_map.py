@@ -22,6 +22,7 @@ from .errors import require
 from .plot import pyplot, save_figure
 from .visualize import render_template, rounded, write_html
 
+
 def attention_page_data(translations: list) -> dict:
     """The JSON-able document the page's script reads; weights rounded to 4 decimals."""
     require(len(translations) > 0, "no translations to show")
@@ -75,5 +76,5 @@ def attention_text(translation, decimals: int = 2) -> str:
     width = decimals + 3
     header = " " * 2 + "".join(f"{shown(ch):>{width}}" for ch in t.source)
     rows = [f"{shown(ch):<2}" + "".join(f"{w:>{width}.{decimals}f}" for w in row)
-            for ch, row in zip(t.output, np.asarray(t.attention))]
+            for ch, row in zip(t.output, np.asarray(t.attention), strict=True)]
     return "\n".join([header, *rows])

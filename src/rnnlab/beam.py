@@ -66,7 +66,8 @@ def continuations(params: dict, config: charmodel.ModelConfig, logits: np.ndarra
         if t + 1 < length:
             logits_t, state, _ = charmodel.forward(params, config, tokens[None, :], reorder_state(state, parents))
             logp = log_softmax(logits_t[0].astype(np.float64))   # (K, V)
-    return [(tuple(seq), float(score)) for seq, score in zip(sequences.tolist(), scores[0]) if np.isfinite(score)]
+    return [(tuple(seq), float(score)) for seq, score in zip(sequences.tolist(), scores[0], strict=True)
+            if np.isfinite(score)]
 
 
 def beam_search(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, prime: str = "",

@@ -139,7 +139,8 @@ def validate_document(meta, where: str) -> None:
                 f"optimizer {optimizer['name']} keeps {slots}, the checkpoint lists {meta['optimizer_slots']}")
         step = meta["step"]                                      # fields that must agree with each other
         require(meta["optimizer_step"] == step, f"optimizer_step {meta['optimizer_step']} differs from step {step}")
-        require((step == 0) == (meta["first_loss"] is None), f"first_loss {meta['first_loss']} does not fit step {step}")
+        require((step == 0) == (meta["first_loss"] is None),
+                f"first_loss {meta['first_loss']} does not fit step {step}")
         require(step > 0 or meta["loss_average"] == 0, f"loss_average {meta['loss_average']} does not fit step 0")
         tokenizer = task.tokenizer_from_dict(meta["tokenizer"])
         require(task.vocabulary_fits(config, tokenizer), "the tokenizer's vocabulary does not fit the model's")
@@ -387,7 +388,8 @@ def read_npz(path: Path, data: bytes, expected: dict) -> dict:
     except RnnlabError:
         raise
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as err:
-        raise RnnlabError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}): use another checkpoint") from None
+        raise RnnlabError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}): "
+                          "use another checkpoint") from None
     missing = sorted(set(expected) - set(arrays))
     if missing:
         raise RnnlabError(f"{path} lacks {len(missing)} array(s) the model needs, e.g. {missing[0]!r}: "

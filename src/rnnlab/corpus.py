@@ -35,10 +35,10 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -117,9 +117,10 @@ def read_chunks(source: Source):
 
 
 def code_points(sources: list[Source], on_chunk: Callable[[bytes], None] = lambda b: None):
-    """Every document's characters as chunks of code points (uint8 for ASCII, else uint32) (UTF-8 decoded incrementally, BOM dropped,
-    \r\n -> \n), with the separator between documents. ``on_chunk`` sees the raw bytes (the separator's
-    included), for hashing and progress. A bad byte is one error naming the file and the offset."""
+    """Every document's characters as chunks of code points (uint8 for ASCII, else uint32; UTF-8 decoded
+    incrementally, BOM dropped, \r\n -> \n), with the separator between documents. ``on_chunk`` sees the raw
+    bytes (the separator's included), for hashing and progress. A bad byte is one error naming the file and
+    the offset."""
     separator = np.frombuffer(DOCUMENT_SEPARATOR.encode("utf-32-le"), dtype=np.uint32)
     for number, source in enumerate(sources):
         if number:
@@ -132,7 +133,8 @@ def code_points(sources: list[Source], on_chunk: Callable[[bytes], None] = lambd
                 text = decoder.decode(b"" if final else chunk, final=final)
             except UnicodeDecodeError as err:
                 raise RnnlabError(f"dataset file {source.path or source.name} is not valid UTF-8 (bad byte near "
-                                  f"offset {offset + max(err.start, 0)}): convert it, e.g. with `iconv -t utf-8`") from None
+                                  f"offset {offset + max(err.start, 0)}): convert it, e.g. with "
+                                  "`iconv -t utf-8`") from None
             if not final:
                 offset += len(chunk)
                 on_chunk(chunk)
@@ -171,7 +173,7 @@ class Corpus:
         return len(self.ids)
 
     @classmethod
-    def from_text(cls, text: str, mode: str = "auto", name: str = "text") -> "Corpus":
+    def from_text(cls, text: str, mode: str = "auto", name: str = "text") -> Corpus:
         """A corpus from a string in memory (tests, notebooks): the same ids a file with this text gives."""
         require(mode in DATA_MODES, f"unknown data mode {mode!r}: use one of {', '.join(DATA_MODES)}")
         text = text.replace("\r\n", NEWLINE)

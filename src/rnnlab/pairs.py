@@ -101,7 +101,7 @@ class PairData:
 
 def split_pairs(pairs: list, val_fraction: float, test_fraction: float = 0.0) -> tuple[list, list, list]:
     """Deterministic train / validation / test split by distinct source string (fixed Generator(0))."""
-    require(0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1,
+    require(val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1,
             f"validation ({val_fraction}) and test ({test_fraction}) fractions must be >= 0 and sum to < 1")
     sources = sorted({source for source, _ in pairs})
     order = np.random.default_rng(0).permutation(len(sources))
@@ -174,7 +174,7 @@ class PairTokenizers:
     target: CharTokenizer
 
     @classmethod
-    def fit(cls, pairs: list) -> "PairTokenizers":
+    def fit(cls, pairs: list) -> PairTokenizers:
         return cls(CharTokenizer.fit("".join(s for s, _ in pairs)),
                    CharTokenizer.fit(NEWLINE + "".join(t for _, t in pairs)))
 
@@ -199,7 +199,7 @@ class PairTokenizers:
         return {"source": self.source.to_dict(), "target": self.target.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PairTokenizers":
+    def from_dict(cls, data: dict) -> PairTokenizers:
         return cls(CharTokenizer.from_dict(data["source"]), CharTokenizer.from_dict(data["target"]))
 
 

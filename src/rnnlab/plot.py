@@ -10,7 +10,6 @@ from pathlib import Path
 from .errors import RnnlabError, require
 from .files import atomic_write_bytes, read_bytes
 
-
 PLOT_FORMATS = ("png", "svg", "pdf")
 CURVES = ("train_loss", "smooth_loss", "val_loss")
 MAX_METRICS_BYTES = 1 << 30
@@ -69,7 +68,7 @@ def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
                               ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
         if points:
-            ax.plot(*zip(*points), label=label, **style)
+            ax.plot(*zip(*points, strict=True), label=label, **style)
     ax.set_ylabel("loss (nats / character)")
     right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
     right.set_ylabel("bits / character")
@@ -80,7 +79,7 @@ def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
         low = axes[1, 0]
         for layer in range(max(len(values) for _, values in states)):
             points = [(step, values[layer]) for step, values in states if layer < len(values)]
-            low.plot(*zip(*points), lw=1.2, label=f"layer {layer}")
+            low.plot(*zip(*points, strict=True), lw=1.2, label=f"layer {layer}")
         low.set_ylabel("largest |state|")
         low.set_yscale("log")
         low.grid(alpha=0.3)

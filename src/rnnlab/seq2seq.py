@@ -47,13 +47,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .attention import SCORES, attend, attend_backward, attention_param_shapes, check_sizes, init_attention
+from .bidirectional import bidirectional_backward, bidirectional_forward
 from .cells import CELLS
-from .initializers import uniform
 from .errors import require
+from .initializers import uniform
 from .losses import softmax_cross_entropy
 from .model import check_param_shapes, strip_prefix
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .bidirectional import bidirectional_backward, bidirectional_forward
 from .recurrence import input_grads, project_inputs, recurrent_grads
 
 ATTENTION_KINDS = (*SCORES, "none")
@@ -96,7 +96,7 @@ class Seq2SeqConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Seq2SeqConfig":
+    def from_dict(cls, data: dict) -> Seq2SeqConfig:
         return cls(**data)
 
 
@@ -158,7 +158,7 @@ class Memory:
     mask: np.ndarray             # (B, S) 1 at real source characters
     s0: np.ndarray               # (B, Hd) the decoder's first state, tanh([hf_{n-1}; hb_0] Wb + bb)
 
-    def repeat(self, k: int) -> "Memory":
+    def repeat(self, k: int) -> Memory:
         """Every row k times in a row (row b becomes rows b k .. b k + k - 1): for beam search."""
         def rep(a):
             return None if a is None else np.repeat(a, k, axis=0)
@@ -305,7 +305,7 @@ def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqC
           else np.zeros(encoder_cache.source.shape + (config.context_size,), dpre.dtype))
     for prefix, direction_grads in zip(("enc_f.", "enc_b."), bidirectional_backward(  # both directions' BPTT
             CELLS[config.encoder_cell], dh, dlast, encoder_cache, strip_prefix(params, "enc_f."),
-            strip_prefix(params, "enc_b."))):
+            strip_prefix(params, "enc_b.")), strict=True):
         grads.update({prefix + name: value for name, value in direction_grads.items()})
     grads.update(output_layer_grads(dy, cache.states[1:]))       # Wy, by            5. output grads
     if attention:

@@ -56,7 +56,7 @@ class LineExamples:
     def n_tokens(self) -> int:
         return int((self.ends - self.starts).sum()) + len(self)
 
-    def subset(self, chosen: np.ndarray) -> "LineExamples":
+    def subset(self, chosen: np.ndarray) -> LineExamples:
         return LineExamples(self.ids, self.starts[chosen], self.ends[chosen], self.newline)
 
     def longest(self) -> int:
@@ -168,7 +168,8 @@ def _stream_data(corpus: Corpus, config, fraction: float):
                             f"(--batch_size x --seq_length + 1)", "a smaller --val_fraction")
     if len(val) < need_val:
         return None, None, (f"its validation part ({len(val)} characters) is shorter than one window "
-                            f"(--seq_length {config.seq_length} + 1)", "a larger --val_fraction, a smaller --seq_length")
+                            f"(--seq_length {config.seq_length} + 1)",
+                            "a larger --val_fraction, a smaller --seq_length")
     return train, val, None
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import model as charmodel
-from . import seq2seq as s2s
 from . import schema as s
+from . import seq2seq as s2s
 from .corpus import load_corpus
 from .engines import Seq2SeqEngine, engine_class
 from .errors import RnnlabError, require
@@ -174,7 +174,8 @@ class TranslationTask:
     @staticmethod
     def training_bytes(model_config, batch, steps, itemsize, slots) -> int:
         n_params = sum(int(np.prod(shape)) for shape in s2s.param_shapes(model_config).values())
-        widths = 2 * model_config.encoder_hidden * 8 + model_config.decoder_hidden * 12 + model_config.target_vocab_size * 2
+        m = model_config                                        # per (step, example): states, caches, logits
+        widths = 2 * m.encoder_hidden * 8 + m.decoder_hidden * 12 + m.target_vocab_size * 2
         return itemsize * (n_params * (2 + slots) + steps * batch * widths)
 
     @staticmethod

@@ -39,7 +39,7 @@ class CharTokenizer:
         self.index = {ch: i for i, ch in enumerate(self.chars)}
 
     @classmethod
-    def fit(cls, text: str, unk_token: str | None = None) -> "CharTokenizer":
+    def fit(cls, text: str, unk_token: str | None = None) -> CharTokenizer:
         return cls(sorted(set(text)), unk_token)
 
     @property
@@ -67,14 +67,14 @@ class CharTokenizer:
         return {"chars": self.chars, "unk_token": self.unk_token}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharTokenizer":
+    def from_dict(cls, data: dict) -> CharTokenizer:
         return cls(list(data["chars"]), data.get("unk_token"))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path) -> "CharTokenizer":
+    def load(cls, path) -> CharTokenizer:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def __eq__(self, other) -> bool:

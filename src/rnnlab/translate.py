@@ -194,4 +194,4 @@ def exact_match(params: dict, config: s2s.Seq2SeqConfig, tokenizers: PairTokeniz
     """The fraction of pairs whose translation equals the target exactly (greedy decoding by default)."""
     require(len(pairs) > 0, "exact match needs at least one pair")
     translations = translate(params, config, tokenizers, [source for source, _ in pairs], beam_size=beam_size)
-    return float(np.mean([t.output == target for t, (_, target) in zip(translations, pairs)]))
+    return float(np.mean([t.output == target for t, (_, target) in zip(translations, pairs, strict=True)]))

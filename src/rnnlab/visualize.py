@@ -24,10 +24,10 @@ from __future__ import annotations
 import html
 import json
 import re
-from importlib import resources
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -265,7 +265,7 @@ def page_data(vis: Visualization, layer: int | None = None) -> dict:
         "squash": {"c": "tanh"},                                 # c is unbounded: colour tanh(c); h is in (-1, 1)
         "activations": [{name: rounded(a.T, 3) for name, a in per_layer.items()} for per_layer in vis.states],
         "features": [{"name": f.name, "label": f.label, "present": bool(np.ptp(row) > 0), "values": rounded(row, 3)}
-                     for f, row in zip(FEATURES, vis.features)],
+                     for f, row in zip(FEATURES, vis.features, strict=True)],
         "correlation": [{name: rounded(r, 3) for name, r in layer_r.items()} for layer_r in vis.correlation],
         "top_units": [{name: top_units(r).tolist() for name, r in layer_r.items()} for layer_r in vis.correlation],
         "unit_order": order,
