@@ -204,6 +204,7 @@ def test_cli_sample_prints_names_and_novelty(checkpoint_dir):
     assert again.stdout == result.stdout  # same seed, same samples
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     """Kill a run that saves every step at three random moments; each time the checkpoint loads, and the
     run resumes from it. Bounded: at most ~3 x 5 s."""

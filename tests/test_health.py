@@ -74,6 +74,7 @@ def test_a_scaled_forget_bias_makes_the_carried_state_run_away_and_the_reports_s
     assert "carried state has grown" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["--dataset", "dinos", "--iterations", "3000", "--optimizer", "rms", "--sample_every", "1000"],
     ["--dataset", "shakespeare", "--cell", "lstm", "--num_layers", "2", "--hidden_size", "32", "--batch_size", "16",

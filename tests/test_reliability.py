@@ -1032,6 +1032,7 @@ def names(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_a_signal_at_a_random_moment_saves_and_resumes_bit_identically(names, tmp_path):
     """SIGTERM / SIGINT (3 each, at random moments; seeded) and SIGHUP: exit 128 + N, one 'interrupted' line,
     a checkpoint that loads, and resuming it to the full step count gives exactly the parameters of a run that
