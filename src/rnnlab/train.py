@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import distributed
 from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
@@ -86,9 +87,9 @@ def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -
             return None
         if state is None or batch.reset_state:
             state = engine.zero_state(batch.ids.shape[1])
-        loss, state = engine.evaluate(batch, state)
+        loss, state = engine.evaluate(batch, state)          # a float, or a device scalar summed there
         total, count = total + loss * batch.n_tokens, count + batch.n_tokens
-    return total / count
+    return float(total) / count
 
 
 def format_bytes(n: float) -> str:
@@ -120,12 +121,19 @@ class Trainer:
     ``on_report`` receives :class:`Report` objects, ``on_progress`` a :class:`Progress` after each step,
     ``on_load(done, total)`` the progress of encoding a large corpus; ``notes`` collects remarks about the
     set-up (e.g. why there is no validation) for the caller to show.
+
+    Started by torchrun, it is one of several processes (``distributed.py``): each runs this same loop on
+    the same data; rank 0 alone owns the checkpoint folder and samples (``world.writes``).
     """
 
     def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_load: Callable[[int, int], None] | None = None):
         self.config = config
+        self.world = distributed.join(config.device)            # one process, or one of torchrun's
+        require(self.world.size == 1 or config.engine == "torch",
+                f"data-parallel training ({self.world.size} processes from torchrun) runs on the torch engine: "
+                "add --engine torch")
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
         self.corpus = load_corpus(config.dataset, config.data_mode, config.cache_dir, on_load)
@@ -146,7 +154,7 @@ class Trainer:
         self.notes: list[str] = config.notes() + self.data.notes
         self._check_memory()
         self.checkpoint_lock = None
-        if config.checkpoint_dir is not None:                   # proven writable now, not after the run,
+        if config.checkpoint_dir is not None and self.world.writes:  # rank 0's; proven writable now, not after the run,
             prepare_directory(config.checkpoint_dir, "--checkpoint_dir")
             self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
             self.checkpoint_lock.acquire()                       # and ours alone until the run ends
@@ -159,11 +167,14 @@ class Trainer:
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
         self.state = None                  # the hidden state carried into the next batch
+        self.unread_losses: list = []      # losses of the steps since the last read_losses (device scalars)
+        self.last_loss = math.nan          # the latest loss read
         # Smoothed loss: min-char-rnn's moving average (0.999 per example, so it spans ~1000 examples
         # whatever the batch size), bias-corrected as in Adam so that it starts at the first loss.
         self.smoothing = max(0.999 ** config.batch_size, 0.9)
         self.wall_before_run, self.run_started = 0.0, None
-        self.stop_requested = False
+        self.stop_requested = False        # asked in this process (a signal)
+        self.stop_agreed = False           # asked in any process, as of the last read_losses (several processes)
         self.saved: dict[str, Path] = {}   # tag -> JSON path of the last checkpoint written
 
     def _check_memory(self) -> None:
@@ -195,16 +206,19 @@ class Trainer:
         c, report = self.config, None
         tokens, window_start = 0, time.perf_counter()
         self.run_started = step_start = window_start
-        while self.step < self.total_steps and not self.stop_requested:
-            loss, batch = self.advance()                                       # one training step
+        while self.step < self.total_steps and not self.stopping:
+            _, batch = self.advance()                                          # one training step
+            due = self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0
+            if due:
+                self.read_losses()                                             # (waits for a device's steps)
             now = time.perf_counter()
             self.run_state.elapsed_s += now - step_start
             tokens += batch.n_tokens
             rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, loss, self.smooth_loss, rate,
+            self.on_progress(Progress(self.step, self.total_steps, self.last_loss, self.smooth_loss, rate,
                                       self.run_state.elapsed_s))
-            if self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0:
-                report = self.report(loss, batch.epoch, rate)                  # validate, sample
+            if due:
+                report = self.report(self.last_loss, batch.epoch, rate)        # validate, sample
                 self.keep_if_best(report)
                 self.on_report(report)
                 tokens, window_start = 0, time.perf_counter()
@@ -239,31 +253,59 @@ class Trainer:
         return scheduled_learning_rate(self.config.lr_schedule, step, self.total_steps, base, floor)
 
     def advance(self):
-        """Take the next batch and do one training step -> (loss, batch)."""
+        """Take the next batch and do one training step -> (loss, batch). The loss is a float, or for an
+        engine on a GPU a device scalar (``float(loss)`` waits for the device): the Trainer reads those
+        every ``engine.loss_read_every`` steps, see :meth:`read_losses`."""
         if self.config.lr_schedule != "constant":
             self.engine.set_learning_rate(self.learning_rate(self.step + 1))
         batch = next(self.batches)
         if self.state is None or batch.reset_state:
             self.state = self.engine.zero_state(batch.ids.shape[1])
         loss, self.state = self.engine.train_step(batch, self.state)
-        run = self.run_state
-        run.step += 1
-        run.first_loss = loss if run.first_loss is None else run.first_loss
-        run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
-        # char-rnn's guard, on the smoothed loss: one short window can be far above average by chance.
-        if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
-            raise TrainingDiverged(
-                f"training diverged at step {run.step}: loss {loss:.4g}, smoothed {self.smooth_loss:.4g} "
-                f"(first loss {run.first_loss:.4g}); lower --learning_rate, or clip with --clip_value / --clip_norm")
+        self.run_state.step += 1
+        self.unread_losses.append(loss)
+        if self.step % self.engine.loss_read_every == 0:
+            self.read_losses()
         return loss, batch
+
+    def read_losses(self) -> None:
+        """Fold the losses not read yet, in step order, into the smoothed loss, checking each with char-rnn's
+        divergence guard (on the smoothed loss: one short window can be far above average by chance).
+
+        The NumPy engine and the torch engine on the CPU hand over floats and this runs after every step, as
+        the guard always did. A GPU engine's losses stay on the device and are read here together every
+        ``loss_read_every`` steps and before every report and save, so the host never waits for the
+        device in between; a divergence is then caught at most that many steps late, and nothing it
+        produced is saved (checkpoints refuse non-finite arrays). With several processes this is also where
+        they agree on a stop request, so that all stop after the same step."""
+        run = self.run_state
+        while self.unread_losses:
+            loss = self.last_loss = float(self.unread_losses.pop(0))
+            run.first_loss = loss if run.first_loss is None else run.first_loss
+            run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
+            if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step - len(self.unread_losses)}: loss {loss:.4g}, smoothed "
+                    f"{self.smooth_loss:.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
+                    "with --clip_value / --clip_norm")
+        if self.world.size > 1:
+            self.stop_agreed = self.world.any(self.stop_requested)
 
     @property
     def smooth_loss(self) -> float:
-        return self.run_state.loss_average / (1 - self.smoothing ** self.step) if self.step else math.nan
+        """The smoothed training loss over the losses read so far."""
+        read = self.step - len(self.unread_losses)
+        return self.run_state.loss_average / (1 - self.smoothing ** read) if read else math.nan
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
         self.stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the loop stops now: a stop request -- with several processes, one that they have all
+        agreed on (at the last read_losses), so that no process waits for the others in a collective."""
+        return self.stop_requested if self.world.size == 1 else self.stop_agreed
 
     def wall_s(self) -> float:
         """Wall-clock seconds of the run, across resumes, including validation and checkpoints."""
@@ -281,7 +323,7 @@ class Trainer:
             if val is not None:
                 report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
                 report.val_tokens = self.data.val_tokens
-        if (last or self.step % self.config.sample_every == 0) and not self.stop_requested:
+        if (last or self.step % self.config.sample_every == 0) and not self.stopping and self.world.writes:
             report.samples = self.samples()
         report.wall_s = self.wall_s()
         return report
@@ -289,7 +331,7 @@ class Trainer:
     def validation_loss(self) -> float | None:
         if self.val_batches is None:
             return None
-        return evaluate(self.engine, self.val_batches, lambda: self.stop_requested)
+        return evaluate(self.engine, self.val_batches, lambda: self.stopping)
 
     def samples(self) -> list[str]:
         """``num_samples`` names (at most 100 characters each) for a lines corpus, else one text."""
@@ -309,7 +351,7 @@ class Trainer:
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs)."""
         return {"corpus": self.corpus.fingerprint(), "model": self.model_config.to_dict(),
-                "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
+                "engine": self.config.engine, "device": str(self.engine.device), "processes": self.world.size, "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "val_tokens": self.data.val_tokens, "train": asdict(self.config)}
 
@@ -330,7 +372,10 @@ class Trainer:
         saved: that raises TrainingDiverged and the previous checkpoint stays."""
         if self.config.checkpoint_dir is None or self.step == 0:
             return None
-        hidden = None if self.state is None else self.engine.state_to_numpy(self.state)
+        self.read_losses()                                       # the smoothed loss is part of the checkpoint
+        hidden = None if self.state is None else self.engine.state_to_numpy(self.state)  # (gathered: all ranks)
+        if not self.world.writes:                                # rank 0 owns the checkpoint folder
+            return None
         held = self.checkpoint_lock is None or self.checkpoint_lock.held
         if not held:
             self.checkpoint_lock.acquire()
