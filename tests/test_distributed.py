@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from rnnlab.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.cli import build_parser, config_from_args  # noqa: E402
@@ -193,6 +193,17 @@ def test_padded_line_batches_narrower_than_the_processes_still_follow_one_proces
     assert run.returncode == 0, run.stderr
     want = one_process((["--dataset", str(tmp_path / "names.txt"), *LINES_RUN]))
     assert_same_losses(records(tmp_path / "m.jsonl"), want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs; fewer are visible here")
+def test_two_gpus_with_nccl_follow_one_gpu(tmp_path):
+    """The same comparison on CUDA: NCCL all-reduces, cuDNN computes (float64)."""
+    (tmp_path / "text.txt").write_text(stream_text(), encoding="utf-8")
+    flags = ["--dataset", str(tmp_path / "text.txt"), *STREAM_RUN, "--iterations", "8", "--device", "cuda"]
+    run = torchrun(tmp_path, *flags, "--metrics_file", "m.jsonl")
+    assert run.returncode == 0, run.stderr
+    assert_same_losses(records(tmp_path / "m.jsonl"), one_process(flags))
 
 
 # ---- one error, one line; signals --------------------------------------------------------------------------

@@ -81,15 +81,16 @@ class Progress:
 def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -> float | None:
     """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters.
     None when ``should_stop()`` turns true part-way (a stop request abandons a long validation)."""
-    total, count, state = 0.0, 0, None
+    losses, count, state = [], 0, None
     for batch in batches:
         if should_stop():
             return None
         if state is None or batch.reset_state:
             state = engine.zero_state(batch.ids.shape[1])
-        loss, state = engine.evaluate(batch, state)          # a float, or a device scalar summed there
-        total, count = total + loss * batch.n_tokens, count + batch.n_tokens
-    return float(total) / count
+        loss, state = engine.evaluate(batch, state)     # a float, or a device scalar: read at the end, not per batch
+        losses.append((loss, batch.n_tokens))
+        count += batch.n_tokens
+    return sum(float(loss) * n for loss, n in losses) / count
 
 
 def format_bytes(n: float) -> str:

@@ -261,6 +261,8 @@ class Precision:
     and skips -- then halves its scale after -- a step whose gradients overflowed."""
 
     def __init__(self, name: str, device: torch.device):
+        require(name != "fp16" or device.type != "cpu", "--precision fp16 is for GPUs (PyTorch's CPU recurrent "
+                                                        "kernels have no fp16 form): on the CPU use bf16 or fp32")
         self.device_type = device.type
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
