@@ -229,7 +229,7 @@ def test_a_stop_signal_stops_every_process_after_the_same_step_and_rank_0_saves(
     (tmp_path / "text.txt").write_text(stream_text(), encoding="utf-8")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rnnlab",
                "train", "--dataset", "text.txt", *(STREAM_RUN), "--iterations", "1000000",
-               "--sample_every", "20", "--checkpoint_dir", "run", "--metrics_file", "m.jsonl"]
+               "--sample_every", "2", "--checkpoint_dir", "run", "--metrics_file", "m.jsonl"]
     launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

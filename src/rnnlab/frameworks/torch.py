@@ -24,7 +24,11 @@ the same gradient, so training both moves their sum -- rnnlab's ``b`` -- twice a
 changes Adam's and Adagrad's normalisation). With ``bias_hh`` frozen at 0 the trainable parameters are
 exactly rnnlab's, so trajectories match; converting a model trained elsewhere adds the two up.
 
-:class:`TorchEngine` trains it with ``torch.optim`` through rnnlab's engine interface (``engines.py``).
+:class:`TorchEngine` trains it with ``torch.optim`` through rnnlab's engine interface (``engines.py``), on
+the device :func:`resolve_device` picks for ``--device`` (cuDNN's fused kernels on CUDA), in the precision
+:class:`Precision` sets up for ``--precision`` (``torch.autocast``, a GradScaler for fp16), alone or as one
+of several processes under torchrun (DistributedDataParallel; ``distributed.py``). docs/gpu.md has the
+design: what lives on the device, when the host waits for it, how the batch is divided among processes.
 """
 
 from __future__ import annotations
