@@ -113,7 +113,7 @@ def test_the_device_is_where_a_run_is_now_not_where_it_was():
     (["train", "--device", "gpu"], "invalid device 'gpu'"),
     (["train", "--engine", "torch", "--device", "cpu", "--precision", "fp16", "--iterations", "2"],
      "on the CPU use bf16 or fp32"),
-    (["sample", "--checkpoint", "nowhere", "--device", "cuda"], None),     # the checkpoint is checked first
+    (["sample", "--checkpoint", "nowhere", "--device", "cuda"], "add --engine torch"),
     (["bench", "--device", "cuda", "--quick"], "give --engines torch"),
 ])
 def test_command_line_refusals_are_one_line(args, fragment):

@@ -225,7 +225,8 @@ def test_an_error_on_one_or_all_processes_is_one_line(tmp_path, flags, fragment)
 
 def test_a_stop_signal_stops_every_process_after_the_same_step_and_rank_0_saves(tmp_path):
     """SIGTERM to torchrun (as Slurm or ``kill`` send it) reaches both processes, maybe a step apart; they
-    agree on the step to stop after, rank 0 saves and says so once, and the run resumes."""
+    agree on the step to stop after (else one would wait for the other in a collective and fail), rank 0
+    saves and says so once. (Resuming such a checkpoint exactly: the tests above.)"""
     (tmp_path / "text.txt").write_text(stream_text(), encoding="utf-8")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rnnlab",
                "train", "--dataset", "text.txt", *(STREAM_RUN), "--iterations", "1000000",
@@ -241,10 +242,10 @@ def test_a_stop_signal_stops_every_process_after_the_same_step_and_rank_0_saves(
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    said = [line for line in (out + err).splitlines() if line.startswith("rnnlab: interrupted")]
+    ours = [line for line in (out + err).splitlines() if line.startswith(("rnnlab:", "[rank"))]
+    said = [line for line in ours if line.startswith("rnnlab: interrupted")]
     assert len(said) == 1 and "by SIGTERM" in said[0] and "checkpoint saved" in said[0], out + err
+    assert not any(line.startswith(("rnnlab: error", "[rank")) for line in ours), out + err  # none hung or failed
     saved = load_checkpoint(tmp_path / "run")
-    assert saved.run_state.step > 0 and [len(layer[0]) for layer in saved.hidden_state] == [5, 5]
-    again = torchrun(tmp_path, "--resume", "run", "--iterations", str(saved.run_state.step + 2), "--quiet")
-    assert again.returncode == 0, again.stderr
-    assert load_checkpoint(tmp_path / "run").run_state.step == saved.run_state.step + 2
+    assert f"at step {saved.run_state.step:,};" in said[0]
+    assert [len(layer[0]) for layer in saved.hidden_state] == [5, 5]      # both processes' streams

@@ -503,12 +503,12 @@ def training_names(checkpoint) -> set[str]:
 
 def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    require_cpu_unless_torch(args.engine, args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     names = checkpoint.meta["corpus"]["mode"] == "lines"
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
     seen = training_names(checkpoint) if args.novelty else None   # checked before any sampling
-    require_cpu_unless_torch(args.engine, args.device)
     forward = None
     if args.engine == "torch":
         from .frameworks import load_framework

@@ -35,10 +35,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .errors import RnnlabError, require
 
 ERROR_KEY = "rnnlab/first_error"        # on torchrun's store: the rank whose error line is printed
+RANK_0_FIRST_S = 2.0                    # how long the other ranks let rank 0 claim an error first
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,9 @@ def joined(device: str = "auto"):
 
 def claim_error() -> bool:
     """True if this process is the first of the run to fail (it prints the error line): the first to set
-    :data:`ERROR_KEY` on torchrun's store wins. Without a store to ask, every process reports (better two
-    lines than none)."""
+    :data:`ERROR_KEY` on torchrun's store wins. Rank 0 tries at once, the others after giving it
+    :data:`RANK_0_FIRST_S` to claim, so that an error every process meets is rank 0's line (which can name
+    the checkpoint it saved). Without a store to ask, every process reports (better two lines than none)."""
     world = current()
     if world.size == 1:
         return True
@@ -188,6 +191,9 @@ def claim_error() -> bool:
         if not dist.is_initialized():
             return world.writes
         store = dist.distributed_c10d._get_default_store()     # torchrun's store, where the processes met
+        if not world.writes:
+            with contextlib.suppress(Exception):                # nobody claimed within the time: try
+                store.wait([ERROR_KEY], timedelta(seconds=RANK_0_FIRST_S))
         first = store.compare_set(ERROR_KEY, "", str(world.rank))  # set only if nobody has set it
         return first.decode() == str(world.rank)
     except Exception:                                          # the store went away with its host
