@@ -878,8 +878,10 @@ def run_all_readers(home: Path, folder: Path) -> None:
                 result = run_in_process(argv)
                 assert "Traceback" not in result.err
                 assert result.status in (0, 2), (argv[0], result.status, result.err)
-                if result.status == 2:
-                    assert len(result.err.splitlines()) == 1 and result.err.startswith("rnnlab"), result.err
+                if result.status == 2:   # one error line; a resumed run's notes may precede a later failure (a
+                    # crafted first_loss far below the real losses makes the next steps look diverged)
+                    errors = [line for line in result.err.splitlines() if not line.startswith("rnnlab: note: ")]
+                    assert len(errors) == 1 and errors[0].startswith("rnnlab"), result.err
     except TookTooLong:
         pytest.fail(f"a command on the mutated checkpoint ran for more than {COMMAND_LIMIT_S} s")
     assert_unchanged_outside(before, snapshot(home, skip=[folder.name]))

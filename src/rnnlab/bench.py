@@ -94,14 +94,15 @@ def _timed(fn) -> float:
 
 # ---- the worker: one engine, answering build / time / quit commands on stdin ------------------------------
 
-def worker(engine_name: str) -> None:
+def worker(engine_name: str, device: str = "cpu") -> None:
     """``build CELL H/B/T`` makes a model and a batch; ``time N`` answers the seconds N steps took;
-    ``quit`` answers the process's peak RSS."""
+    ``quit`` answers the process's peak RSS. ``device``: where the torch engine computes."""
     engine = batch = state = None
 
     def steps(n):
         for _ in range(n):
-            engine.train_step(batch, state)   # the state is not carried: every step times the same work
+            loss, _ = engine.train_step(batch, state)   # the state is not carried: every step times the same work
+        float(loss)                                      # a GPU queues its steps: wait until they are done
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -111,7 +112,8 @@ def worker(engine_name: str) -> None:
             rng = np.random.default_rng(0)
             config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden)
             params = init_params(config, rng, np.float32)
-            train_config = TrainConfig(clip_value=None, clip_norm=5.0)
+            train_config = TrainConfig(clip_value=None, clip_norm=5.0, engine=BENCH_ENGINES[engine_name],
+                                       device=device if engine_name == "torch" else "cpu")
             name = BENCH_ENGINES[engine_name]
             adam = make_optimizer("adam", 1e-3, **engine_optimizer_options(name, "adam"))  # its own conventions
             engine = engine_class(name)(config, params, adam, train_config, np.random.default_rng(1))
@@ -142,9 +144,9 @@ def peak_rss_mb() -> float:
 
 
 class Worker:
-    def __init__(self, engine: str):
+    def __init__(self, engine: str, device: str = "cpu"):
         self.engine = engine
-        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.bench", "--worker", engine],
+        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.bench", "--worker", engine, device],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self._read()
@@ -221,10 +223,11 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, fresh_workers: bool = True,
-              on_row=None) -> dict:
-    """Every (shape, cell) for every installed engine. With ``fresh_workers`` each (shape, cell) gets new
-    worker processes, so peak RSS is that configuration's own; without (``--quick``) the workers are reused
-    and the reported peak RSS is the largest seen so far in that worker."""
+              on_row=None, device: str = "cpu") -> dict:
+    """Every (shape, cell) for every installed engine (the torch engine on ``device``). With
+    ``fresh_workers`` each (shape, cell) gets new worker processes, so peak RSS is that configuration's own;
+    without (``--quick``) the workers are reused and the reported peak RSS is the largest seen so far in
+    that worker (host memory only)."""
     engines = available_engines(engines)
     peak = gemm_peak_gflops()
     rows, workers = [], []
@@ -232,7 +235,7 @@ def run_bench(cells, shapes, engines, rounds: int = 5, round_s: float = 0.5, fre
         for shape in shapes:
             for cell in cells:
                 if fresh_workers or not workers:
-                    workers = [Worker(engine) for engine in engines]
+                    workers = [Worker(engine, device) for engine in engines]
                 group = bench_one(cell, shape, workers, rounds, round_s)
                 if fresh_workers:
                     rss = {w.engine: w.peak_rss_mb() for w in workers}
@@ -269,5 +272,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
-    worker(sys.argv[2])
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
+    worker(sys.argv[2], sys.argv[3])

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .cells import CELLS
 from . import checkpoint as ckpt
 from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
 from .config import TrainConfig, config_for_mode
-from .engines import ENGINES
+from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import (DirectoryLock, atomic_write_bytes, check_path_text, os_error_message, prepare_directory,
                     read_bytes, refuse_overwriting_inputs, regular_file, same_file)
@@ -53,7 +55,8 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+        self.exit(EXIT_USAGE, line if distributed.may_print_error() else None)   # torchrun: rank 0 says it
 
 
 def add_flag(parser, name: str, **kwargs) -> None:
@@ -97,6 +100,13 @@ def path_text(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def device_name(text: str) -> str:
+    """--device: auto, cpu, cuda, cuda:N or mps (whether it exists is checked when it is used)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rnnlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -137,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "deterministic", action="store_true", help="fixed example order (no reshuffling); fixed --seed")
     add_flag(train, "engine", default=d.engine, choices=list(ENGINES),
              help="numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / [tf] extra)")
+    add_flag(train, "device", default=d.device, type=device_name,
+             help="where the torch engine computes: auto (CUDA if there is a GPU, else the CPU), cpu, cuda, cuda:N, "
+                  "mps; under torchrun each process takes cuda:LOCAL_RANK (docs/gpu.md)")
+    add_flag(train, "precision", default=d.precision, choices=list(PRECISIONS),
+             help="torch engine: bf16 / fp16 run the forward pass under torch.autocast (a GPU speed-up; none on "
+                  "the CPU), fp16 with loss scaling")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=finite_float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
@@ -196,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "beam_size", type=int, default=None,
              help="print the K most probable continuations of --prime (beam search) with their log-probabilities, "
                   "instead of sampling")
+    add_flag(smp, "engine", default="numpy", choices=["numpy", "torch"],
+             help="numpy, or torch to run the model on --device (the draws stay on the host: the same text)")
+    add_flag(smp, "device", default="auto", type=device_name, help="with --engine torch: auto, cpu, cuda, cuda:N, mps")
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
 
@@ -229,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(bench, "shapes", default=None,
              help="comma-separated HIDDEN/BATCH/SEQ (default: 50/1/10,128/32/64,256/64/100,512/64/100)")
     add_flag(bench, "engines", default="numpy,torch,keras", help="those not installed are skipped")
+    add_flag(bench, "device", default="cpu", type=device_name,
+             help="where the torch engine is timed (the others always run on the CPU): cpu, auto, cuda, cuda:N, mps")
     add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
     add_flag(bench, "rounds", type=int, default=5, help="interleaved timing rounds per engine")
     add_flag(bench, "json", default=None, type=path_text, help="also write every row (and the GEMM peak) to this JSON file")
@@ -420,6 +441,11 @@ def other_runs_checkpoints(directory: str | None, overwrite: bool) -> list[Path]
 
 
 def run_train(args: argparse.Namespace, typed: set[str]) -> int:
+    with distributed.joined(args.device):     # torchrun: meet the other processes first, so errors reach them
+        return train_command(args, typed)
+
+
+def train_command(args: argparse.Namespace, typed: set[str]) -> int:
     checkpoint, fields = None, TrainConfig.__dataclass_fields__
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
@@ -441,9 +467,12 @@ def run_train(args: argparse.Namespace, typed: set[str]) -> int:
 
 
 def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSignals) -> int:
-    bar, metrics = ProgressBar(enabled=not args.quiet), None
+    writes = distributed.current().writes          # torchrun: rank 0 prints and writes, the others compute
+    bar, metrics = ProgressBar(enabled=not args.quiet and writes), None
 
     def show(text: str, file=None) -> None:
+        if not writes:
+            return
         try:
             print(text, file=file or sys.stdout, flush=True)
         except BrokenPipeError:                                  # e.g. `rnnlab train ... | head -1`
@@ -454,19 +483,19 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
         metrics.write(report.metrics())
         bar.clear()
         for warning in report.warnings:                          # the health guard speaks even with --quiet
-            print(f"rnnlab: warning: {warning}", file=sys.stderr, flush=True)
+            show(f"rnnlab: warning: {warning}", sys.stderr)
         if not args.quiet:
             show(format_report(report))
 
     trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock
     bar.clear()
     stops.attach(trainer.request_stop)
-    if checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory):
+    if writes and (checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory)):
         for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):
             path.unlink()                                        # --overwrite; the lock is ours, so no run's
         if trainer.config.checkpoint_dir is not None:
             clean_directory(trainer.config.checkpoint_dir)      # ... and its arrays go with them
-    metrics = MetricsFile(args.metrics_file, training_inputs(trainer.config, checkpoint))
+    metrics = MetricsFile(args.metrics_file if writes else None, training_inputs(trainer.config, checkpoint))
     notes = list(trainer.notes)
     if checkpoint is not None:
         notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to "
@@ -477,10 +506,12 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     info = trainer.describe()
     o, corpus = info["optimizer"], info["corpus"]
     for note in notes:
-        print(f"rnnlab: note: {note}", file=sys.stderr)
+        show(f"rnnlab: note: {note}", sys.stderr)
+    where = "" if info["device"] == "cpu" and info["processes"] == 1 else f" on {info['device']}"
+    where += f" x {info['processes']} processes" if info["processes"] > 1 else ""
     show(f"rnnlab: {trainer.task.describe_model(trainer.model_config)} on {corpus['name']} "
          f"({corpus['mode']}, {corpus['chars']:,} chars), "
-         f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}")
+         f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}{where}")
     try:
         final = trainer.run()
     except TrainingDiverged as err:
@@ -492,9 +523,9 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     if stops.status is not None:
         where = trainer.saved.get("latest")
         why = "no --checkpoint_dir" if trainer.config.checkpoint_dir is None else "no step had finished"
-        print(f"rnnlab: interrupted by {stops.name} at step {trainer.step:,}; "
-              + (f"checkpoint saved to {where}; continue with: rnnlab train --resume {where.parent}" if where
-                 else f"nothing saved ({why})"), file=sys.stderr)
+        show(f"rnnlab: interrupted by {stops.name} at step {trainer.step:,}; "
+             + (f"checkpoint saved to {where}; continue with: rnnlab train --resume {where.parent}" if where
+                else f"nothing saved ({why})"), sys.stderr)
         return stops.status
     if args.quiet and final is not None:
         show(format_report(final))
@@ -524,6 +555,7 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     if args.list:
         return list_shipped()
     require(args.checkpoint is not None, "give --checkpoint (a checkpoint folder or a shipped model: see --list)")
+    require_cpu_unless_torch(args.engine, args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("lm", "rnnlab sample")
     if args.beam_size is not None:
@@ -532,10 +564,14 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
     seen = training_names(checkpoint) if args.novelty else None   # checked before any sampling
+    forward = None
+    if args.engine == "torch":
+        from .frameworks import load_framework
+        forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
     rng = np.random.default_rng(args.seed)
     texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
                     temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
-                    stop_at_newline=names) for _ in range(n)]
+                    stop_at_newline=names, forward=forward) for _ in range(n)]
     print("\n".join(texts) if names else "\n\n".join(texts))
     if seen is not None:
         novel = sum(text not in seen for text in texts)
@@ -653,6 +689,8 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
                     f"{format_bytes(have)} of memory available: give smaller --shapes")
     rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for engine in engines:
+        require_cpu_unless_torch(bench.BENCH_ENGINES.get(engine, engine), args.device, fix="give --engines torch")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 
@@ -661,7 +699,8 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
               f"{row['tokens_per_s']:>10,.0f} tok/s  {row['gflops']:6.1f} GFLOP/s  {row['peak_rss_mb']:6.0f} MB",
               file=sys.stderr, flush=True)
 
-    result = bench.run_bench(cells, shapes, engines, rounds, round_s, fresh_workers=not args.quick, on_row=on_row)
+    result = bench.run_bench(cells, shapes, engines, rounds, round_s, fresh_workers=not args.quick, on_row=on_row,
+                             device=args.device)
     print(bench.format_table(result))
     if args.json:
         atomic_write_bytes(args.json, json.dumps(result, indent=1).encode("utf-8"), "--json")
@@ -719,36 +758,41 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                print(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only", file=sys.stderr)
-                return EXIT_USAGE
+                return say_error(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only",
+                                 EXIT_USAGE)
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
             return COMMANDS[args.command](args, typed_flags(argv, args.command))
     except RnnlabError as err:
-        print(f"rnnlab: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return say_error(f"rnnlab: error: {err}", EXIT_USAGE)
     except StoppedAtOnce as stop:
-        print(f"rnnlab: stopped at once by a second {stop.name}; the last saved checkpoint is kept", file=sys.stderr)
-        return stop.status
+        return say_error(f"rnnlab: stopped at once by a second {stop.name}; the last saved checkpoint is kept",
+                         stop.status)
     except KeyboardInterrupt:
-        print("rnnlab: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return say_error("rnnlab: interrupted", 128 + signal.SIGINT)
     except BrokenPipeError:                                      # the reader of stdout went away: stop quietly
         silence_stdout()
         return SIGPIPE_STATUS
     except OSError as err:
-        print(f"rnnlab: error: {os_error_message(err)}", file=sys.stderr)
-        return EXIT_USAGE
+        return say_error(f"rnnlab: error: {os_error_message(err)}", EXIT_USAGE)
     except MemoryError:
-        print("rnnlab: error: out of memory: use a smaller model, batch or text", file=sys.stderr)
-        return EXIT_USAGE
+        return say_error("rnnlab: error: out of memory: use a smaller model, batch or text", EXIT_USAGE)
     except Exception as err:                                     # a bug: still one line, but say so
         if os.environ.get("RNNLAB_DEBUG"):
             raise
-        print(f"rnnlab: internal error: {type(err).__name__}: {err} (a bug in rnnlab; rerun with "
-              "RNNLAB_DEBUG=1 for the traceback and report it)", file=sys.stderr)
-        return 1
+        if distributed.lost_peer(err):
+            return say_error(f"rnnlab: error: {distributed.lost_peer(err)}", EXIT_USAGE)
+        return say_error(f"rnnlab: internal error: {type(err).__name__}: {err} (a bug in rnnlab; rerun with "
+                         "RNNLAB_DEBUG=1 for the traceback and report it)", 1)
+
+
+def say_error(line: str, status: int) -> int:
+    """Print the one error line (under torchrun: only the process that failed first, see distributed.py)
+    and return the exit status."""
+    if distributed.may_print_error():
+        print(line, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ Which settings may change when a run is resumed is also decided here (:data:`LOC
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from .cells import CELLS
-from .engines import ENGINES
+from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, require
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
@@ -48,6 +49,8 @@ class TrainConfig:
     seq_length: int = 25
     deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
     engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
+    device: str = "auto"                # torch engine: auto (CUDA if there is one) | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"             # torch engine: fp32 | bf16 | fp16 (torch.autocast; docs/gpu.md)
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
@@ -78,8 +81,8 @@ class TrainConfig:
         except SchemaError as err:
             raise RnnlabError(f"--{err.path} {err.problem}") from None
         choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES), "init": tuple(INIT_SCHEMES),
-                   "attention": ATTENTION_KINDS,
-                   "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES, "dtype": tuple(DTYPES)}
+                   "attention": ATTENTION_KINDS, "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES,
+                   "dtype": tuple(DTYPES), "precision": PRECISIONS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -91,6 +94,11 @@ class TrainConfig:
             value = getattr(self, name)
             hint = "; use 'none' to turn it off" if name.startswith("clip") else ""
             require(value is None or value > 0, f"--{name} must be > 0, got {value}{hint}")
+        require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+                f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        require_cpu_unless_torch(self.engine, self.device, self.precision)
+        require(self.precision == "fp32" or self.dtype == "float32",
+                f"--precision {self.precision} computes in 16 bits from float32 parameters: use --dtype float32")
         require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
         require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         require(self.val_fraction is None or 0 <= self.val_fraction < 1,
@@ -134,7 +142,7 @@ def config_for_mode(mode: str, given: dict) -> TrainConfig:
 LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
                     "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-NOT_RESUMED = ("checkpoint_dir", "cache_dir")   # where things are now, never where they once were
+NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device")   # where things are now, never where they once were
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
 
 
@@ -157,4 +165,4 @@ def resume_config(saved: dict, overrides: dict) -> tuple[TrainConfig, list[str]]
                               f"--resume (start a new run for a different {name})")
         notes.append(f"{name} changed from {'the default' if old is None else old} to {new}")
     changed = {**base, **{k: v for k, v in overrides.items() if k not in NOT_RESUMED}}
-    return TrainConfig(**changed, checkpoint_dir=overrides.get("checkpoint_dir")), notes
+    return TrainConfig(**changed, **{k: v for k, v in overrides.items() if k in NOT_RESUMED}), notes

@@ -13,6 +13,9 @@ Generator. It offers:
     load_state(params, opt_state)  -> continue from a checkpoint
     set_learning_rate(lr)          -> for learning-rate schedules
     state_to_numpy(state) / state_from_numpy(list of tuples of (B, H) arrays)   the carried hidden state
+    device                         where it computes: "cpu", or the torch engine's torch.device
+    loss_read_every                1: train_step's loss is a float; n > 1: a device scalar, read by the
+                                   Trainer every n steps (float() waits for the device: not after each step)
 
 ``numpy`` is this package's from-scratch engine; the framework engines live in ``rnnlab.frameworks`` and are
 imported only when asked for, so the core runs with NumPy alone.
@@ -60,6 +63,8 @@ class NumpyEngine:
     """The from-scratch engine: parameters and optimizer moments are dicts of NumPy arrays."""
 
     name = "numpy"
+    device = "cpu"
+    loss_read_every = 1
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
         self.model_config, self.params, self.optimizer = model_config, params, optimizer
@@ -145,3 +150,21 @@ def engine_class(name: str):
         raise RnnlabError(f"--engine {name} needs {err.name}, which is not installed: "
                           f"pip install 'rnnlab[{extra}]'") from None
     return getattr(module, class_name)
+
+
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?|mps"   # --device; frameworks/torch.py resolves it
+PRECISIONS = ("fp32", "bf16", "fp16")              # --precision: torch.autocast (frameworks/torch.py)
+OFF_CPU_ENGINES = ("torch",)                       # the engines that can compute elsewhere than the CPU
+
+
+def require_cpu_unless_torch(engine: str, device: str, precision: str = "fp32",
+                             fix: str = "add --engine torch") -> None:
+    """The one-line refusal of a GPU or mixed precision for an engine that computes on the CPU in full
+    precision (numpy, keras-*): it names the engine that can."""
+    if engine in OFF_CPU_ENGINES:
+        return
+    if device not in ("auto", "cpu"):
+        raise RnnlabError(f"--device {device} needs the torch engine: {fix} (the {engine} engine computes on the CPU)")
+    if precision != "fp32":
+        raise RnnlabError(f"--precision {precision} needs the torch engine: {fix} (the {engine} engine computes "
+                          "in the --dtype it is given)")

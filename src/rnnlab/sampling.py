@@ -6,7 +6,8 @@ At each step the model's logits z for the next character become probabilities
 
 optionally restricted to the ``top_k`` most likely characters, and the next character is drawn from p
 (or taken as argmax p with ``greedy``). It is fed back in as the next input. The same function serves
-every cell and every model size: it only needs ``model.forward``.
+every cell and every model size: it only needs a forward pass -- ``model.forward`` by default, or the
+same model on a GPU (``frameworks.torch.device_forward``, ``rnnlab sample --engine torch --device cuda``).
 """
 
 from __future__ import annotations
@@ -47,19 +48,19 @@ def prime_context(tokenizer: CharTokenizer, prime: str, stop_at_newline: bool = 
 
 def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
            *, length: int = 200, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
-           prime: str = "", stop_at_newline: bool = False) -> str:
+           prime: str = "", stop_at_newline: bool = False, forward=None) -> str:
     """Generate up to ``length`` characters after ``prime`` and return ``prime`` + the new text.
 
     With no prime the model starts after a newline (the start symbol of a ``lines`` corpus). With
     ``stop_at_newline`` generation ends at the first newline, which is not returned (one name per call),
-    and a prime is fed after a newline, as the beginning of a name.
+    and a prime is fed after a newline, as the beginning of a name. ``forward(ids (T, 1), state or None) ->
+    (logits (T, 1, V), state)`` computes the model (default: the NumPy model of ``params``).
     """
     require(length > 0, f"sample length must be > 0, got {length}")
     require(temperature > 0, f"--temperature must be > 0, got {temperature}")
+    forward = forward or numpy_forward(params, config)
     ids = tokenizer.encode(prime_context(tokenizer, prime, stop_at_newline))
-    dtype = params["Wy"].dtype
-    state = charmodel.zero_state(config, 1, dtype)
-    logits, state, _ = charmodel.forward(params, config, ids.reshape(-1, 1), state)  # (T, 1, V)
+    logits, state = forward(ids.reshape(-1, 1), None)                                 # (T, 1, V)
     out = []
     for _ in range(length):
         idx = pick(next_char_distribution(logits[-1, 0], temperature, top_k), rng, greedy)
@@ -67,5 +68,14 @@ def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer
         if stop_at_newline and char == NEWLINE:
             break
         out.append(char)
-        logits, state, _ = charmodel.forward(params, config, np.array([[idx]]), state)
+        logits, state = forward(np.array([[idx]]), state)
     return prime + "".join(out)
+
+
+def numpy_forward(params: dict, config: charmodel.ModelConfig):
+    """``forward(ids (T, B), state or None) -> (logits (T, B, V), state)`` of the NumPy model."""
+    def forward(ids: np.ndarray, state):
+        state = charmodel.zero_state(config, ids.shape[1], params["Wy"].dtype) if state is None else state
+        logits, state, _ = charmodel.forward(params, config, ids, state)
+        return logits, state
+    return forward

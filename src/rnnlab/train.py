@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import distributed
 from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
@@ -83,15 +84,16 @@ class Progress:
 def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -> float | None:
     """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters.
     None when ``should_stop()`` turns true part-way (a stop request abandons a long validation)."""
-    total, count, state = 0.0, 0, None
+    losses, count, state = [], 0, None
     for batch in batches:
         if should_stop():
             return None
         if state is None or batch.reset_state:
             state = engine.zero_state(batch.ids.shape[1])
-        loss, state = engine.evaluate(batch, state)
-        total, count = total + loss * batch.n_tokens, count + batch.n_tokens
-    return total / count
+        loss, state = engine.evaluate(batch, state)     # a float, or a device scalar: read at the end, not per batch
+        losses.append((loss, batch.n_tokens))
+        count += batch.n_tokens
+    return sum(float(loss) * n for loss, n in losses) / count
 
 
 def format_bytes(n: float) -> str:
@@ -123,12 +125,19 @@ class Trainer:
     ``on_report`` receives :class:`Report` objects, ``on_progress`` a :class:`Progress` after each step,
     ``on_load(done, total)`` the progress of encoding a large corpus; ``notes`` collects remarks about the
     set-up (e.g. why there is no validation) for the caller to show.
+
+    Started by torchrun, it is one of several processes (``distributed.py``): each runs this same loop on
+    the same data; rank 0 alone owns the checkpoint folder and samples (``world.writes``).
     """
 
     def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_load: Callable[[int, int], None] | None = None):
         self.config = config
+        self.world = distributed.join(config.device)            # one process, or one of torchrun's
+        require(self.world.size == 1 or config.engine == "torch",
+                f"data-parallel training ({self.world.size} processes from torchrun) runs on the torch engine: "
+                "add --engine torch")
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
         self.task = make_task(config, on_load)                 # a language model, or a translator (tasks.py)
@@ -147,7 +156,7 @@ class Trainer:
         self.notes: list[str] = config.notes() + self.data.notes
         self._check_memory()
         self.checkpoint_lock = None
-        if config.checkpoint_dir is not None:                   # proven writable now, not after the run,
+        if config.checkpoint_dir is not None and self.world.writes:  # rank 0's; proven writable now, not after the run,
             prepare_directory(config.checkpoint_dir, "--checkpoint_dir")
             self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
             self.checkpoint_lock.acquire()                       # and ours alone until the run ends
@@ -159,11 +168,14 @@ class Trainer:
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
         self.state = None                  # the hidden state carried into the next batch
+        self.unread_losses: list = []      # losses of the steps since the last read_losses (device scalars)
+        self.last_loss = math.nan          # the latest loss read
         # Smoothed loss: min-char-rnn's moving average (0.999 per example, so it spans ~1000 examples
         # whatever the batch size), bias-corrected as in Adam so that it starts at the first loss.
         self.smoothing = max(0.999 ** config.batch_size, 0.9)
         self.wall_before_run, self.run_started = 0.0, None
-        self.stop_requested = False
+        self.stop_requested = False        # asked in this process (a signal)
+        self.stop_agreed = False           # asked in any process, as of the last read_losses (several processes)
         self.warned: set[str] = set()      # health warnings already given (one per kind and run)
         self.saved: dict[str, Path] = {}   # tag -> JSON path of the last checkpoint written
 
@@ -196,16 +208,19 @@ class Trainer:
         c, report = self.config, None
         tokens, window_start = 0, time.perf_counter()
         self.run_started = step_start = window_start
-        while self.step < self.total_steps and not self.stop_requested:
-            loss, batch = self.advance()                                       # one training step
+        while self.step < self.total_steps and not self.stopping:
+            _, batch = self.advance()                                          # one training step
+            due = self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0
+            if due:
+                self.read_losses()                                             # (waits for a device's steps)
             now = time.perf_counter()
             self.run_state.elapsed_s += now - step_start
             tokens += batch.n_tokens
             rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, loss, self.smooth_loss, rate,
+            self.on_progress(Progress(self.step, self.total_steps, self.last_loss, self.smooth_loss, rate,
                                       self.run_state.elapsed_s))
-            if self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0:
-                report = self.report(loss, batch.epoch, rate)                  # validate, sample
+            if due:
+                report = self.report(self.last_loss, batch.epoch, rate)        # validate, sample
                 self.keep_if_best(report)
                 self.on_report(report)
                 tokens, window_start = 0, time.perf_counter()
@@ -245,31 +260,59 @@ class Trainer:
         return scheduled_learning_rate(self.config.lr_schedule, step, self.total_steps, base, floor)
 
     def advance(self):
-        """Take the next batch and do one training step -> (loss, batch)."""
+        """Take the next batch and do one training step -> (loss, batch). The loss is a float, or for an
+        engine on a GPU a device scalar (``float(loss)`` waits for the device): the Trainer reads those
+        every ``engine.loss_read_every`` steps, see :meth:`read_losses`."""
         if self.config.lr_schedule != "constant":
             self.engine.set_learning_rate(self.learning_rate(self.step + 1))
         batch = next(self.batches)
         if self.state is None or batch.reset_state:
             self.state = self.engine.zero_state(batch.ids.shape[1])
         loss, self.state = self.engine.train_step(batch, self.state)
-        run = self.run_state
-        run.step += 1
-        run.first_loss = loss if run.first_loss is None else run.first_loss
-        run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
-        # char-rnn's guard, on the smoothed loss: one short window can be far above average by chance.
-        if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
-            raise TrainingDiverged(
-                f"training diverged at step {run.step}: loss {loss:.4g}, smoothed {self.smooth_loss:.4g} "
-                f"(first loss {run.first_loss:.4g}); lower --learning_rate, or clip with --clip_value / --clip_norm")
+        self.run_state.step += 1
+        self.unread_losses.append(loss)
+        if self.step % self.engine.loss_read_every == 0:
+            self.read_losses()
         return loss, batch
+
+    def read_losses(self) -> None:
+        """Fold the losses not read yet, in step order, into the smoothed loss, checking each with char-rnn's
+        divergence guard (on the smoothed loss: one short window can be far above average by chance).
+
+        The NumPy engine and the torch engine on the CPU hand over floats and this runs after every step, as
+        the guard always did. A GPU engine's losses stay on the device and are read here together every
+        ``loss_read_every`` steps and before every report and save, so the host never waits for the
+        device in between; a divergence is then caught at most that many steps late, and nothing it
+        produced is saved (checkpoints refuse non-finite arrays). With several processes this is also where
+        they agree on a stop request, so that all stop after the same step."""
+        run = self.run_state
+        while self.unread_losses:
+            loss = self.last_loss = float(self.unread_losses.pop(0))
+            run.first_loss = loss if run.first_loss is None else run.first_loss
+            run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
+            if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step - len(self.unread_losses)}: loss {loss:.4g}, smoothed "
+                    f"{self.smooth_loss:.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
+                    "with --clip_value / --clip_norm")
+        if self.world.size > 1:
+            self.stop_agreed = self.world.any(self.stop_requested)
 
     @property
     def smooth_loss(self) -> float:
-        return self.run_state.loss_average / (1 - self.smoothing ** self.step) if self.step else math.nan
+        """The smoothed training loss over the losses read so far."""
+        read = self.step - len(self.unread_losses)
+        return self.run_state.loss_average / (1 - self.smoothing ** read) if read else math.nan
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
         self.stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the loop stops now: a stop request -- with several processes, one that they have all
+        agreed on (at the last read_losses), so that no process waits for the others in a collective."""
+        return self.stop_requested if self.world.size == 1 else self.stop_agreed
 
     def wall_s(self) -> float:
         """Wall-clock seconds of the run, across resumes, including validation and checkpoints."""
@@ -289,7 +332,7 @@ class Trainer:
                 report.val_tokens = self.data.val_tokens
                 for name, value in self.task.accuracy(self.params, self.model_config, last).items():
                     setattr(report, name, value)            # a translator's exact-match accuracy
-        if (last or self.step % self.config.sample_every == 0) and not self.stop_requested:
+        if (last or self.step % self.config.sample_every == 0) and not self.stopping and self.world.writes:
             report.samples = self.samples()
         if self.state is not None:
             report.state_max = state_max(self.engine.state_to_numpy(self.state))
@@ -302,7 +345,7 @@ class Trainer:
     def validation_loss(self) -> float | None:
         if self.val_batches is None:
             return None
-        return evaluate(self.engine, self.val_batches, lambda: self.stop_requested)
+        return evaluate(self.engine, self.val_batches, lambda: self.stopping)
 
     def samples(self) -> list[str]:
         """What the model makes now: names or a text (language model), translations (translator)."""
@@ -318,7 +361,8 @@ class Trainer:
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs)."""
         return {"corpus": self.task.fingerprint(), "task": self.task.kind, "model": self.model_config.to_dict(),
-                "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
+                "engine": self.config.engine, "device": str(self.engine.device), "processes": self.world.size,
+                "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
                 "val_tokens": self.data.val_tokens, "train": asdict(self.config)}
 
@@ -339,7 +383,10 @@ class Trainer:
         saved: that raises TrainingDiverged and the previous checkpoint stays."""
         if self.config.checkpoint_dir is None or self.step == 0:
             return None
-        hidden = None if self.state is None else self.engine.state_to_numpy(self.state)
+        self.read_losses()                                       # the smoothed loss is part of the checkpoint
+        hidden = None if self.state is None else self.engine.state_to_numpy(self.state)  # (gathered: all ranks)
+        if not self.world.writes:                                # rank 0 owns the checkpoint folder
+            return None
         held = self.checkpoint_lock is None or self.checkpoint_lock.held
         if not held:
             self.checkpoint_lock.acquire()

@@ -95,6 +95,8 @@ class KerasEngine:
     """
 
     name = "keras"
+    device = "cpu"
+    loss_read_every = 1
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
         self.model_config = model_config

@@ -24,20 +24,26 @@ the same gradient, so training both moves their sum -- rnnlab's ``b`` -- twice a
 changes Adam's and Adagrad's normalisation). With ``bias_hh`` frozen at 0 the trainable parameters are
 exactly rnnlab's, so trajectories match; converting a model trained elsewhere adds the two up.
 
-:class:`TorchEngine` trains it with ``torch.optim`` through rnnlab's engine interface (``engines.py``).
+:class:`TorchEngine` trains it with ``torch.optim`` through rnnlab's engine interface (``engines.py``), on
+the device :func:`resolve_device` picks for ``--device`` (cuDNN's fused kernels on CUDA), in the precision
+:class:`Precision` sets up for ``--precision`` (``torch.autocast``, a GradScaler for fp16), alone or as one
+of several processes under torchrun (DistributedDataParallel; ``distributed.py``). docs/gpu.md has the
+design: what lives on the device, when the host waits for it, how the batch is divided among processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..cells import CELLS
-from ..errors import RnnlabError, TrainingDiverged
+from ..errors import RnnlabError, TrainingDiverged, require
 from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
 from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, unsupported
 
@@ -112,7 +118,9 @@ class TorchCharRNN(nn.Module):
 
     def zero_state(self, batch_size: int) -> tuple:
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        return tuple(torch.zeros(shape, dtype=self.out.weight.dtype) for _ in range(CELLS[self.config.cell].n_states))
+        weight = self.out.weight
+        return tuple(torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+                     for _ in range(CELLS[self.config.cell].n_states))
 
     def forward(self, ids: torch.Tensor, state: tuple):
         """ids (T, B) int64 -> (logits (T, B, V), final state)."""
@@ -129,26 +137,36 @@ class TorchCharRNN(nn.Module):
         return from_torch(self.state_dict(), self.config)
 
 
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean -log p[target] over the real characters (mask 1), as rnnlab.losses; 0 when there are none."""
+def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Sum of -log p[target] over the real characters (mask 1; None: all of them)."""
     V = logits.shape[-1]
     nll = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")   # (T*B,)
-    m = mask.reshape(-1)
-    return (nll * m).sum() / m.sum().clamp_min(1.0)
+    return nll.sum() if mask is None else (nll * mask.reshape(-1)).sum()
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean -log p[target] over the real characters (mask 1), as rnnlab.losses; 0 when there are none."""
+    return summed_cross_entropy(logits, targets, mask) / mask.sum().clamp_min(1.0)
+
+
+def global_norm(grads: list) -> torch.Tensor:
+    """sqrt(sum of every squared gradient entry), as optim.global_norm; a device scalar (no host wait)."""
+    return torch.sqrt(sum((g * g).sum() for g in grads))
 
 
 def clip_gradients(parameters: list, clip_value: float | None, clip_norm: float | None) -> None:
     """rnnlab's order and formulas (optim.py): per-element clip, then global-norm scaling if the norm
-    exceeds ``clip_norm``. Not ``clip_grad_norm_``: it divides by norm + 1e-6, a different trajectory."""
+    exceeds ``clip_norm``. Not ``clip_grad_norm_``: it divides by norm + 1e-6, a different trajectory.
+    The scale min(1, clip_norm / norm) is applied on the device, whatever the norm, so that the host never
+    waits to compare it (multiplying by exactly 1 changes nothing)."""
     grads = [p.grad for p in parameters]
     if clip_value is not None:
         for g in grads:
             g.clamp_(-clip_value, clip_value)
     if clip_norm is not None:
-        norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        if norm > clip_norm:
-            for g in grads:
-                g.mul_(clip_norm / norm)
+        scale = torch.clamp(clip_norm / global_norm(grads), max=1.0)
+        for g in grads:
+            g.mul_(scale)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -203,72 +221,220 @@ def torch_optimizer(optimizer, parameters) -> MappedOptimizer:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Devices and precision
+# --------------------------------------------------------------------------------------------------------
+
+DEVICE_LOSS_READ_EVERY = 100   # steps between two reads of a device's losses (train.Trainer.read_losses)
+
+
+def resolve_device(name: str, world: distributed.World | None = None) -> torch.device:
+    """``--device`` -> the torch.device to compute on, or one RnnlabError that says why not and what to do.
+
+    auto: CUDA if this PyTorch sees a GPU, else the CPU. With several processes (torchrun) process k takes
+    cuda:LOCAL_RANK, so naming an index is refused there."""
+    world = world or distributed.World()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        require(torch.backends.mps.is_available(), "--device mps: this PyTorch sees no Apple GPU: use --device cpu")
+        require(world.size == 1, "data-parallel training runs on CUDA (NCCL) or on the CPU (Gloo), not on MPS: "
+                                 "use --device cpu, or one process")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        why = ("it was built for the CPU only: install a CUDA build of PyTorch" if torch.version.cuda is None
+               else "it sees no GPU: check nvidia-smi and CUDA_VISIBLE_DEVICES")
+        raise RnnlabError(f"--device {name}: this PyTorch cannot use CUDA, {why}; or use --device cpu")
+    if world.size > 1:
+        require(name == "cuda", f"--device {name}: under torchrun every process takes its own GPU "
+                                "(cuda:LOCAL_RANK): give --device cuda")
+    index = world.local_rank if world.size > 1 else int(name.partition(":")[2] or torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    require(index < count, f"--device cuda:{index}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+                           + ("; start at most one process per GPU (--nproc_per_node)" if world.size > 1 else ""))
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+class Precision:
+    """``--precision``. fp32 computes in the parameters' dtype. bf16 and fp16 run the forward pass under
+    ``torch.autocast``: matrix products and the recurrence in 16 bits; the loss, the parameters, their
+    gradients and the optimizer state stay in float32. fp16's narrow range also needs loss scaling: a
+    GradScaler multiplies the loss before backward and divides the gradients after (before clipping),
+    and skips -- then halves its scale after -- a step whose gradients overflowed."""
+
+    def __init__(self, name: str, device: torch.device):
+        require(name != "fp16" or device.type != "cpu", "--precision fp16 is for GPUs (PyTorch's CPU recurrent "
+                                                        "kernels have no fp16 form): on the CPU use bf16 or fp32")
+        self.device_type = device.type
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+
+    def autocast(self):
+        return contextlib.nullcontext() if self.dtype is None else torch.autocast(self.device_type, self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def unscale(self, optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer) -> None:
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+
+def device_forward(params: dict, config, device: str):
+    """``forward(ids (T, B), state or None) -> (logits (T, B, V) array, state)`` running on ``device``, for
+    ``sampling.sample``: the model computes there and the sampler draws on the host from rnnlab's
+    Generator, so the text is the NumPy engine's up to float rounding."""
+    where = resolve_device(device)
+    model = TorchCharRNN(config, TORCH_DTYPES[np.dtype(params["Wy"].dtype)])
+    model.load_numpy(params)
+    model.to(where).eval()
+
+    @torch.no_grad()
+    def forward(ids: np.ndarray, state):
+        state = model.zero_state(ids.shape[1]) if state is None else state
+        logits, state = model(torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(where), state)
+        return logits.cpu().numpy(), state
+
+    return forward
+
+
+# --------------------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------------------
 
 class TorchEngine:
-    """rnnlab's engine interface (engines.py) on :class:`TorchCharRNN` and ``torch.optim``.
+    """rnnlab's engine interface (engines.py) on :class:`TorchCharRNN` and ``torch.optim``, on the device of
+    ``--device``, alone or as one of several processes (DistributedDataParallel; ``distributed.py``).
 
-    The state is a tuple of (L, B, H) tensors, detached after each window (truncated BPTT: the forward state
-    is carried, its gradient cut). Dropout masks come from torch's generator, seeded for each training step
-    from ``dropout_rng`` inside ``torch.random.fork_rng`` so that the global torch RNG is left untouched
-    and a run is reproducible from rnnlab's seed. As in the NumPy engine, a non-finite loss or gradient
-    raises TrainingDiverged before the update, leaving the parameters as they were.
+    Parameters, optimizer state, the batch and the carried state live on ``self.device``; rnnlab-layout
+    arrays (checkpoints, sampling) cross to the host only when asked for. The state is a tuple of
+    (L, b, H) tensors -- b: this process's columns of the batch -- detached after each window (truncated
+    BPTT: the forward state is carried, its gradient cut).
+
+    Reading the loss. On the CPU each step's loss is read at once and, as in the NumPy engine, a non-finite
+    loss or gradient raises TrainingDiverged *before* the update. On a GPU the host does not wait for the
+    device during a step: the loss stays a device scalar (NaN if the gradient was not finite) which the
+    Trainer reads every ``loss_read_every`` steps; a divergence is then caught up to that many steps late,
+    and the checkpoint module refuses to save the non-finite parameters it leaves behind.
+
+    Dropout. On the CPU the masks come from torch's generator, seeded for each step from ``dropout_rng``
+    (+ the rank) inside ``torch.random.fork_rng``: the global torch RNG is untouched and a run is
+    reproducible from rnnlab's seed. cuDNN keeps its own dropout state, seeded once from the device's
+    generator, which is seeded here once from ``dropout_rng``.
     """
 
     name = "torch"
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+        self.world = distributed.join(train_config.device)
+        self.device = resolve_device(train_config.device, self.world)
         self.model_config = model_config
         self.numpy_dtype = np.dtype(next(iter(params.values())).dtype)
         self.dtype = TORCH_DTYPES[self.numpy_dtype]
+        require(self.device.type != "mps" or self.dtype == torch.float32,
+                "--device mps computes in float32: use --dtype float32")
         self.model = TorchCharRNN(model_config, self.dtype)
         self.model.load_numpy(params)
+        self.model.to(self.device)
+        self.model.rnn.flatten_parameters()        # one contiguous weight buffer: what cuDNN's kernels read
+        self.network = distributed.data_parallel(self.model, self.world, self.device)   # trains the model
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.mapped = torch_optimizer(optimizer, self.trainable)
         self.optimizer = self.mapped.optimizer
+        self.precision = Precision(train_config.precision, self.device)
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
         self.dropout_rng = dropout_rng
+        self.loss_read_every = 1 if self.device.type == "cpu" else DEVICE_LOSS_READ_EVERY
         self.steps = 0
+        if self.device.type != "cpu" and self._has_dropout():
+            getattr(torch, self.device.type).manual_seed(self._dropout_seed())
 
     # ---- training ----------------------------------------------------------------------------------------
     def zero_state(self, batch_size: int) -> tuple:
-        return self.model.zero_state(batch_size)
+        """Zeros for this process's columns of a batch ``batch_size`` wide."""
+        columns = self.world.columns(batch_size)
+        return self.model.zero_state(columns.stop - columns.start)
 
-    def _tensors(self, batch):
-        mask = np.ones(batch.ids.shape) if batch.mask is None else batch.mask
-        return (torch.from_numpy(np.asarray(batch.ids, dtype=np.int64)),               # (T, B)
-                torch.from_numpy(np.asarray(batch.targets, dtype=np.int64)),           # (T, B)
-                torch.from_numpy(mask).to(self.dtype))                                # (T, B)
+    def _share(self, batch, state):
+        """This process's columns of ``batch`` on the device -> (ids, targets, mask or None, state, padded).
+
+        A process whose share is empty (a batch narrower than the number of processes) computes a fully
+        masked copy of column 0 from a zero state instead: it adds exact zeros to the loss and gradients
+        and still joins DistributedDataParallel's all-reduce."""
+        columns, mask = self.world.columns(batch.ids.shape[1]), batch.mask
+        padded = columns.start == columns.stop
+        if padded:
+            columns, mask, state = slice(0, 1), np.zeros((batch.ids.shape[0], 1)), self.model.zero_state(1)
+        elif mask is not None:
+            mask = mask[:, columns]
+
+        def to_device(array, dtype):
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype, non_blocking=True)
+
+        ids = to_device(batch.ids[:, columns], torch.int64)                        # (T, b)
+        targets = to_device(batch.targets[:, columns], torch.int64)                # (T, b)
+        return ids, targets, None if mask is None else to_device(mask, self.dtype), state, padded
+
+    def _forward(self, network, batch, state):
+        """-> (this process's share of the batch's mean loss: its summed loss over the *whole* batch's
+        character count, the final state of its columns)."""
+        ids, targets, mask, state, padded = self._share(batch, state)
+        with self.precision.autocast():
+            logits, final = network(ids, state)                                    # (T, b, V)
+        share = summed_cross_entropy(logits.to(self.dtype), targets, mask) / max(batch.n_tokens, 1)
+        return share, tuple(s.detach()[:, :0] if padded else s.detach() for s in final)
+
+    def _has_dropout(self) -> bool:
+        return self.model_config.dropout > 0 and self.model_config.num_layers > 1
+
+    def _dropout_seed(self) -> int:
+        return (int(self.dropout_rng.integers(2 ** 63)) + self.world.rank) % 2 ** 63
 
     def _dropout_randomness(self):
-        if self.model_config.dropout == 0 or self.model_config.num_layers == 1:
+        if not self._has_dropout() or self.device.type != "cpu":
             return contextlib.nullcontext()
-        return _seeded_torch_rng(int(self.dropout_rng.integers(2 ** 63)))
+        return _seeded_torch_rng(self._dropout_seed())
 
     def train_step(self, batch, state):
-        ids, targets, mask = self._tensors(batch)
-        self.model.train()
+        self.network.train()
         with self._dropout_randomness():
-            logits, final = self.model(ids, state)                                   # (T, B, V)
-        loss = masked_cross_entropy(logits, targets, mask)
+            share, final = self._forward(self.network, batch, state)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in self.trainable))
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        self.precision.backward(share)          # with DDP: the sum of every share's gradient (distributed.py)
+        self.precision.unscale(self.optimizer)
+        loss = self._checked(self.world.sum(share.detach().clone()), global_norm([p.grad for p in self.trainable]))
+        clip_gradients(self.trainable, self.clip_value, self.clip_norm)
+        self.precision.step(self.optimizer)
+        self.steps += 1
+        return loss, final
+
+    def _checked(self, loss: torch.Tensor, grad_norm: torch.Tensor):
+        """The batch loss for the Trainer: on the CPU a float, checked now with the gradient norm; on a device
+        a scalar left there, NaN if the gradient was not finite (see the class docstring). Under fp16 an
+        overflowing gradient is the GradScaler's business (it skips the step), not a divergence."""
+        finite_gradient = torch.isfinite(grad_norm) | (self.precision.scaler is not None)
+        if self.loss_read_every > 1:
+            return torch.where(finite_gradient, loss, torch.nan)
+        if not (math.isfinite(loss.item()) and finite_gradient.item()):
             raise TrainingDiverged(f"the loss ({loss.item():.4g}) or its gradient is not finite; "
                                    "parameters left as they were")
-        clip_gradients(self.trainable, self.clip_value, self.clip_norm)
-        self.optimizer.step()
-        self.steps += 1
-        return loss.item(), tuple(s.detach() for s in final)
+        return loss.item()
 
     @torch.no_grad()
     def evaluate(self, batch, state):
-        ids, targets, mask = self._tensors(batch)
         self.model.eval()
-        logits, final = self.model(ids, state)
-        return float(masked_cross_entropy(logits, targets, mask)), final
+        share, final = self._forward(self.model, batch, state)
+        loss = self.world.sum(share)
+        return (loss.item() if self.loss_read_every == 1 else loss), final
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -285,7 +451,7 @@ class TorchEngine:
             arrays = {}
             for name, p in self.model.named_parameters():
                 value = self.optimizer.state.get(p, {}).get(key)   # none yet, or a frozen bias: zeros
-                arrays[name] = np.zeros(p.shape) if value is None else factor * value.detach().numpy()
+                arrays[name] = np.zeros(p.shape) if value is None else factor * value.detach().cpu().numpy()
             state[slot] = {name: value.astype(self.numpy_dtype)
                            for name, value in from_torch(arrays, self.model_config).items()}
         return state
@@ -298,21 +464,26 @@ class TorchEngine:
                     for slot, (key, factor) in self.mapped.slots.items()}
         for name, p in self.model.named_parameters():
             if p.requires_grad and per_slot:
-                entry = {key: torch.from_numpy(arrays[name] / factor).to(self.dtype)
+                entry = {key: torch.from_numpy(arrays[name] / factor).to(self.device, self.dtype)
                          for key, (arrays, factor) in per_slot.items()}
                 if not isinstance(self.optimizer, torch.optim.SGD):  # Adam, RMSprop, Adagrad count steps per tensor
                     entry["step"] = torch.tensor(float(self.steps))
                 self.optimizer.state[p] = entry
 
     def state_to_numpy(self, state) -> list:
-        """(L, B, H) tensors -> per layer a tuple of (B, H) arrays: (h,) or (h, c)."""
-        return [tuple(part[k].numpy().astype(self.numpy_dtype) for part in state)
+        """(L, b, H) tensors -> per layer a tuple of (B, H) arrays of the *whole* batch: with several
+        processes gathered from all of them (a collective: every process calls it)."""
+        whole = [self.world.gather_columns(part).cpu() for part in state]            # each (L, B, H)
+        whole = [part.float().numpy() if part.dtype in (torch.bfloat16, torch.float16) else part.numpy()
+                 for part in whole]                                 # NumPy has no bfloat16: widen first
+        return [tuple(part[k].astype(self.numpy_dtype) for part in whole)
                 for k in range(self.model_config.num_layers)]
 
     def state_from_numpy(self, state: list) -> tuple:
-        n_parts = len(state[0])
-        return tuple(torch.from_numpy(np.stack([np.asarray(layer[i]) for layer in state])).to(self.dtype)
-                     for i in range(n_parts))
+        """Per layer a tuple of (B, H) arrays -> this process's columns, (L, b, H) tensors on the device."""
+        columns = self.world.columns(state[0][0].shape[0])
+        return tuple(torch.from_numpy(np.stack([np.asarray(layer[i])[columns] for layer in state]))
+                     .to(self.device, self.dtype) for i in range(len(state[0])))
 
 
 @contextlib.contextmanager

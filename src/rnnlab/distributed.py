@@ -1,0 +1,255 @@
+"""Data-parallel training across processes: torchrun's environment, the process group, who writes, one error line.
+
+    torchrun --nproc_per_node=N -m rnnlab train ... --engine torch          # N processes on one machine
+    torchrun --nnodes=M --nproc_per_node=N --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT -m rnnlab train ...
+
+starts N (x M) copies of ``rnnlab train``. torchrun tells each one its place in the environment:
+
+    RANK         0 .. WORLD_SIZE-1, this process' number among all of them (rank 0 writes, see below)
+    WORLD_SIZE   how many processes train together
+    LOCAL_RANK   its number on this machine: with CUDA it computes on cuda:LOCAL_RANK
+    MASTER_ADDR, MASTER_PORT   where the processes meet (torchrun's store)
+
+How the work is divided (the torch engine does it, ``frameworks/torch.py``): every process reads the same
+data in the same order and so holds the same *global* batch of ``--batch_size`` columns; process r computes
+the contiguous block :meth:`World.columns` of it. Its loss is its share of the global batch mean -- the
+summed loss of its columns divided by the token count of the *whole* batch -- and DistributedDataParallel
+sums (:func:`sum_gradients_hook`, not averages) the gradients, so every process holds the gradient of the
+global batch mean, whatever the padding: N processes follow one process's trajectory up to the order of
+floating-point additions. Validation is divided the same way and summed.
+
+Who writes: only rank 0 (:attr:`World.writes`) prints, samples, writes the metrics file and owns the
+checkpoint folder (its lock, probe and saves); the others compute and stay silent. Checkpoints hold the
+whole batch's hidden state (gathered from every process), so they are the same files one process writes.
+
+One error, one line (:func:`joined`, :func:`may_print_error`): before the processes have met, every one meets
+the same problem (a bad flag), so rank 0 alone reports it; afterwards the first process to fail claims the
+error on torchrun's store and prints its line, and every process that fails after it -- usually because a
+peer vanished from a collective -- exits without a word. torchrun then ends the remaining processes.
+
+Nothing here imports torch until a run has more than one process: one process needs NumPy alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .errors import RnnlabError, require
+
+ERROR_KEY = "rnnlab/first_error"        # on torchrun's store: the rank whose error line is printed
+RANK_0_FIRST_S = 2.0                    # how long the other ranks let rank 0 claim an error first
+
+
+@dataclass(frozen=True)
+class World:
+    """This process' place among those training together (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"     # where collectives' tensors live: cuda:LOCAL_RANK with NCCL, cpu with Gloo
+
+    @property
+    def writes(self) -> bool:
+        """Rank 0 prints, samples, writes the metrics file and the checkpoints."""
+        return self.rank == 0
+
+    def columns(self, n: int) -> slice:
+        """This process' contiguous block of a batch's ``n`` columns: [n r / N, n (r + 1) / N), rounded down.
+        Blocks differ in size by at most one; with n < N some are empty (see TorchEngine)."""
+        return slice(n * self.rank // self.size, n * (self.rank + 1) // self.size)
+
+    # ---- collectives (every process must call them, in the same order) ------------------------------
+    def sum(self, tensor):
+        """The sum of ``tensor`` over all processes (in place; the tensor itself with one process)."""
+        if self.size > 1:
+            import torch.distributed as dist
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if ``flag`` is true on any (e.g. a stop request that reached only some)."""
+        if self.size == 1:
+            return flag
+        import torch
+        return bool(self.sum(torch.tensor([int(flag)], device=self.device)).item())
+
+    def gather_columns(self, part):
+        """The (L, b_r, H) blocks of every process -> the (L, B, H) whole, on every process. Each process puts
+        its block into zeros at its offset and the sum assembles them (adding zeros is exact)."""
+        if self.size == 1:
+            return part
+        import torch
+        widths = torch.zeros(self.size, dtype=torch.int64, device=self.device)
+        widths[self.rank] = part.shape[1]
+        widths = self.sum(widths).tolist()
+        start = sum(widths[:self.rank])
+        whole = torch.zeros((part.shape[0], sum(widths), part.shape[2]), dtype=part.dtype, device=part.device)
+        whole[:, start:start + part.shape[1]] = part
+        return self.sum(whole)
+
+
+def _int_variable(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RnnlabError(f"environment variable {name}={value!r} is not a number: launch with torchrun, "
+                          "which sets it") from None
+
+
+def environment_world() -> World:
+    """The World torchrun describes in the environment (none of its variables: one process)."""
+    size, rank = _int_variable("WORLD_SIZE", 1), _int_variable("RANK", 0)
+    require(size >= 1 and 0 <= rank < size, f"RANK={rank} and WORLD_SIZE={size} do not fit together: launch "
+                                            "with torchrun, which sets them")
+    return World(rank, size, _int_variable("LOCAL_RANK", 0))
+
+
+_joined: World | None = None     # the World after join(): one per process
+_error_claimed: bool | None = None
+
+
+def current() -> World:
+    """The World this process joined, or the one the environment describes if it has not joined yet."""
+    return _joined or environment_world()
+
+
+def backend_for(device: str) -> tuple[str, str]:
+    """(process-group backend, device of the collectives' tensors) for ``--device``: NCCL on CUDA, Gloo
+    elsewhere. Decided without failing -- a device that does not exist is reported once the processes have
+    met (by frameworks.torch.resolve_device), so that it is reported once."""
+    import torch
+    if device != "cpu" and not device.startswith("mps") and torch.cuda.is_available():
+        return "nccl", f"cuda:{_int_variable('LOCAL_RANK', 0)}"
+    return "gloo", "cpu"
+
+
+def join(device: str = "auto") -> World:
+    """Meet the other processes of this run (once per process; later calls return the same World). With
+    one process nothing happens and torch is not imported."""
+    global _joined
+    if _joined is not None:
+        return _joined
+    world = environment_world()
+    if world.size > 1:
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            raise RnnlabError(f"WORLD_SIZE={world.size}: data-parallel training needs torch, which is not "
+                              "installed: pip install 'rnnlab[torch]'") from None
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            require(name in os.environ, f"WORLD_SIZE={world.size} but {name} is not set: launch with "
+                                        "torchrun --nproc_per_node=N -m rnnlab train ...")
+        backend, collective_device = backend_for(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+        world = World(world.rank, world.size, world.local_rank, collective_device)
+    _joined = world
+    return world
+
+
+def leave() -> None:
+    """Close the process group (the end of a run); the next join meets the processes again."""
+    global _joined
+    if _joined is not None and _joined.size > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            gc.collect()            # free the run's DDP model first: its reducer must not outlive the group
+            dist.destroy_process_group()
+    _joined = None
+
+
+@contextlib.contextmanager
+def joined(device: str = "auto"):
+    """``with joined(device) as world:`` -- meet the other processes first (so that any later error reaches
+    them), claim the error line if this process fails first, and close the group at the end."""
+    global _error_claimed
+    try:
+        yield join(device)
+    except BaseException:
+        _error_claimed = claim_error()
+        raise
+    else:
+        finish_together()
+    finally:
+        leave()
+
+
+def finish_together() -> None:
+    """A run that ended well waits for the others before closing the group: a process that tears down Gloo
+    while a peer still sends to it aborts ("terminate called without an active exception")."""
+    if _joined is not None and _joined.size > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.barrier()
+
+
+def claim_error() -> bool:
+    """True if this process is the first of the run to fail (it prints the error line): the first to set
+    :data:`ERROR_KEY` on torchrun's store wins. Rank 0 tries at once, the others after giving it
+    :data:`RANK_0_FIRST_S` to claim, so that an error every process meets is rank 0's line (which can name
+    the checkpoint it saved). Without a store to ask, every process reports (better two lines than none)."""
+    world = current()
+    if world.size == 1:
+        return True
+    try:
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            return world.writes
+        store = dist.distributed_c10d._get_default_store()     # torchrun's store, where the processes met
+        if not world.writes:
+            with contextlib.suppress(Exception):                # nobody claimed within the time: try
+                store.wait([ERROR_KEY], timedelta(seconds=RANK_0_FIRST_S))
+        first = store.compare_set(ERROR_KEY, "", str(world.rank))  # set only if nobody has set it
+        return first.decode() == str(world.rank)
+    except Exception:                                          # the store went away with its host
+        return True
+
+
+def may_print_error() -> bool:
+    """Whether this process prints its error line (see the module docstring)."""
+    if _error_claimed is not None:
+        return _error_claimed
+    return current().writes
+
+
+def sum_gradients_hook(state, bucket):
+    """DistributedDataParallel communication hook: all-reduce the gradient bucket as a *sum*. Each process'
+    loss is already its share of the global mean (divided by the whole batch's token count), so the sum is
+    the gradient of the global mean; PyTorch's default hook would divide by the number of processes."""
+    import torch.distributed as dist
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def data_parallel(model, world: World, device):
+    """``model`` wrapped in DistributedDataParallel with the summing hook, or ``model`` itself alone."""
+    if world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    ids = [device.index] if device.type == "cuda" else None
+    wrapped = DistributedDataParallel(model, device_ids=ids)
+    wrapped.register_comm_hook(None, sum_gradients_hook)
+    return wrapped
+
+
+def lost_peer(err: BaseException) -> str | None:
+    """The error line for a collective that failed because another process of the run vanished (it failed
+    first, or was killed); None for any other error."""
+    world = current()
+    if world.size == 1:
+        return None
+    import torch.distributed as dist
+    gone = isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and any(
+        sign in str(err) for sign in ("Connection closed by peer", "Connection reset by peer", "NCCL")))
+    if not gone:
+        return None
+    return (f"process {world.rank} of {world.size} lost the others ({type(err).__name__}): another process "
+            "failed or was stopped first; its own line, or torchrun's summary, says why")
