@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="rnnlab's initialisation scheme (rnnlab train --init); several, comma-separated, "
                              "train one rnnlab model each, side by side")
     parser.add_argument("--forget_bias", type=float, default=None, help="rnnlab's LSTM forget bias (--forget_bias)")
+    parser.add_argument("--torch_one_bias", action="store_true",
+                        help="ablation: PyTorch's RNN/LSTM with one trainable bias as rnnlab's (bias_ih + bias_hh "
+                             "at the start, bias_hh then frozen at 0) instead of two")
     parser.add_argument("--no_carry", action="store_true",
                         help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
@@ -135,7 +138,14 @@ class TorchRun:
         module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = module(vocab_size, args.hidden_size, num_layers=args.num_layers)   # time first
         self.head = nn.Linear(args.hidden_size, vocab_size)
-        self.parameters = [*self.rnn.parameters(), *self.head.parameters()]
+        if args.torch_one_bias and cell != "gru":                # the GRU needs both (r multiplies bias_hh_n)
+            with torch.no_grad():
+                for k in range(args.num_layers):
+                    b_ih, b_hh = getattr(self.rnn, f"bias_ih_l{k}"), getattr(self.rnn, f"bias_hh_l{k}")
+                    b_ih += b_hh
+                    b_hh.zero_()
+                    b_hh.requires_grad_(False)
+        self.parameters = [p for p in (*self.rnn.parameters(), *self.head.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=args.learning_rate)
         self.clip_norm = args.clip_norm
         self.train_windows, self.val_windows = train_windows, val_windows
@@ -288,7 +298,8 @@ def main(argv=None) -> int:
     print(f"# parity: {args.dataset}, {args.num_layers} x {args.hidden_size}, batch {args.batch_size} x "
           f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
           f"rnnlab --init {','.join(args.init)}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
-          + ("; state reset every window" if args.no_carry else ""),
+          + ("; state reset every window" if args.no_carry else "")
+          + ("; torch with one trainable bias" if args.torch_one_bias else ""),
           flush=True)
     results = {}
     for cell in args.cells:
