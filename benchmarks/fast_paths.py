@@ -18,7 +18,7 @@ import numpy as np
 from rnnlab.activations import sigmoid
 from rnnlab.cells import CELLS
 from rnnlab import model as charmodel
-from rnnlab.recurrence import Workspace, embedding_grad, rnn_forward
+from rnnlab.recurrence import Workspace, embedding_grad, sequence_forward
 
 T, B, H, V = 100, 64, 256, 65
 rng = np.random.default_rng(0)
@@ -87,10 +87,10 @@ def lstm_forward_textbook():
 
 
 def lstm_forward_fused():
-    rnn_forward(lstm, zx_all, (h0, c0), p_lstm)
+    sequence_forward(lstm, zx_all, (h0, c0), p_lstm)
 
 
-_, _, seq_cache = rnn_forward(lstm, zx_all, (h0, c0), p_lstm)
+_, _, seq_cache = sequence_forward(lstm, zx_all, (h0, c0), p_lstm)
 dhs = rng.standard_normal((T, B, H)).astype(f32)
 
 

@@ -258,7 +258,7 @@ def test_stream_each_epoch_replays_the_same_windows():
     batches = StreamBatches(np.arange(101), batch_size=4, seq_length=8)
     first = [next(batches).ids for _ in range(3)]
     second = [next(batches).ids for _ in range(3)]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from rnnlab.cells import CELLS, lstm_reference_step_backward, lstm_reference_step_forward
 from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.recurrence import Workspace, project_inputs, rnn_backward, rnn_forward
+from rnnlab.recurrence import Workspace, project_inputs, sequence_backward, sequence_forward
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 T, B, In, H = 6, 3, 5, 4
@@ -52,12 +52,12 @@ def test_fast_lstm_equals_textbook_lstm_over_several_steps(workspace):
 
     ws = Workspace() if workspace else None
     zx = project_inputs(x, p["Wx"], p["b"], None if ws is None else ws.empty("l0.zx", zx_ref.shape, np.float64))
-    hs, final, cache = rnn_forward(CELLS["lstm"], zx, state0, p, ws, "l0.")
+    hs, final, cache = sequence_forward(CELLS["lstm"], zx, state0, p, ws, "l0.")
     np.testing.assert_allclose(hs, hs_ref, **TOL)
     for part, part_ref in zip(final, final_ref):
         np.testing.assert_allclose(part, part_ref, **TOL)
     h_prev = np.concatenate([state0[0][None], hs_ref[:-1]])     # (T, B, H) the h entering each step
-    dzx, grads, dstate0 = rnn_backward(CELLS["lstm"], dhs, cache, p, ws=ws, name="l0.")
+    dzx, grads, dstate0 = sequence_backward(CELLS["lstm"], dhs, cache, p, ws=ws, name="l0.")
     np.testing.assert_allclose(dzx, dz_ref, **TOL)
     np.testing.assert_allclose(grads["Wh"], np.einsum("tbh,tbg->hg", h_prev, dz_ref), **TOL)
     for part, part_ref in zip(dstate0, dstate0_ref):

@@ -54,7 +54,7 @@ BAD_INPUTS = {
     "empty file": (["--dataset", "empty.txt"], ["empty or only whitespace"]),
     "whitespace-only file": (["--dataset", "blank.txt"], ["empty or only whitespace"]),
     "undecodable bytes": (["--dataset", "latin1.txt"], ["not valid UTF-8", "iconv"]),
-    "directory": (["--dataset", "adir"], ["is a directory"]),
+    "empty directory": (["--dataset", "adir"], ["holds no files"]),
     "unknown dataset name": (["--dataset", "dinosaurs"], ["'dinosaurs' not found", "dinos, shakespeare"]),
     "unknown data mode": (["--data_mode", "words"], ["--data_mode", "invalid choice"]),
     "unknown cell": (["--cell", "transformer"], ["--cell", "invalid choice"]),
@@ -108,7 +108,7 @@ def test_small_run_prints_samples_and_writes_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "error" not in result.stderr  # notes are fine, errors not
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("rnnlab: rnn 1x16 on dinos (lines, 16,865 chars, vocabulary 27)")
+    assert lines[0].startswith("rnnlab: rnn 1x16, vocabulary 27 on dinos (lines, 16,865 chars)")
     report_lines = [i for i, line in enumerate(lines) if line.startswith("step")]
     assert len(report_lines) == 2
     for i in report_lines:

@@ -8,7 +8,7 @@ import pytest
 from rnnlab.activations import sigmoid
 from rnnlab.cells import CELLS
 from rnnlab.output import output_forward, project_logit_grad_to_hidden
-from rnnlab.recurrence import embedding_grad, project_inputs, rnn_backward, rnn_forward
+from rnnlab.recurrence import embedding_grad, project_inputs, sequence_backward, sequence_forward
 
 RTOL = 1e-12
 
@@ -55,9 +55,9 @@ def test_one_gemm_recurrent_weight_grad_equals_per_step_sum(cell_name):
     p = {k: rng.normal(size=v.shape) for k, v in cell.init(4, H, rng).items()}
     zx = rng.normal(size=(T, B, cell.n_gates * H))
     state0 = tuple(rng.normal(size=(B, H)) for _ in range(cell.n_states))
-    hs, _, cache = rnn_forward(cell, zx, state0, p)
+    hs, _, cache = sequence_forward(cell, zx, state0, p)
     dhs = rng.normal(size=(T, B, H))
-    _, grads, _ = rnn_backward(cell, dhs, cache, p)
+    _, grads, _ = sequence_backward(cell, dhs, cache, p)
     per_step, dstate, h_prev = np.zeros_like(p["Wh"]), tuple(np.zeros((B, H)) for _ in range(cell.n_states)), None
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])

@@ -12,7 +12,7 @@ import pytest
 from rnnlab import model as charmodel
 from rnnlab.cells import CELLS
 from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.recurrence import input_grads, project_inputs, rnn_backward, rnn_forward
+from rnnlab.recurrence import input_grads, project_inputs, sequence_backward, sequence_forward
 
 EPS = 1e-6
 BOUND = 1e-6
@@ -70,11 +70,11 @@ def test_sequence_bptt_matches_finite_differences(cell_name, ids_input):
     dfinal = tuple(rng.normal(size=(B, H)) for _ in range(cell.n_states))
 
     def loss():
-        hs, final, _ = rnn_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
+        hs, final, _ = sequence_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
         return float((hs * dhs).sum()) + sum(float((s * d).sum()) for s, d in zip(final, dfinal))
 
-    _, _, caches = rnn_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
-    dzx, grads, dstate0 = rnn_backward(cell, dhs, caches, p, dfinal)
+    _, _, caches = sequence_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
+    dzx, grads, dstate0 = sequence_backward(cell, dhs, caches, p, dfinal)
     grads["Wx"], grads["b"], dx = input_grads(x, dzx, p["Wx"])
     for name in p:
         assert relative_error(grads[name], numerical_gradient(loss, p[name], EPS)) < BOUND, name

@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 
 from rnnlab.errors import RnnlabError
-from rnnlab.optim import (OPTIMIZERS, Adagrad, Adam, Momentum, RMSProp, SGD, clip_by_global_norm, clip_by_value,
-                          global_norm, make_optimizer)
+from rnnlab.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    Momentum,
+    RMSProp,
+    clip_by_global_norm,
+    clip_by_value,
+    global_norm,
+    make_optimizer,
+)
 
 GRADS = [0.5, -0.2, 0.1]  # three successive gradients of a single scalar parameter p, which starts at 1.0
 
@@ -129,7 +139,7 @@ def test_cosine_schedule_runs_from_lr_to_min_lr():
     from rnnlab.optim import scheduled_learning_rate
     lrs = [scheduled_learning_rate("cosine", step, 101, 1.0, 0.1) for step in range(1, 102)]
     assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.55)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert scheduled_learning_rate("constant", 50, 101, 1.0, 0.1) == 1.0
 
 

@@ -1,4 +1,4 @@
-"""text.py: the character tokenizer, loading a corpus, line examples and the train/validation split."""
+"""text.py: the character tokenizer, line examples and the mode guess."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnlab.errors import RnnlabError
-from rnnlab.text import NEWLINE, CharTokenizer, Corpus, guess_mode, line_example, load_corpus, split_corpus
+from rnnlab.text import CharTokenizer, guess_mode, line_example
 
 UNICODE_TEXT = "héllo wörld, naïve café — 你好，世界 🦕🦖 ünïcødé\nßœ∂ 😀👍🏽\n"
 
@@ -51,7 +51,7 @@ def test_tokenizer_round_trips_arbitrary_text(text):
     ids = tok.encode(text)
     assert tok.decode(ids) == text
     assert ids.shape == (len(text),)
-    assert ((0 <= ids) & (ids < tok.vocab_size)).all()
+    assert ((ids >= 0) & (ids < tok.vocab_size)).all()
 
 
 @settings(max_examples=100, deadline=None, derandomize=True, database=None)
@@ -125,116 +125,6 @@ def test_tokenizer_rejects_duplicate_characters():
         CharTokenizer(["a", "b", "a"])
 
 
-# --- load_corpus ---------------------------------------------------------------------------------------
-
-
-def test_load_shipped_dinos_is_a_lines_corpus_of_names():
-    """'dinos' loads as ~1318 lowercase names, one per line, with a 27-character vocabulary (a-z + newline)."""
-    corpus = load_corpus("dinos")
-    assert corpus.mode == "lines"
-    assert len(corpus.examples()) == 1318
-    tok = CharTokenizer.fit(corpus.text)
-    assert tok.vocab_size == 27
-    assert NEWLINE in tok.index
-    assert set(tok.chars) - {NEWLINE} == set("abcdefghijklmnopqrstuvwxyz")
-
-
-def test_load_shipped_shakespeare_is_a_stream_corpus():
-    """'shakespeare' loads as one continuous text of about 1.1M characters."""
-    corpus = load_corpus("shakespeare")
-    assert corpus.mode == "stream"
-    assert 1_000_000 < len(corpus.text) < 1_200_000
-
-
-def test_load_shipped_dataset_mode_can_be_overridden():
-    """An explicit mode wins over the shipped dataset's own mode."""
-    assert load_corpus("dinos", mode="stream").mode == "stream"
-
-
-def test_load_corpus_from_utf8_file(tmp_path):
-    """A path to a UTF-8 file loads with its exact text, its file name as name, and a guessed mode."""
-    path = tmp_path / "names.txt"
-    path.write_text("zoë\nrené\n恐竜\n", encoding="utf-8")
-    corpus = load_corpus(str(path))
-    assert corpus.text == "zoë\nrené\n恐竜\n"
-    assert corpus.name == "names.txt"
-    assert corpus.mode == "lines"
-    assert corpus.examples() == ["zoë", "rené", "恐竜"]
-
-
-def test_load_corpus_normalises_windows_line_endings(tmp_path):
-    """CRLF line endings become plain newlines, so '\\r' never enters the vocabulary."""
-    path = tmp_path / "crlf.txt"
-    path.write_bytes(b"rex\r\nanna\r\n")
-    corpus = load_corpus(str(path))
-    assert corpus.text == "rex\nanna\n"
-    assert corpus.examples() == ["rex", "anna"]
-
-
-def test_load_corpus_strips_utf8_byte_order_mark(tmp_path):
-    """A UTF-8 file saved with a byte-order mark (e.g. by Notepad) loads without '\\ufeff' in its text.
-
-    Otherwise the invisible BOM becomes a vocabulary character and part of the first training example.
-    """
-    path = tmp_path / "bom.txt"
-    path.write_bytes("\ufeffrex\nanna\n".encode("utf-8"))
-    corpus = load_corpus(str(path))
-    assert corpus.text == "rex\nanna\n"
-    assert corpus.examples() == ["rex", "anna"]
-
-
-def test_load_corpus_missing_file_raises(tmp_path):
-    """A path that does not exist raises RnnlabError naming it and saying what to give instead."""
-    missing = str(tmp_path / "nope.txt")
-    with pytest.raises(RnnlabError, match="not found") as excinfo:
-        load_corpus(missing)
-    assert missing in str(excinfo.value)
-    assert "UTF-8 text file" in str(excinfo.value)
-
-
-@pytest.mark.parametrize("content", [b"", b"   \n\n\t \n", b"\r\n\r\n"], ids=["empty", "whitespace", "crlf-only"])
-def test_load_corpus_empty_or_whitespace_file_raises(tmp_path, content):
-    """An empty or whitespace-only file raises RnnlabError saying it has no text."""
-    path = tmp_path / "blank.txt"
-    path.write_bytes(content)
-    with pytest.raises(RnnlabError, match="empty or only whitespace") as excinfo:
-        load_corpus(str(path))
-    assert "blank.txt" in str(excinfo.value)
-
-
-def test_load_corpus_directory_raises(tmp_path):
-    """A directory raises RnnlabError saying it is a directory and a text file is needed."""
-    with pytest.raises(RnnlabError, match="is a directory"):
-        load_corpus(str(tmp_path))
-
-
-def test_load_corpus_undecodable_bytes_raise(tmp_path):
-    """Bytes that are not UTF-8 raise RnnlabError with the offending offset and a conversion hint."""
-    path = tmp_path / "latin.txt"
-    path.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(RnnlabError, match="not valid UTF-8") as excinfo:
-        load_corpus(str(path))
-    message = str(excinfo.value)
-    assert "offset 0" in message
-    assert "iconv" in message
-    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__  # no chained traceback
-
-
-def test_load_corpus_unknown_dataset_name_lists_the_shipped_ones():
-    """An unknown bare name raises RnnlabError that lists the shipped datasets."""
-    with pytest.raises(RnnlabError, match="not found") as excinfo:
-        load_corpus("dinosaurs")
-    message = str(excinfo.value)
-    assert "'dinosaurs'" in message
-    assert "dinos" in message and "shakespeare" in message
-
-
-def test_load_corpus_unknown_mode_raises():
-    """A mode other than auto/lines/stream raises RnnlabError listing the valid ones."""
-    with pytest.raises(RnnlabError, match="auto, lines, stream"):
-        load_corpus("dinos", mode="words")
-
-
 # --- guess_mode ----------------------------------------------------------------------------------------
 
 
@@ -251,14 +141,6 @@ def test_load_corpus_unknown_mode_raises():
 def test_guess_mode_tells_lists_from_prose(text, mode):
     """guess_mode says 'lines' for a list of short non-blank lines and 'stream' otherwise."""
     assert guess_mode(text) == mode
-
-
-def test_load_corpus_auto_mode_uses_guess(tmp_path):
-    """A prose file loads as a stream corpus when the mode is auto, and as lines when asked."""
-    path = tmp_path / "prose.txt"
-    path.write_text("First paragraph here.\n\nSecond one.\n", encoding="utf-8")
-    assert load_corpus(str(path)).mode == "stream"
-    assert load_corpus(str(path), mode="lines").mode == "lines"
 
 
 # --- line_example --------------------------------------------------------------------------------------
@@ -278,73 +160,3 @@ def test_line_example_targets_are_inputs_shifted_by_one():
     inputs, targets = line_example(tok, "café 🦕")
     assert inputs.shape == targets.shape == (len("café 🦕") + 1,)
     np.testing.assert_array_equal(inputs[1:], targets[:-1])
-
-
-# --- split_corpus --------------------------------------------------------------------------------------
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.split(NEWLINE) if line]
-
-
-def test_split_lines_corpus_is_by_whole_lines_and_covers_every_line():
-    """Each line goes whole to train or validation; together they are exactly the original lines."""
-    corpus = load_corpus("dinos")
-    train, val = split_corpus(corpus, 0.1)
-    train_lines, val_lines = _lines(train), _lines(val)
-    assert sorted(train_lines + val_lines) == sorted(corpus.examples())
-    assert not set(train_lines) & set(val_lines)  # dino names are unique, so no line is in both
-    assert train.endswith(NEWLINE) and val.endswith(NEWLINE)
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.1, 0.25, 0.5])
-def test_split_lines_corpus_respects_val_fraction(fraction):
-    """The validation set has round(n * fraction) lines."""
-    corpus = load_corpus("dinos")
-    n = len(corpus.examples())
-    train, val = split_corpus(corpus, fraction)
-    assert len(_lines(val)) == round(n * fraction)
-    assert len(_lines(train)) == n - round(n * fraction)
-
-
-def test_split_lines_corpus_is_deterministic_and_ignores_global_rng():
-    """The split is the same on every call, whatever the global NumPy RNG state (it seeds its own Generator)."""
-    corpus = load_corpus("dinos")
-    np.random.seed(1)
-    first = split_corpus(corpus, 0.1)
-    np.random.seed(12345)
-    np.random.random(1000)
-    second = split_corpus(corpus, 0.1)
-    assert first == second
-
-
-def test_split_lines_corpus_shuffles_before_holding_out():
-    """A sorted name list does not send only its tail (the 'z' names) to validation."""
-    corpus = load_corpus("dinos")
-    _, val = split_corpus(corpus, 0.1)
-    first_letters = {name[0] for name in _lines(val)}
-    assert len(first_letters) > 10
-
-
-def test_split_lines_corpus_keeps_train_order():
-    """Within each part the lines keep their original relative order."""
-    corpus = Corpus("letters", "".join(f"{c}\n" for c in "abcdefghijklmnopqrst"), "lines")
-    train, val = split_corpus(corpus, 0.3)
-    assert _lines(train) == sorted(_lines(train))
-    assert _lines(val) == sorted(_lines(val))
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
-def test_split_stream_corpus_is_contiguous(fraction):
-    """A stream corpus splits at one cut: train is the head, validation the tail, of round(n * fraction) chars."""
-    corpus = Corpus("prose", "".join(chr(ord("a") + i % 26) for i in range(1000)), "stream")
-    train, val = split_corpus(corpus, fraction)
-    assert train + val == corpus.text
-    assert len(val) == round(1000 * fraction)
-
-
-@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
-def test_split_rejects_val_fraction_outside_unit_interval(fraction):
-    """val_fraction must lie in [0, 1); anything else raises RnnlabError naming the flag."""
-    with pytest.raises(RnnlabError, match="val_fraction"):
-        split_corpus(load_corpus("dinos"), fraction)

@@ -30,7 +30,7 @@ def test_reports_carry_validation_in_nats_bits_and_perplexity():
 
 def test_dinos_split_holds_out_a_tenth_of_the_names():
     trainer = Trainer(TrainConfig(dataset="dinos"))
-    n_val = sum(len(chunk) for chunk in trainer.val_batches.chunks)
+    n_val = len(trainer.val_batches.examples)
     assert n_val == round(1318 * 0.1) and len(trainer.batches.examples) == 1318 - n_val
 
 
@@ -38,11 +38,11 @@ def test_validation_loss_is_the_token_weighted_mean_over_held_out_names():
     """evaluate() over padded chunks equals the mean of per-name losses weighted by name length."""
     trainer = Trainer(TrainConfig(dataset="dinos", dtype="float64"))
     total, count = 0.0, 0
-    for chunk in trainer.val_batches.chunks:
-        for x, y in chunk:
-            loss, _ = charmodel.evaluate_loss(trainer.params, trainer.model_config, x[:, None], y[:, None],
-                                              charmodel.zero_state(trainer.model_config, 1, np.float64))
-            total, count = total + loss * len(x), count + len(x)
+    examples = trainer.val_batches.examples
+    for x, y in (examples[i] for i in range(len(examples))):
+        loss, _ = charmodel.evaluate_loss(trainer.params, trainer.model_config, x[:, None], y[:, None],
+                                          charmodel.zero_state(trainer.model_config, 1, np.float64))
+        total, count = total + loss * len(x), count + len(x)
     assert trainer.validation_loss() == pytest.approx(total / count, rel=1e-10)
 
 
@@ -53,7 +53,7 @@ def test_stream_validation_covers_the_held_out_text_with_state_carried(tmp_path)
     windows = list(val)
     held_out = len(text) - len(text) * 9 // 10
     covered = sum(w.ids.size for w in windows)
-    assert held_out - val.windows.inputs.shape[1] * 16 - 1 <= covered <= held_out
+    assert held_out - len(val.windows.stream_starts) * 16 - 1 <= covered <= held_out
     assert windows[0].reset_state and not any(w.reset_state for w in windows[1:])
 
 
@@ -96,7 +96,7 @@ def test_trainer_carries_the_state_into_the_next_window(tmp_path):
     _, expected_state, _ = charmodel.forward({k: v.copy() for k, v in trainer.params.items()},
                                              trainer.model_config, first.ids, state0)
     trainer.advance()
-    for got, want in zip(trainer.state[0], expected_state[0]):
+    for got, want in zip(trainer.state[0], expected_state[0], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
     second_batch_state = trainer.state
     _, batch = trainer.advance()

@@ -11,19 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
-import socket
-import struct
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-import zlib
 
 import numpy as np
 import pytest
 
+from browser import needs_browser, open_page, png_summary
 from rnnlab import model as charmodel
 from rnnlab.activations import softmax
 from rnnlab.cells import CELLS
@@ -32,8 +26,20 @@ from rnnlab.cli import main
 from rnnlab.errors import RnnlabError
 from rnnlab.text import CharTokenizer
 from rnnlab.train import TrainConfig, Trainer
-from rnnlab.visualize import (FEATURES, correlations, layer_states, page_data, rank_units, read_text_argument,
-                              render_html, text_features, top_predictions, top_units, visualization_data, write_html)
+from rnnlab.visualize import (
+    FEATURES,
+    correlations,
+    layer_states,
+    page_data,
+    rank_units,
+    read_text_argument,
+    render_html,
+    text_features,
+    top_predictions,
+    top_units,
+    visualization_data,
+    write_html,
+)
 
 FEATURE_INDEX = {feature.name: k for k, feature in enumerate(FEATURES)}
 
@@ -228,7 +234,8 @@ def test_text_argument_is_a_file_or_the_text_itself(tmp_path, monkeypatch):
 
 
 def test_long_text_is_cut_to_max_chars(checkpoint, corpus):
-    text = open(corpus, encoding="utf-8").read()
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read()
     vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, max_chars=100)
     assert vis.text == text[:100] and vis.total_chars == len(text) and vis.states[0]["c"].shape == (100, 8)
 
@@ -316,7 +323,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, checkpoint_dir, tmp_path, ca
     (tmp_path / "empty.txt").write_bytes(b"")
     args = {"--checkpoint": checkpoint_dir, "--text": "the cat", "--out": str(tmp_path / "page.html")}
     override, message = BAD_INPUTS[case]
-    args.update({flag: value.replace("{tmp}", str(tmp_path)) for flag, value in zip(override[::2], override[1::2])})
+    pairs = zip(override[::2], override[1::2], strict=True)
+    args.update({flag: value.replace("{tmp}", str(tmp_path)) for flag, value in pairs})
     code = main(["visualize", *[item for pair in args.items() for item in pair]])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
@@ -333,97 +341,16 @@ def test_cli_error_in_a_subprocess_is_one_line(tmp_path):
 
 # --- in a real browser ---------------------------------------------------------------------------------
 
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
-ELEMENT = "element-6066-11e4-a52e-4f735466cecf"                 # the W3C WebDriver element-reference key
-
-
-class WebDriver:
-    """The handful of W3C WebDriver commands this test needs, as JSON over HTTP to a local chromedriver.
-
-    Standard library only (no selenium, so nothing such as Selenium Manager can try to download a driver),
-    and the HTTP opener ignores any proxy settings: the only connection is to 127.0.0.1."""
-
-    def __init__(self, port: int):
-        self.base = f"http://127.0.0.1:{port}"
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.session = None
-
-    def call(self, method: str, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return json.loads(response.read())["value"]
-        except urllib.error.HTTPError as err:
-            raise AssertionError(f"WebDriver {method} {path} failed: {err.read().decode()[:400]}") from None
-
-    def wait_until_ready(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                if self.call("GET", "/status").get("ready"):
-                    return
-            except (urllib.error.URLError, ConnectionError, AssertionError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("chromedriver did not start")
-            time.sleep(0.1)
-
-    def start(self, user_data_dir) -> None:
-        options = {"binary": CHROMIUM, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}"]}
-        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
-        self.session = f"/session/{value['sessionId']}"
-
-    def run(self, script: str, *args):
-        return self.call("POST", f"{self.session}/execute/sync", {"script": script, "args": list(args)})
-
-    def click(self, css: str) -> None:
-        element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
-        self.call("POST", f"{self.session}/element/{element[ELEMENT]}/click", {})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def png_summary(data: bytes) -> tuple[int, int, int]:
-    """(width, height, distinct byte values of the decoded image data): a blank page has only a handful."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    chunks, offset = [], 8
-    while offset < len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        if kind == b"IDAT":
-            chunks.append(data[offset + 8:offset + 8 + length])
-        offset += 12 + length
-    return width, height, len(set(zlib.decompress(b"".join(chunks))))
-
-
 BACKGROUNDS = "return Array.from(document.querySelectorAll('#text span'), s => getComputedStyle(s).backgroundColor);"
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs the chromium and chromedriver binaries "
-                           "(Debian: apt-get install chromium chromium-driver)")
+@needs_browser
 def test_page_in_headless_chromium(vis, tmp_path):
     """Open the file:// page: it runs without loading anything, colours every character, recolours when another
     unit is chosen (in the selector or by clicking a feature's unit), shows the top-5 predictions of a clicked
     character, and renders to a non-blank screenshot."""
     page = write_html(tmp_path / "page.html", render_html(vis, "browser test"))
-    driver_log = open(tmp_path / "chromedriver.log", "wb")
-    port = free_port()
-    process = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=driver_log, stderr=subprocess.STDOUT)
-    browser = WebDriver(port)
-    try:
-        browser.wait_until_ready(10)
-        browser.start(tmp_path / "profile")
-        browser.call("POST", f"{browser.session}/url", {"url": page.resolve().as_uri()})
+    with open_page(page, tmp_path) as browser:
         assert browser.run("return window.rnnlabReady === true;"), "the page's script did not finish"
         assert browser.run("return performance.getEntriesByType('resource').length;") == 0  # nothing fetched
 
@@ -436,7 +363,7 @@ def test_page_in_headless_chromium(vis, tmp_path):
         browser.click("#unit option:nth-child(2)")                  # the second-ranked unit
         assert browser.run("return +document.getElementById('unit').value;") != first_unit
         after = browser.run(BACKGROUNDS)
-        assert sum(a != b for a, b in zip(before, after)) > len(before) // 4
+        assert sum(a != b for a, b in zip(before, after, strict=True)) > len(before) // 4
 
         other = browser.run("return +document.querySelector('button.unit:not(.active)').dataset.unit;")
         browser.click(f'button.unit[data-unit="{other}"]')           # a feature's top unit
@@ -456,15 +383,3 @@ def test_page_in_headless_chromium(vis, tmp_path):
         (tmp_path / "page.png").write_bytes(png)
         width, height, distinct = png_summary(png)
         assert width >= 800 and height >= 600 and len(png) > 20_000 and distinct > 32
-    finally:
-        if browser.session:
-            try:
-                browser.call("DELETE", browser.session)
-            except (AssertionError, OSError):
-                pass
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        driver_log.close()

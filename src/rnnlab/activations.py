@@ -51,11 +51,18 @@ def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarr
     T -> 0 puts all the mass on the largest logit (greedy); T -> infinity gives the uniform distribution.
     """
     require(temperature > 0, f"temperature must be > 0, got {temperature}")
-    z = np.asarray(z) / temperature
-    e = np.exp(z - z.max(axis=axis, keepdims=True))  # max-subtraction: nothing overflows
-    return e / e.sum(axis=axis, keepdims=True)
+    z = np.asarray(z)
+    e = np.exp((z - z.max(axis=axis, keepdims=True)) / temperature)  # max first: nothing overflows, even
+    return e / e.sum(axis=axis, keepdims=True)                          # for a tiny temperature
 
 
 def softmax_grad(p: np.ndarray, dp: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
     """Vector-Jacobian product of the softmax: dz_j = p_j (dp_j - sum_i dp_i p_i) / T."""
     return p * (dp - (dp * p).sum(axis=axis, keepdims=True)) / temperature
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log p_i = z_i - log sum_j e^(z_j), computed as (z_i - max z) - log sum_j e^(z_j - max z): no overflow,
+    and no log(0) for a very unlikely class (its log-probability stays a finite negative number)."""
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))

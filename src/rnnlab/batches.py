@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import require
+from .errors import RnnlabError, require
 
 
 @dataclass
@@ -48,9 +48,10 @@ def pad_sequences(sequences: list[np.ndarray], pad_value: int = 0) -> tuple[np.n
 
 
 class LineBatches:
-    """Padded batches of line examples; each example is a pair (ids, targets) of equal length."""
+    """Padded batches of line examples: ``examples`` is any sequence (``len`` and ``[i]``) of pairs (ids,
+    targets) of equal length -- a list, or ``data.LineExamples`` slicing them from a corpus' ids."""
 
-    def __init__(self, examples: list[tuple[np.ndarray, np.ndarray]], batch_size: int,
+    def __init__(self, examples, batch_size: int,
                  rng: np.random.Generator, shuffle: bool = True):
         require(len(examples) > 0, "no examples to train on: the corpus has no non-empty lines")
         require(batch_size > 0, f"--batch_size must be > 0, got {batch_size}")
@@ -59,6 +60,9 @@ class LineBatches:
         self.order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
+        """This epoch's order. The Generator's state *before* drawing it is kept: that state is all a
+        checkpoint needs to redraw the same order (a few numbers instead of one index per example)."""
+        self.order_rng_state = self.rng.bit_generator.state
         n = len(self.examples)
         return self.rng.permutation(n) if self.shuffle else np.arange(n)
 
@@ -71,22 +75,35 @@ class LineBatches:
             self.order = self._new_order()
         chosen = [self.examples[i] for i in self.order[self.position:self.position + self.batch_size]]
         self.position += self.batch_size
+        return self.collate(chosen, self.epoch)
+
+    @staticmethod
+    def collate(chosen: list, epoch: int) -> Batch:
+        """The examples of one batch -> a padded Batch (a subclass may build another kind of batch)."""
         ids, mask = pad_sequences([x for x, _ in chosen])
         targets, _ = pad_sequences([y for _, y in chosen])
-        return Batch(ids, targets, None if mask.all() else mask, True, self.epoch)
+        return Batch(ids, targets, None if mask.all() else mask, True, epoch)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "order": self.order.tolist(),
-                "rng": self.rng.bit_generator.state}
+        return {"epoch": self.epoch, "position": self.position, "rng": self.order_rng_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.order = np.asarray(state["order"], dtype=np.int64)
-        self.rng.bit_generator.state = state["rng"]  # the next epoch's shuffle continues the same stream
+        """Continue at ``state``: the epoch's order is redrawn from the Generator state saved before it was
+        drawn, which also leaves the Generator where the next epoch's shuffle continues."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        require(epoch >= 0 and 0 <= position <= len(self.examples) + self.batch_size,
+                f"data position (epoch {epoch}, example {position}) does not fit a corpus of "
+                f"{len(self.examples)} training examples: resume on the same data")
+        set_generator_state(self.rng, state["rng"])
+        self.epoch, self.position = epoch, position
+        self.order = self._new_order()
 
 
 class StreamBatches:
-    """(T, B) windows walking through ``batch_size`` contiguous streams of one long id array."""
+    """(T, B) windows walking through ``batch_size`` contiguous streams of one long id array.
+
+    Stream b is ``data[b L : (b + 1) L]`` with L = (len(data) - 1) // B; window t of it is gathered from
+    ``data`` when the batch is made (``data`` may be a memory map: nothing is copied up front)."""
 
     def __init__(self, data: np.ndarray, batch_size: int, seq_length: int):
         require(seq_length > 0, f"--seq_length must be > 0, got {seq_length}")
@@ -96,25 +113,40 @@ class StreamBatches:
                 f"--seq_length {seq_length} needs at least {seq_length * batch_size + 1} characters "
                 f"with --batch_size {batch_size}, the text has {len(data)}: use a smaller --seq_length "
                 "or --batch_size, or a longer text")
-        n = stream_len * batch_size
-        self.inputs = data[:n].reshape(batch_size, stream_len).T.copy()         # (L, B)
-        self.targets = data[1:n + 1].reshape(batch_size, stream_len).T.copy()   # (L, B)
-        self.seq_length = seq_length
+        self.data, self.stream_len, self.seq_length = data, stream_len, seq_length
+        self.stream_starts = np.arange(batch_size, dtype=np.int64) * stream_len    # (B,)
         self.epoch, self.position = 0, 0
+
+    def window(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, targets) of the window at offset ``start`` of every stream, each (T, B) int64."""
+        index = self.stream_starts[None, :] + np.arange(start, start + self.seq_length)[:, None]   # (T, B)
+        ids = np.asarray(self.data[index], dtype=np.int64)
+        return ids, np.asarray(self.data[index + 1], dtype=np.int64)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Batch:
-        if self.position + self.seq_length > len(self.inputs):
+        if self.position + self.seq_length > self.stream_len:
             self.epoch, self.position = self.epoch + 1, 0
         start = self.position
         self.position += self.seq_length
-        window = slice(start, start + self.seq_length)
-        return Batch(self.inputs[window], self.targets[window], None, start == 0, self.epoch)
+        return Batch(*self.window(start), None, start == 0, self.epoch)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        epoch, position = int(state["epoch"]), int(state["position"])
+        require(epoch >= 0 and 0 <= position <= self.stream_len,
+                f"data position (epoch {epoch}, window offset {position}) does not fit a text of "
+                f"{self.stream_len} characters per stream: resume on the same data and --batch_size")
+        self.epoch, self.position = epoch, position
+
+
+def set_generator_state(rng: np.random.Generator, state: dict) -> None:
+    """Restore a Generator's state from (untrusted) saved data: a bad state is one RnnlabError."""
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise RnnlabError(f"saved random-generator state is invalid ({err}): the checkpoint is damaged") from None

@@ -157,7 +157,8 @@ class Worker:
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            raise RnnlabError(f"bench worker for {self.engine} failed: {self.proc.stderr.read().strip()[-300:]}")
+            last = (self.proc.stderr.read().strip().splitlines() or ["no message"])[-1]
+            raise RnnlabError(f"bench worker for {self.engine} failed: {last[-300:]}")
         return json.loads(line)
 
     def build(self, cell: str, shape: Shape) -> None:

@@ -27,9 +27,9 @@ Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side 
 =====  ==  ==================  ==========================================================
 cell   G   gate order           parameters
 =====  ==  ==================  ==========================================================
-rnn    1   (a)                  Wx (In, H),  Wh (H, H),  b (H,)
+rnn    1   (h)                  Wx (In, H),  Wh (H, H),  b (H,)
 lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)
-gru    3   (r, z, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
+gru    3   (r, u, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
 =====  ==  ==================  ==========================================================
 
 Keras stores LSTM gates as (i, f, c, o) -- the same order, ``c`` is our ``g`` -- and PyTorch as (i, f, g, o)
@@ -52,8 +52,8 @@ from .initializers import DEFAULT_INIT, init_layer
 
 # --------------------------------------------------------------------------------------------------------
 # Vanilla RNN
-#   a_t = tanh(zx_t + h_{t-1} Wh)                    zx_t = x_t Wx + b
-#   dz  = dh_t * (1 - a_t^2)
+#   h_t = tanh(zx_t + h_{t-1} Wh)                    zx_t = x_t Wx + b
+#   dz  = dh_t * (1 - h_t^2)                         (dz: the gradient of a pre-activation, in every cell)
 #   dzx_t = dzh_t = dz,   dh_{t-1} = dz Wh^T         (the loop adds dWh = sum_t h_{t-1}^T dzh_t)
 # --------------------------------------------------------------------------------------------------------
 
@@ -98,23 +98,23 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 #   dzx_t = dzh_t = dz,   dh_{t-1} = dz Wh^T
 #
 # Speed, same maths: all four gates come from ONE tanh over the (B, 4H) block, because
-# sig(z) = (1 + tanh(z/2)) / 2: the i, f, o columns are halved before the tanh and mapped to (1 + a) / 2
-# after it -- whole rows times a `scale` row plus an `offset` row (1 and 0 in the g block). Likewise one
+# sig(z) = (1 + tanh(z/2)) / 2: the i, f, o columns are halved before the tanh and mapped to (1 + t) / 2
+# after it -- whole rows times gates `scale` row plus an `offset` row (1 and 0 in the g block). Likewise one
 # expression gives every gate's local derivative: sig' = s(1 - s) = (1 - s)(s + 0) and
-# tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - a)(a + k) with k = 1 only in the g block.
-# In place: the sequence loop may hand the step zx's own slot as `a` (the gates overwrite the input
-# projection) and, backward, `a`'s slot as dz (the gate gradients overwrite the gates), so each step reads
+# tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - gates)(gates + k) with k = 1 only in the g block.
+# In place: the sequence loop may hand the step zx's own slot for `gates` (the gates overwrite the input
+# projection) and, backward, the slot of `gates` for dz (the gate gradients overwrite the gates), so each step reads
 # what it needs before it writes; the comments marked "order" say which read must come first.
 # lstm_reference_step_forward / _backward below compute the same step as the equations read, with nothing
 # fused and nothing in place (tests/test_cells.py checks that both agree).
 # --------------------------------------------------------------------------------------------------------
 
-LSTM_CACHE = (4, 1, 1)   # gate activations a = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
+LSTM_CACHE = (4, 1, 1)   # gate activations gates = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)
 
 
 @lru_cache(maxsize=32)
 def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scale, offset, k) rows of length 4H for the gate blocks i, f, g, o: 0.5/0.5/0 for a sigmoid block,
+    """(scale, offset, k) rows of length 4H for the gate blocks i, f, g, o: 0.5/0.5/0 for gates sigmoid block,
     1/0/1 for the tanh block g."""
     scale = np.full(4 * hidden, 0.5, dtype=dtype)
     scale[2 * hidden:3 * hidden] = 1.0
@@ -126,36 +126,36 @@ def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, n
 def lstm_cell_step(zx, state, p, out=None):
     h_prev, c_prev = state
     H = h_prev.shape[1]
-    h, a, c, tc = out or new_step_out(LSTM_CACHE, *h_prev.shape, zx.dtype)
+    h, gates, c, tc = out or new_step_out(LSTM_CACHE, *h_prev.shape, zx.dtype)
     scale, offset, _ = _lstm_block_constants(H, zx.dtype)
-    np.add(zx, h_prev @ p["Wh"], out=a)                          # (B, 4H) pre-activations [zi, zf, zg, zo]
-    a *= scale
-    np.tanh(a, out=a)                                            # tanh(z/2) for i, f, o; tanh(z) for g
-    a *= scale
-    a += offset                                                  # (1 + tanh(z/2)) / 2 = sig(z) for i, f, o
-    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    np.add(zx, h_prev @ p["Wh"], out=gates)                          # (B, 4H) pre-activations [zi, zf, zg, zo]
+    gates *= scale
+    np.tanh(gates, out=gates)                                            # tanh(z/2) for i, f, o; tanh(z) for g
+    gates *= scale
+    gates += offset                                                  # (1 + tanh(z/2)) / 2 = sig(z) for i, f, o
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
     np.multiply(f, c_prev, out=c)                                # (B, H)
     c += i * g
     np.tanh(c, out=tc)                                           # (B, H)
     np.multiply(o, tc, out=h)                                    # (B, H)
-    return (h, c), (c_prev, a, tc)
+    return (h, c), (c_prev, gates, tc)
 
 
 def lstm_cell_step_backward(dstate, cache, p, out=None):
     dh, dc_next = dstate
-    c_prev, a, tc = cache
+    c_prev, gates, tc = cache
     H = tc.shape[1]
-    _, _, k = _lstm_block_constants(H, a.dtype)
-    i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]   # views: dz may overwrite them
+    _, _, k = _lstm_block_constants(H, gates.dtype)
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz may overwrite them
     dc = tanh_grad(tc)                                           # (B, H)
     dc *= o                                                      # order: reads o before `do` overwrites it
     dc *= dh
     dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
     dc_prev = dc * f                                             # order: reads f before `df` overwrites it
-    local = np.subtract(1.0, a)                                  # every gate's local derivative (1 - a)(a + k)
-    local *= a + k                                               # order: from all of `a`, before any write
+    local = np.subtract(1.0, gates)                                  # every gate's local derivative (1 - gates)(gates + k)
+    local *= gates + k                                               # order: from all of `gates`, before any write
     dg = dc * i                                                  # order: reads i before `di` overwrites it
-    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be `a`'s slot
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be the slot of `gates`
     np.multiply(dc, g, out=dz[:, :H])                            #   di, over i (g is still intact)
     np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df, over f
     dz[:, 2 * H:3 * H] = dg                                      #   dg, over g (read by di just above)
@@ -212,53 +212,54 @@ def lstm_reference_step_backward(dstate, cache, p):
 
 
 # --------------------------------------------------------------------------------------------------------
-# GRU, "reset after" (PyTorch nn.GRU, Keras reset_after=True)  (gate blocks r, z, n)
-#   [xr, xz, xn] = zx_t = x_t Wx + b          [hr, hz, hn] = h_{t-1} Wh + bh
-#   r = sig(xr + hr)   z = sig(xz + hz)   n = tanh(xn + r * hn)
-#   h_t = (1 - z) * n + z * h_{t-1}
+# GRU, "reset after" (PyTorch nn.GRU, Keras reset_after=True)  (gate blocks r, u, n)
+#   [xr, xu, xn] = zx_t = x_t Wx + b          [hr, hu, hn] = h_{t-1} Wh + bh
+#   r = sig(xr + hr)   u = sig(xu + hu)   n = tanh(xn + r * hn)
+#   h_t = (1 - u) * n + u * h_{t-1}
+# (u is the update gate, PyTorch's and Keras' "z": here z always names a pre-activation, dz its gradient.)
 # backward:
-#   dn = dh (1 - z)    dz = dh (h_{t-1} - n)    da_n = dn (1 - n^2)    dr = da_n * hn
-#   dzx = [dr r(1-r), dz z(1-z), da_n]      dzh = [dr r(1-r), dz z(1-z), da_n * r]
-#   dh_{t-1} = dh z + dzh Wh^T                (the loop adds dWh = sum h^T dzh and dbh = sum dzh)
+#   dn = dh (1 - u)    du = dh (h_{t-1} - n)    dzn = dn (1 - n^2)    dr = dzn * hn
+#   dzx = [dr r(1-r), du u(1-u), dzn]      dzh = [dr r(1-r), du u(1-u), dzn * r]
+#   dh_{t-1} = dh u + dzh Wh^T                (the loop adds dWh = sum h^T dzh and dbh = sum dzh)
 # --------------------------------------------------------------------------------------------------------
 
-GRU_CACHE = (3, 1)       # gates [r, z, n] (B, 3H), projected previous state hn (B, H)
+GRU_CACHE = (3, 1)       # gates [r, u, n] (B, 3H), projected previous state hn (B, H)
 
 
 def gru_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     H = h_prev.shape[1]
-    h, a, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)   # a may be zx's own slot
+    h, gates, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)   # gates may be zx's own slot
     hh = h_prev @ p["Wh"]                                        # (B, 3H)
     hh += p["bh"]
-    rz = a[:, :2 * H]
-    np.add(zx[:, :2 * H], hh[:, :2 * H], out=rz)
-    sigmoid(rz, out=rz)                                          # (B, 2H) reset and update gates
-    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+    ru = gates[:, :2 * H]
+    np.add(zx[:, :2 * H], hh[:, :2 * H], out=ru)
+    sigmoid(ru, out=ru)                                          # (B, 2H) reset and update gates
+    r, u, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
     hn[...] = hh[:, 2 * H:]                                      # (B, H) projected previous state
     np.add(zx[:, 2 * H:], r * hn, out=n)
     np.tanh(n, out=n)                                            # (B, H) candidate
     np.subtract(h_prev, n, out=h)
-    h *= z
-    h += n                                                       # (B, H) = (1 - z) n + z h_prev
-    return (h,), (h_prev, a, hn)
+    h *= u
+    h += n                                                       # (B, H) = (1 - u) n + u h_prev
+    return (h,), (h_prev, gates, hn)
 
 
 def gru_cell_step_backward(dstate, cache, p, out=None):
     (dh,) = dstate
-    h_prev, a, hn = cache
+    h_prev, gates, hn = cache
     H = hn.shape[1]
-    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-    dzx, dzh = out or new_grad_out(hn, 3, True)                  # (B, 3H) each; dzx may be `a`'s slot
-    dh_prev = dh * z
-    dan = tanh_grad(n)
-    dan *= dh * (1.0 - z)                                        # d(xn + r hn)
-    np.multiply(dan, hn, out=dzh[:, :H])                         # dr
-    np.multiply(dh, h_prev - n, out=dzh[:, H:2 * H])             # dz
-    dzh[:, :2 * H] *= sigmoid_grad(a[:, :2 * H])                 # through both sigmoids at once
-    np.multiply(dan, r, out=dzh[:, 2 * H:])                      # dzh: r scales the n block ...
+    r, u, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+    dzx, dzh = out or new_grad_out(hn, 3, True)                  # (B, 3H) each; dzx may be the gates' slot
+    dh_prev = dh * u
+    dzn = tanh_grad(n)
+    dzn *= dh * (1.0 - u)                                        # d(xn + r hn)
+    np.multiply(dzn, hn, out=dzh[:, :H])                         # dr
+    np.multiply(dh, h_prev - n, out=dzh[:, H:2 * H])             # du
+    dzh[:, :2 * H] *= sigmoid_grad(gates[:, :2 * H])             # through both sigmoids at once
+    np.multiply(dzn, r, out=dzh[:, 2 * H:])                      # dzh: r scales the n block ...
     dzx[:, :2 * H] = dzh[:, :2 * H]
-    dzx[:, 2 * H:] = dan                                         # ... dzx: it does not
+    dzx[:, 2 * H:] = dzn                                         # ... dzx: it does not
     dh_prev += dzh @ p["Wh"].T
     return dzx, dzh, (dh_prev,)
 
@@ -267,8 +268,12 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
 class Cell:
     """One recurrent cell type: what the sequence loop and the initialisers need to know, and its two steps.
 
-    ``recurrent_bias``: the layer has ``bh`` beside ``b`` (then ``dzx`` and ``dzh`` differ and the loop
-    adds ``dbh = sum_t dzh_t``). ``forget_gate``: the gate block whose bias ``--forget_bias`` sets, or None.
+    ``recurrent_bias``: the layer has a bias ``bh`` on the recurrent projection that is *not* the same as
+    adding it to ``b`` (GRU: the reset gate multiplies ``h Wh_n + bh_n``); the sequence loop then keeps
+    ``dzh`` apart from ``dzx`` and adds ``dbh = sum_t dzh_t``. ``forget_gate``: the gate block whose bias
+    ``--forget_bias`` sets, or None. ``gates_over_input``: the forward step reads ``zx`` before it writes its
+    gate activations (its first cache array, as wide as ``zx``), so the loop may hand it ``zx``'s own slot
+    for them, and the backward step may then write the gate gradients there.
     """
 
     name: str
@@ -279,11 +284,18 @@ class Cell:
     step_backward: Callable
     recurrent_bias: bool = False
     forget_gate: int | None = None
+    gates_over_input: bool = False
 
     def init(self, input_size: int, hidden: int, rng: np.random.Generator, scheme: str = DEFAULT_INIT,
              forget_bias: float | None = None) -> dict:
         """One layer's parameters {Wx, Wh, b[, bh]} (float64) under an initialisation scheme."""
         return init_layer(self, input_size, hidden, rng, scheme, forget_bias)
+
+    def param_shapes(self, input_size: int, hidden: int) -> dict:
+        """{name: shape} of one layer's parameters (what ``init`` returns), without allocating them."""
+        GH = self.n_gates * hidden
+        shapes = {"Wx": (input_size, GH), "Wh": (hidden, GH), "b": (GH,)}
+        return {**shapes, "bh": (GH,)} if self.recurrent_bias else shapes
 
     def zero_state(self, batch: int, hidden: int, dtype) -> tuple:
         return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in range(self.n_states))
@@ -291,6 +303,8 @@ class Cell:
 
 CELLS = {
     "rnn": Cell("rnn", 1, 1, (), rnn_cell_step, rnn_cell_step_backward),
-    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_cell_step, lstm_cell_step_backward, forget_gate=1),
-    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_cell_step, gru_cell_step_backward, recurrent_bias=True),
+    "lstm": Cell("lstm", 4, 2, LSTM_CACHE, lstm_cell_step, lstm_cell_step_backward, forget_gate=1,
+                 gates_over_input=True),
+    "gru": Cell("gru", 3, 1, GRU_CACHE, gru_cell_step, gru_cell_step_backward, recurrent_bias=True,
+                gates_over_input=True),
 }

@@ -1,16 +1,32 @@
-"""Checkpoints: arrays in ``.npz``, everything else in JSON, never pickle; written so a crash loses nothing.
+"""Checkpoints: arrays in ``.npz``, everything else in JSON, never pickle; written so a crash loses nothing,
+read as untrusted data.
 
-A checkpoint directory holds, per *tag* (``latest``, ``best``):
+A checkpoint folder holds, per *tag* (``latest``, ``best``):
 
-    latest.json              format version, model + training config, tokenizer, counters, RNG states,
-                             optimizer name and hyper-parameters, and the name of its arrays file
+    latest.json              format version, model + training config, tokenizer, corpus fingerprint,
+                             counters, RNG states, optimizer name and hyper-parameters, and the name of
+                             its arrays file
     latest-000300.npz        parameters ``param/<name>``, optimizer moments ``opt/<slot>/<name>``, and the
                              hidden state carried between windows ``state/<layer>/<k>``
+    .rnnlab.lock             held by the run that writes the folder (files.DirectoryLock)
 
-Crash safety: the arrays go to a new file (written to a temporary name, flushed, then renamed), and only
-then is the JSON atomically replaced to point at it; the previous arrays file is deleted last. A kill at any
-moment leaves a JSON that points to a complete arrays file. The JSON also records the SHA-256 of its arrays,
-so a truncated or altered file is detected on load with a clear message.
+Writing. The arrays go to a new file (written to a temporary name, flushed, then renamed), and only then is
+the JSON atomically replaced to point at it; the previous arrays file is deleted last. A kill at any moment
+leaves a JSON that points to a complete arrays file; the leftovers of a killed save (temporary files, an
+arrays file no JSON names) are removed by the next run that takes the folder's lock. Non-finite arrays are
+never written.
+
+Reading (the trust model). A checkpoint folder may have been edited, damaged or crafted, so nothing in it
+is believed before it is checked, and nothing outside the folder is ever read, written or deleted:
+
+1. the JSON (a regular file, not a link, at most 64 MB) must match :data:`DOCUMENT` -- every key, type and
+   range (unknown keys are refused) -- and its configs must be valid;
+2. its ``arrays`` entry must be a bare file name of the form rnnlab writes (``latest-000300.npz``),
+   resolved inside the folder; links are refused; the bytes must match the recorded SHA-256;
+3. the archive must hold exactly the arrays the config implies: each member's ``.npy`` header is read
+   *before* its data, and its dtype (float32/float64), shape and byte count must be the expected ones --
+   so a header claiming a huge shape allocates nothing -- pickled objects are refused;
+4. every array must be finite.
 """
 
 from __future__ import annotations
@@ -18,36 +34,159 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from . import model as charmodel
-from .errors import RnnlabError, require
-from .files import atomic_write_bytes
-from .text import CharTokenizer
+from . import schema as s
+from .cells import CELLS
+from .config import TrainConfig
+from .errors import RnnlabError, TrainingDiverged, require
+from .files import TMP_SUFFIX, atomic_write_bytes, read_bytes, regular_file
+from .optim import OPTIMIZERS, make_optimizer
+from .tasks import TASKS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TAGS = ("latest", "best")
+ARRAYS_NAME = re.compile(r"(latest|best)-(\d{6,})(b?)\.npz")      # the only arrays names rnnlab writes
+TMP_NAME = re.compile(r"\.(latest|best)(\.json|-\d{6,}b?\.npz)\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX))
+MAX_JSON_BYTES = 64 * 2 ** 20
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))   # float16: exported weights
+U128 = 2 ** 128 - 1
 
+# ---- the JSON document's schema ------------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    """Everything about a run that changes as it goes, besides the arrays: one dataclass, saved whole into
+    the checkpoint JSON (its fields at the top level) and read back whole (:attr:`Checkpoint.run_state`)."""
+
+    step: int = 0                      # optimisation steps done
+    loss_average: float = 0.0          # the smoothed training loss's running sum (train.Trainer.smooth_loss)
+    first_loss: float | None = None    # the first step's loss: the divergence guard compares against it
+    best_val_loss: float | None = None  # the lowest validation loss so far (best.json holds that model)
+    elapsed_s: float = 0.0             # seconds spent in training steps, across resumes
+    wall_s: float = 0.0                # wall-clock seconds of the run, across resumes
+    data_position: dict = field(default_factory=dict)   # batches.state_dict(): epoch, position (+ rng)
+    rng: dict = field(default_factory=dict)             # {"dropout": state, "sample": state} Generator states
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RNG_STATE = s.Object({"bit_generator": s.Str(choices=["PCG64"]),
+                      "state": s.Object({"state": s.Int(0, U128), "inc": s.Int(0, U128)}),
+                      "has_uint32": s.Int(0, 1), "uinteger": s.Int(0, 2 ** 32 - 1)})
+COUNT = s.Int(0)
+SECONDS = s.Number(0)
+RUN_STATE = s.dataclass_schema(RunState, {
+    "step": COUNT, "loss_average": s.Number(0), "first_loss": s.Optional(s.Number(0)),
+    "best_val_loss": s.Optional(s.Number(0)),
+    "elapsed_s": SECONDS, "wall_s": SECONDS,
+    "data_position": s.Object({"epoch": COUNT, "position": COUNT, "rng": RNG_STATE}, may_be_missing=["rng"]),
+    "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE})})
+DOCUMENT = s.Object({
+    "format_version": s.Int(),
+    "arrays": s.Str(pattern=ARRAYS_NAME.pattern, max_len=64),
+    "arrays_sha256": s.Str(pattern=r"[0-9a-f]{64}"),
+    "optimizer_slots": s.ListOf(s.Str(pattern=r"[a-z_]{1,32}"), max_len=8),
+    "optimizer_step": COUNT,
+    "task": s.Str(choices=list(TASKS)),
+    "model": s.Any(),                          # checked by the task's schemas below (TASK_SCHEMAS)
+    "tokenizer": s.Any(),
+    "train": s.dataclass_schema(TrainConfig, defaults_may_be_missing=True),
+    "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream", "pairs"]), "chars": COUNT,
+                        "bytes": COUNT, "sha256": s.Str(pattern=r"[0-9a-f]{64}"), "path": s.Optional(s.Str())}),
+    "optimizer": s.Any(),                      # checked by OPTIMIZER_SCHEMAS[its name] below
+    # an exported model (rnnlab export): weights only, no optimizer state; it samples but does not resume
+    "export": s.Object({"val_loss": s.Optional(s.Number(0)), "val_tokens": COUNT, "dtype": s.Str(
+        choices=["float16", "float32", "float64"]), "source": s.Str(max_len=200), "description": s.Str(max_len=400)}),
+    **RUN_STATE.fields,
+}, may_be_missing=["export"])
+TASK_SCHEMAS = {kind: (s.dataclass_schema(task.config_class), task.tokenizer_schema) for kind, task in TASKS.items()}
+OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
+                     for name, cls in OPTIMIZERS.items()}
+
+
+def validate_document(meta, where: str) -> None:
+    """Check a checkpoint's JSON against :data:`DOCUMENT` and its configs' own rules; one error names the
+    first problem."""
+    require(isinstance(meta, dict) and "format_version" in meta,
+            f"{where} is not an rnnlab checkpoint (no format_version)")
+    version = meta["format_version"]
+    require(version == FORMAT_VERSION,
+            f"checkpoint {where} has format version {version}; this rnnlab reads version {FORMAT_VERSION}: "
+            "use the rnnlab version that wrote it")
+    try:
+        DOCUMENT.check(meta, "")
+        task = TASKS[meta["task"]]
+        model_schema, tokenizer_schema = TASK_SCHEMAS[meta["task"]]
+        model_schema.check(meta["model"], "model")
+        tokenizer_schema.check(meta["tokenizer"], "tokenizer")
+        config = task.config_class(**meta["model"])
+        TrainConfig(**meta["train"])
+        optimizer = meta["optimizer"]
+        name = optimizer.get("name") if isinstance(optimizer, dict) else None
+        require(name in OPTIMIZERS, f"field optimizer.name must be one of {', '.join(OPTIMIZERS)}")
+        OPTIMIZER_SCHEMAS[name].check(optimizer, "optimizer")
+        slots = [] if "export" in meta else sorted(k for k in make_optimizer(**optimizer).init({}) if k != "step")
+        require(meta["optimizer_slots"] == slots,
+                f"optimizer {optimizer['name']} keeps {slots}, the checkpoint lists {meta['optimizer_slots']}")
+        step = meta["step"]                                      # fields that must agree with each other
+        require(meta["optimizer_step"] == step, f"optimizer_step {meta['optimizer_step']} differs from step {step}")
+        require((step == 0) == (meta["first_loss"] is None),
+                f"first_loss {meta['first_loss']} does not fit step {step}")
+        require(step > 0 or meta["loss_average"] == 0, f"loss_average {meta['loss_average']} does not fit step 0")
+        tokenizer = task.tokenizer_from_dict(meta["tokenizer"])
+        require(task.vocabulary_fits(config, tokenizer), "the tokenizer's vocabulary does not fit the model's")
+    except (RnnlabError, TypeError, ValueError) as err:
+        raise RnnlabError(f"checkpoint {where} is invalid: {err}") from None
+
+
+# ---- the checkpoint in memory --------------------------------------------------------------------------
 
 @dataclass
 class Checkpoint:
-    meta: dict                   # the JSON document
+    meta: dict                   # the JSON document (validated)
     params: dict                 # {name: array} in rnnlab's layout
     optimizer_state: dict        # {"step": int, slot: {name: array}}
     hidden_state: list | None    # per layer, a tuple of (B, H) arrays; None when nothing is carried
     path: Path                   # the JSON file it was read from
 
     @property
-    def model_config(self) -> charmodel.ModelConfig:
-        return charmodel.ModelConfig(**self.meta["model"])
+    def task(self):
+        """The task class (tasks.LanguageModelTask or tasks.TranslationTask) that wrote it."""
+        return TASKS[self.meta["task"]]
 
     @property
-    def tokenizer(self) -> CharTokenizer:
-        return CharTokenizer.from_dict(self.meta["tokenizer"])
+    def model_config(self):
+        """``model.ModelConfig`` of a language model, ``seq2seq.Seq2SeqConfig`` of a translator."""
+        return self.task.config_class(**self.meta["model"])
+
+    @property
+    def tokenizer(self):
+        """A ``CharTokenizer`` (language model) or ``pairs.PairTokenizers`` (translator)."""
+        return self.task.tokenizer_from_dict(self.meta["tokenizer"])
+
+    def require_task(self, kind: str, command: str) -> None:
+        """One clear error when a command meets the other kind of checkpoint (sample a translator, ...)."""
+        other = {"lm": "rnnlab sample / visualize", "translate": "rnnlab translate / visualize"}[self.meta["task"]]
+        require(self.meta["task"] == kind, f"checkpoint {self.path} holds a "
+                f"{'translator' if self.meta['task'] == 'translate' else 'language model'}: {command} does not "
+                f"apply to it; use {other}")
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def run_state(self) -> RunState:
+        return RunState(**{f.name: self.meta[f.name] for f in fields(RunState)})
 
 
 def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | None) -> dict:
@@ -60,23 +199,45 @@ def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | Non
     return arrays
 
 
+def with_prefix(arrays: dict, prefix: str) -> dict:
+    """The entries whose key starts with ``prefix``, with the prefix removed (the inverse of flatten_arrays)."""
+    return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+
+def export_weights(checkpoint: Checkpoint, directory, dtype: str, val_loss: float | None, val_tokens: int,
+                   description: str) -> Path:
+    """Write ``checkpoint``'s parameters alone (no optimizer moments, no carried state), cast to ``dtype``,
+    as ``<directory>/latest.json`` marked ``export``: a model to sample from and visualise, small enough to
+    ship. ``val_loss`` is what those cast weights score on the run's validation split."""
+    meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "arrays", "arrays_sha256",
+                                                                  "optimizer_slots", "optimizer_step", "export")}
+    meta["export"] = {"val_loss": val_loss, "val_tokens": val_tokens, "dtype": dtype,
+                      "source": f"{checkpoint.path.name} at step {meta['step']}", "description": description}
+    params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
+    return save_checkpoint(directory, "latest", meta, params, {"step": meta["step"]})
+
+
 def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_state: dict,
                     hidden_state: list | None = None) -> Path:
-    """Write ``<directory>/<tag>.json`` and its arrays file atomically; returns the JSON path."""
+    """Write ``<directory>/<tag>.json`` and its arrays file atomically; returns the JSON path. The folder
+    must exist (see files.prepare_directory); non-finite arrays raise TrainingDiverged and nothing is written."""
     require(tag in TAGS, f"checkpoint tag must be one of {TAGS}")
     directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RnnlabError(f"cannot create checkpoint directory {directory}: {err.strerror}") from None
+    arrays = flatten_arrays(params, optimizer_state, hidden_state)
+    bad = sorted(name for name, value in arrays.items() if not np.isfinite(value).all())
+    if bad:
+        raise TrainingDiverged(f"{', '.join(bad[:3])} {'is' if len(bad) == 1 else 'are'} not finite at step "
+                               f"{meta.get('step')}: not saved; lower --learning_rate or clip the gradients")
     json_path = directory / f"{tag}.json"
-    previous = _arrays_name(json_path)
+    previous = arrays_name_in(json_path)
     step = int(meta.get("step", 0))
     arrays_name = f"{tag}-{step:06d}.npz"
     if arrays_name == previous:  # the same step again: never overwrite the file the JSON points to
         arrays_name = f"{tag}-{step:06d}b.npz"
     buffer = io.BytesIO()
-    np.savez(buffer, **flatten_arrays(params, optimizer_state, hidden_state))
+    np.savez(buffer, **arrays)
     data = buffer.getvalue()
     atomic_write_bytes(directory / arrays_name, data, "checkpoint")
     document = {**meta, "format_version": FORMAT_VERSION, "arrays": arrays_name,
@@ -85,96 +246,194 @@ def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_sta
                 "optimizer_step": int(optimizer_state.get("step", 0))}
     atomic_write_bytes(json_path, json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), "checkpoint")
     if previous and previous != arrays_name:
-        (directory / previous).unlink(missing_ok=True)
+        (directory / previous).unlink(missing_ok=True)          # a bare rnnlab name: inside the folder
     return json_path
 
 
-def _arrays_name(json_path: Path) -> str | None:
+def arrays_name_in(json_path: Path) -> str | None:
+    """The arrays file a checkpoint JSON names -- only if it is a bare name of the form rnnlab writes, so
+    that what the JSON says can never point outside its folder. None for anything else."""
     try:
-        return json.loads(json_path.read_text(encoding="utf-8")).get("arrays")
-    except (OSError, ValueError):
+        name = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False)).get("arrays")
+    except (RnnlabError, ValueError, AttributeError):
         return None
+    return name if isinstance(name, str) and ARRAYS_NAME.fullmatch(name) else None
+
+
+def clean_directory(directory) -> list[str]:
+    """Remove what killed saves leave in a checkpoint folder: rnnlab's temporary files, and arrays files
+    that no JSON names. Only names of rnnlab's own forms are touched, and only when every JSON of the
+    folder is readable (an unreadable JSON might name any of them). Returns the names removed."""
+    directory = Path(directory)
+    jsons = [directory / f"{tag}.json" for tag in TAGS]
+    named = {arrays_name_in(path) for path in jsons if path.exists()}
+    if any(path.exists() for path in jsons) and None in named:
+        return []
+    removed = []
+    for path in directory.iterdir():
+        orphan = ARRAYS_NAME.fullmatch(path.name) and path.name not in named
+        if (orphan or TMP_NAME.fullmatch(path.name)) and not path.is_dir():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+def shipped_checkpoints() -> dict:
+    """{name: folder} of the pretrained models shipped in the package (rnnlab/pretrained/<name>/)."""
+    from importlib import resources
+    root = Path(str(resources.files("rnnlab") / "pretrained"))
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "latest.json").is_file()} if root.is_dir() else {}
 
 
 def resolve(path) -> Path:
-    """A checkpoint directory (-> its latest.json), a JSON file, or an arrays file (-> the JSON naming it)."""
+    """A checkpoint directory (-> its latest.json, else best.json), a JSON file, an arrays file (-> the JSON
+    beside it that names it), or the name of a shipped pretrained model when no such path exists."""
     path = Path(path)
+    shipped = shipped_checkpoints()
+    if not path.exists() and not path.is_symlink() and str(path) in shipped:
+        path = shipped[str(path)]
     if path.is_dir():
         for tag in TAGS:
-            if (path / f"{tag}.json").exists():
-                return path / f"{tag}.json"
+            if (path / f"{tag}.json").exists() or (path / f"{tag}.json").is_symlink():
+                return regular_file(path / f"{tag}.json", "checkpoint", follow_links=False)
         raise RnnlabError(f"no checkpoint in directory {path} (no latest.json or best.json): "
                           "give the --checkpoint_dir of a training run")
-    if not path.exists():
-        raise RnnlabError(f"checkpoint {path} not found: give a checkpoint directory or its latest.json / best.json")
+    if not path.exists() and not path.is_symlink():
+        names = f", or a shipped model: {', '.join(shipped)}" if shipped else ""
+        raise RnnlabError(f"checkpoint {path} not found: give a checkpoint directory or its latest.json / "
+                          f"best.json{names}")
+    path = regular_file(path, "checkpoint")
     if path.suffix == ".npz":
-        for json_path in sorted(path.parent.glob("*.json")):
-            if _arrays_name(json_path) == path.name:
-                return json_path
+        for tag in TAGS:
+            if arrays_name_in(path.parent / f"{tag}.json") == path.name:
+                return path.parent / f"{tag}.json"
         raise RnnlabError(f"{path} is not named by any checkpoint JSON beside it: give the .json file or the directory")
     return path
 
 
 def load_checkpoint(path) -> Checkpoint:
+    """Read and check a checkpoint (see the trust model above); every problem is one RnnlabError."""
     json_path = resolve(path)
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise RnnlabError(f"checkpoint {json_path} is not readable JSON ({err}): it is damaged; use another checkpoint") from None
-    require(isinstance(meta, dict) and "format_version" in meta,
-            f"{json_path} is not an rnnlab checkpoint (no format_version)")
-    version = meta["format_version"]
-    require(version == FORMAT_VERSION,
-            f"checkpoint {json_path} has format version {version}; this rnnlab reads version {FORMAT_VERSION}: "
-            "use the rnnlab version that wrote it")
-    arrays_path = json_path.parent / meta.get("arrays", "")
-    require(arrays_path.is_file(), f"checkpoint arrays file {arrays_path} is missing: the checkpoint is incomplete")
-    data = arrays_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta.get("arrays_sha256"):
+    for attempt in range(3):     # a run saving into the folder may replace the arrays between our two reads
+        meta = read_document(json_path)
+        arrays_path = json_path.parent / meta["arrays"]
+        if arrays_path.exists() or attempt == 2:
+            break
+    require(arrays_path.exists() or arrays_path.is_symlink(),
+            f"checkpoint arrays file {arrays_path} is missing: the checkpoint is incomplete; use another one")
+    data = read_bytes(arrays_path, "checkpoint arrays", follow_links=False)
+    if hashlib.sha256(data).hexdigest() != meta["arrays_sha256"]:
         raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
                           "use another checkpoint (e.g. best.json) or retrain")
-    arrays = read_npz(arrays_path, data)
-    params = with_prefix(arrays, "param/")
-    optimizer_state = {"step": int(meta.get("optimizer_step", 0))}
-    for slot in meta.get("optimizer_slots", []):
+    task = TASKS[meta["task"]]
+    config = task.config_class(**meta["model"])
+    expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
+    arrays = read_npz(arrays_path, data, expected)
+    params = {name: value.astype(np.float32) if value.dtype == np.float16 else value   # float16 is storage only
+              for name, value in with_prefix(arrays, "param/").items()}
+    optimizer_state = {"step": meta["optimizer_step"]}
+    for slot in meta["optimizer_slots"]:
         optimizer_state[slot] = with_prefix(arrays, f"opt/{slot}/")
-    per_layer: dict[int, list] = {}                              # "state/<layer>/<k>" -> layer -> [part k]
-    for key, value in sorted(with_prefix(arrays, "state/").items(), key=lambda kv: tuple(map(int, kv[0].split("/")))):
-        per_layer.setdefault(int(key.split("/")[0]), []).append(value)
-    hidden = [tuple(parts) for _, parts in sorted(per_layer.items())] or None
-    checkpoint = Checkpoint(meta, params, optimizer_state, hidden, json_path)
+    state = with_prefix(arrays, "state/")
+    require(task.kind == "lm" or not state, f"{arrays_path} holds a carried hidden state, which a translator "
+                                            "never has: the checkpoint is damaged")
+    hidden = hidden_state_from(state, config, arrays_path)
+    return Checkpoint(meta, params, optimizer_state, hidden, json_path)
+
+
+def read_document(json_path: Path) -> dict:
+    data = read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False)
     try:
-        config = checkpoint.model_config
-    except (TypeError, ValueError) as err:
-        raise RnnlabError(f"checkpoint {json_path} has an invalid model config: {err}") from None
+        meta = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise RnnlabError(f"checkpoint {json_path} is not readable JSON ({err}): it is damaged; "
+                          "use another checkpoint") from None
+    validate_document(meta, str(json_path))
+    return meta
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number a checkpoint can hold")
+
+
+def expected_arrays(shapes: dict, slots: list) -> dict:
+    """{member name: shape} of everything but the hidden state (whose batch size is not in the config), from
+    the model's {parameter: shape}."""
+    expected = {f"param/{name}": shape for name, shape in shapes.items()}
+    for slot in slots:
+        expected.update({f"opt/{slot}/{name}": shape for name, shape in shapes.items()})
+    return expected
+
+
+STATE_MEMBER = re.compile(r"state/(\d{1,4})/(\d)")
+
+
+def read_npz(path: Path, data: bytes, expected: dict) -> dict:
+    """The arrays of an .npz archive, each checked against ``expected`` {name: shape} (``state/<l>/<k>``
+    members, whose shape is checked later, may be present too) *before* its data is read; pickled objects
+    are refused. Any damage becomes one clear RnnlabError."""
     try:
-        charmodel.check_params(config, params)
-    except RnnlabError as err:
-        raise RnnlabError(f"checkpoint {json_path} does not match its own config: {err}") from None
-    for slot in meta.get("optimizer_slots", []):
-        require(optimizer_state[slot].keys() == params.keys(),
-                f"checkpoint {json_path}: optimizer slot {slot!r} does not cover every parameter")
-    require(checkpoint.tokenizer.vocab_size == config.vocab_size,
-            f"checkpoint {json_path}: tokenizer has {checkpoint.tokenizer.vocab_size} characters, "
-            f"the model {config.vocab_size}")
-    return checkpoint
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {info.filename: info for info in archive.infolist()}
+        arrays = {}
+        for member, info in members.items():
+            require(member.endswith(".npy"), f"{path} holds {member!r}, which is not an array")
+            name = member[:-4]
+            require(name in expected or STATE_MEMBER.fullmatch(name),
+                    f"{path} holds an unexpected array {name!r}: it was not written for this model")
+            with archive.open(info) as f:
+                arrays[name] = read_npy(f, info.file_size, expected.get(name), f"{path}: array {name}")
+    except RnnlabError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as err:
+        raise RnnlabError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}): "
+                          "use another checkpoint") from None
+    missing = sorted(set(expected) - set(arrays))
+    if missing:
+        raise RnnlabError(f"{path} lacks {len(missing)} array(s) the model needs, e.g. {missing[0]!r}: "
+                          "the checkpoint is incomplete; use another one")
+    return arrays
 
 
-def with_prefix(arrays: dict, prefix: str) -> dict:
-    """The entries whose key starts with ``prefix``, with the prefix removed (the inverse of flatten_arrays)."""
-    return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+def read_npy(f, size: int, shape: tuple | None, what: str) -> np.ndarray:
+    """One .npy member: header first (dtype, shape, byte count checked), then exactly that many bytes."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        header_shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        header_shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise RnnlabError(f"{what}: unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise RnnlabError(f"{what} contains pickled Python objects, which rnnlab never loads (they can run "
+                          "code): use a checkpoint written by rnnlab")
+    require(dtype in FLOAT_DTYPES, f"{what} has dtype {dtype}; checkpoints hold float16, float32 or float64 arrays")
+    require(shape is None or tuple(header_shape) == tuple(shape),
+            f"{what} has shape {tuple(header_shape)}, the model needs {tuple(shape or ())}: the checkpoint "
+            "does not match its own config")
+    require(shape is not None or len(header_shape) == 2, f"{what} must be a (batch, hidden) array")
+    count = math.prod(header_shape)
+    header_bytes = f.tell()
+    require(count * dtype.itemsize == size - header_bytes,
+            f"{what}: its header claims {count:,} values but the file holds {size - header_bytes:,} bytes")
+    values = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+    values = values.reshape(header_shape, order="F" if fortran else "C").copy(order="K")  # layout kept
+    require(np.isfinite(values).all(), f"{what} holds inf or NaN values: the run had diverged; use another "
+                                       "checkpoint")
+    return values
 
 
-def read_npz(path: Path, data: bytes | None = None) -> dict:
-    """All arrays of an .npz (from ``data`` when the bytes are already read), refusing pickled objects; any
-    damage becomes one clear RnnlabError."""
-    try:
-        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise RnnlabError(f"{path} contains pickled Python objects, which rnnlab never loads "
-                              "(they can run code): use a checkpoint written by rnnlab") from None
-        raise RnnlabError(f"{path} is not a valid .npz file ({err}): use another checkpoint") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise RnnlabError(f"{path} is truncated or corrupt ({type(err).__name__}): use another checkpoint") from None
+def hidden_state_from(parts: dict, config: charmodel.ModelConfig, path: Path) -> list | None:
+    """{"<layer>/<k>": (B, H)} -> per layer a tuple of its state parts, checked against the model."""
+    if not parts:
+        return None
+    n_states = CELLS[config.cell].n_states
+    want = {f"{layer}/{k}" for layer in range(config.num_layers) for k in range(n_states)}
+    require(set(parts) == want, f"{path}: the carried hidden state does not match a {config.num_layers}-layer "
+                                f"{config.cell}: the checkpoint is damaged")
+    shapes = {value.shape for value in parts.values()}
+    require(len(shapes) == 1 and next(iter(shapes))[1] == config.hidden_size,
+            f"{path}: the carried hidden state has shapes {sorted(shapes)}, expected (batch, {config.hidden_size})")
+    return [tuple(parts[f"{layer}/{k}"] for k in range(n_states)) for layer in range(config.num_layers)]

@@ -1,36 +1,59 @@
 """The ``rnnlab`` command line: parse, call the library, print. No training logic lives here.
 
-Every user error ends as one line on stderr and exit status 2.
+Every user error ends as one line on stderr and exit status 2. A run stopped by a signal (Ctrl-C = SIGINT,
+SIGTERM from ``kill``/``timeout``/Slurm/Docker, SIGHUP) or by its output closing (``| head``) saves its
+``latest`` checkpoint, says how to resume, and exits with 128 + the signal's number (130, 143, 129; 141 for a
+closed output), so a script can tell an interrupted run from a finished one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .cells import CELLS
-from .checkpoint import load_checkpoint
+from . import checkpoint as ckpt
+from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
+from .config import TrainConfig, config_for_mode
 from .engines import ENGINES
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import atomic_write_bytes
+from .files import (DirectoryLock, atomic_write_bytes, check_path_text, os_error_message, prepare_directory,
+                    read_bytes, refuse_overwriting_inputs, regular_file, same_file)
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import sample
-from .text import DATA_MODES, SHIPPED_DATASETS, load_corpus
-from .train import DTYPES, Progress, Report, TrainConfig, Trainer
+from .seq2seq import ATTENTION_KINDS
+from .tasks import pairs_mode
+from .corpus import load_corpus
+from .pairs import SHIPPED_PAIRS
+from .text import DATA_MODES, SHIPPED_DATASETS
+from .model import ModelConfig, training_bytes
+from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
+
+EXIT_USAGE = 2
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+SIGPIPE_STATUS = 128 + 13
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong + where to look), exit status 2."""
+    """argparse, but a usage error is one line (what is wrong + where to look), exit status 2, and no
+    abbreviated flags (``--iter`` for ``--iterations`` would be silently taken as typed or not)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_flag(parser, name: str, **kwargs) -> None:
@@ -39,8 +62,39 @@ def add_flag(parser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+def finite_float(text: str) -> float:
+    """A float flag: 'inf' and 'nan' are refused like any other non-number."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+finite_float.__name__ = "finite number"        # argparse names the type in its one-line error
+
+
 def optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off", "0") else float(text)
+    """'none' or 'off' turn an option off; anything else is a finite number (checked > 0 by the config)."""
+    return None if text.lower() in ("none", "off") else finite_float(text)
+
+
+optional_float.__name__ = "number or 'none'"
+
+
+def count_or_all(text: str) -> int | None:
+    """'all' -> None (no limit); else an integer (checked > 0 by the config)."""
+    return None if text.lower() == "all" else int(text)
+
+
+count_or_all.__name__ = "integer or 'all'"
+
+
+def path_text(text: str) -> str:
+    """A path flag: refuse empty, NUL and non-UTF-8 names at once (they cannot be saved or printed)."""
+    try:
+        return check_path_text(text, "path")
+    except RnnlabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,21 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a character model and print samples",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
-    add_flag(train, "dataset", default=d.dataset,
-             help=f"a shipped corpus ({', '.join(SHIPPED_DATASETS)}) or the path of a UTF-8 text file")
+    add_flag(train, "dataset", default=d.dataset, type=path_text,
+             help=f"a shipped corpus ({', '.join([*SHIPPED_DATASETS, *SHIPPED_PAIRS])}), or the path of a UTF-8 text "
+                  "file, a folder or a glob of them; pairs data (SOURCE<TAB>TARGET lines, e.g. dates) trains a "
+                  "translator, with its own defaults")
     add_flag(train, "data_mode", default=d.data_mode, choices=DATA_MODES,
-             help="lines: one example per line; stream: continuous text; auto: guess from the text")
+             help="lines: one example per line; stream: continuous text; pairs: SOURCE<TAB>TARGET lines "
+                  "(a translator); auto: guess from the text")
     add_flag(train, "cell", default=d.cell, choices=sorted(CELLS), help="recurrent cell type")
     add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
     add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
-    add_flag(train, "dropout", type=float, default=d.dropout, help="between stacked layers, training only")
+    add_flag(train, "dropout", type=finite_float, default=d.dropout, help="between stacked layers, training only")
     add_flag(train, "init", default=d.init, choices=list(INIT_SCHEMES),
              help="initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), pytorch "
                   "(U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth (rnnlab's old "
                   "scheme); see initializers.py")
-    add_flag(train, "forget_bias", type=float, default=d.forget_bias,
+    add_flag(train, "forget_bias", type=finite_float, default=d.forget_bias,
              help="LSTM: start the forget-gate bias at this value (0 keeps half of the cell state per step, "
                   "1 keeps sigma(1) = 73%%); default: the --init scheme's own")
+    add_flag(train, "attention", default=d.attention, choices=list(ATTENTION_KINDS),
+             help="translator (pairs data): how the decoder scores the encoder's outputs; none: the classic "
+                  "encoder-final-state decoder")
+    add_flag(train, "encoder_hidden", type=int, default=d.encoder_hidden,
+             help="translator: units per encoder direction (default: --hidden_size / 2)")
+    add_flag(train, "attention_size", type=int, default=d.attention_size, help="translator: the additive score's width")
+    add_flag(train, "max_output_length", type=int, default=d.max_output_length,
+             help="translator: decoding stops after this many characters (default: the longest target + 4)")
     add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
     add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
     add_flag(train, "batch_size", type=int, default=d.batch_size,
@@ -73,56 +138,89 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "engine", default=d.engine, choices=list(ENGINES),
              help="numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / [tf] extra)")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
-    add_flag(train, "learning_rate", type=float, default=d.learning_rate,
+    add_flag(train, "learning_rate", type=finite_float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
     add_flag(train, "optimizer_options", default=d.optimizer_options,
              help="KEY=VALUE,... hyper-parameters and conventions, e.g. 'mu=0.95,form=ema' (momentum), "
                   "'eps_hat=true' (Adam as Keras), 'eps_inside_sqrt=true' (RMSProp/Adagrad as Keras)")
     add_flag(train, "lr_schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
              help="cosine: decay from --learning_rate to --min_learning_rate over the run")
-    add_flag(train, "min_learning_rate", type=float, default=d.min_learning_rate,
+    add_flag(train, "min_learning_rate", type=finite_float, default=d.min_learning_rate,
              help="the cosine schedule's final rate (default: learning rate / 20)")
     add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
-             help="clip each gradient entry to [-v, v]; 'none' turns it off")
-    add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm, help="clip the global gradient norm")
-    add_flag(train, "val_fraction", type=float, default=d.val_fraction,
+             help="clip each gradient entry to [-v, v] (v > 0); 'none' turns it off")
+    add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm, help="clip the global gradient norm (> 0); 'none' turns it off")
+    add_flag(train, "val_fraction", type=finite_float, default=d.val_fraction,
              help="held-out share (lines: by line; stream: the end of the text); default 0.1 where it fits")
     add_flag(train, "eval_every", type=int, default=d.eval_every,
              help="validation every N steps (default: with every report, --sample_every)")
-    add_flag(train, "temperature", type=float, default=d.temperature, help="sampling temperature (> 0)")
+    add_flag(train, "eval_tokens", type=count_or_all, default=d.eval_tokens,
+             help="validate on the first N characters of the held-out part (the same ones every time); 'all' "
+                  "for all of it")
+    add_flag(train, "cache_dir", default=d.cache_dir, type=path_text,
+             help="where large corpora are kept encoded for fast starts (default: $XDG_CACHE_HOME/rnnlab or "
+                  "~/.cache/rnnlab)")
+    add_flag(train, "temperature", type=finite_float, default=d.temperature, help="sampling temperature (> 0)")
     add_flag(train, "sample_every", type=int, default=d.sample_every, help="report and sample every N steps")
     add_flag(train, "num_samples", type=int, default=d.num_samples, help="names per report (lines corpora)")
     add_flag(train, "sample_length", type=int, default=d.sample_length,
              help="characters per sample (stream corpora)")
     add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
     add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
-    add_flag(train, "metrics_file", default=None, help="append one JSON object per report to this file")
-    add_flag(train, "checkpoint_dir", default=d.checkpoint_dir,
+    add_flag(train, "metrics_file", default=None, type=path_text, help="append one JSON object per report to this file")
+    add_flag(train, "checkpoint_dir", default=d.checkpoint_dir, type=path_text,
              help="save checkpoints here: latest.json (every --save_every steps, at the end, on Ctrl-C) "
                   "and best.json (best validation loss)")
     add_flag(train, "save_every", type=int, default=d.save_every, help="save the latest checkpoint every N steps")
-    add_flag(train, "resume", default=None,
+    add_flag(train, "resume", default=None, type=path_text,
              help="continue a run exactly from a checkpoint (directory or .json); --iterations/--epochs "
                   "count the total")
+    add_flag(train, "new_data", action="store_true",
+             help="with --resume: continue on a text other than the checkpoint's (same characters), from its start")
+    add_flag(train, "overwrite", action="store_true",
+             help="start a new run in a --checkpoint_dir that holds another run's checkpoint, deleting it")
     add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
 
     smp = sub.add_parser("sample", help="generate text from a checkpoint",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(smp, "checkpoint", required=True, help="a checkpoint directory or its .json file")
+    add_flag(smp, "checkpoint", default=None, type=path_text,
+             help="a checkpoint directory or its .json file, or a shipped model's name (see --list)")
+    add_flag(smp, "list", action="store_true", help="list the pretrained models shipped with rnnlab and exit")
     add_flag(smp, "length", type=int, default=200, help="characters per sample (at most, for names)")
     add_flag(smp, "num_samples", type=int, default=None, help="samples to print (default: 10 names, 1 text)")
-    add_flag(smp, "temperature", type=float, default=1.0, help="> 0; lower is more conservative")
+    add_flag(smp, "temperature", type=finite_float, default=1.0, help="> 0; lower is more conservative")
     add_flag(smp, "top_k", type=int, default=None, help="sample only among the k most likely characters")
     add_flag(smp, "greedy", action="store_true", help="always take the most likely character")
     add_flag(smp, "prime", default="", help="text to start from (returned as the start of each sample)")
     add_flag(smp, "seed", type=int, default=0, help="seeds the sampling Generator")
+    add_flag(smp, "beam_size", type=int, default=None,
+             help="print the K most probable continuations of --prime (beam search) with their log-probabilities, "
+                  "instead of sampling")
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
 
+    exp = sub.add_parser("export", help="write a checkpoint's weights alone (no optimizer state), e.g. as float16: "
+                         "a small model to sample from, visualise or ship", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(exp, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
+    add_flag(exp, "out", required=True, type=path_text, help="the folder to write latest.json and its arrays into")
+    add_flag(exp, "dtype", default="float16", choices=["float16", "float32", "float64"], help="the weights' type")
+    add_flag(exp, "description", default="", help="one line saying what the model is (shown by sample --list)")
+    add_flag(exp, "overwrite", action="store_true", help="replace a checkpoint already in --out")
+
+    tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
+                        "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flag(tr, "checkpoint", required=True, type=path_text, help="a translator's checkpoint directory or .json")
+    tr.add_argument("texts", nargs="*", help="the texts to translate (or use --input)")
+    add_flag(tr, "input", default=None, type=path_text, help="a UTF-8 file with one text per line; '-' reads stdin")
+    add_flag(tr, "beam_size", type=int, default=1, help="1: greedy decoding; K > 1: beam search with K hypotheses")
+    add_flag(tr, "length_penalty", type=finite_float, default=1.0,
+             help="beam search ranks log p / length^penalty (0: raw log-probability)")
+    add_flag(tr, "show_attention", action="store_true", help="print each attention matrix as text under its line")
+
     plot = sub.add_parser("plot", help="draw train/validation loss curves from a --metrics_file",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    plot.add_argument("metrics", help="a JSONL file written by rnnlab train --metrics_file")
-    add_flag(plot, "out", default="loss.png", help="the image to write (.png, .svg or .pdf)")
+    plot.add_argument("metrics", type=path_text, help="a JSONL file written by rnnlab train --metrics_file")
+    add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
 
     bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
@@ -133,17 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(bench, "engines", default="numpy,torch,keras", help="those not installed are skipped")
     add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
     add_flag(bench, "rounds", type=int, default=5, help="interleaved timing rounds per engine")
-    add_flag(bench, "json", default=None, help="also write every row (and the GEMM peak) to this JSON file")
+    add_flag(bench, "json", default=None, type=path_text, help="also write every row (and the GEMM peak) to this JSON file")
 
     vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
                          "quotes, lines, brackets ..., and the next-character predictions",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(vis, "checkpoint", required=True, help="a checkpoint directory or its .json file")
+    add_flag(vis, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
     add_flag(vis, "text", required=True,
-             help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error)")
-    add_flag(vis, "out", required=True, help="the HTML file to write (self-contained: works offline)")
+             help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error); "
+                  "for a translator, one source per line, each shown as an attention heatmap")
+    add_flag(vis, "out", required=True, type=path_text, help="the HTML file to write (self-contained: works offline)")
     add_flag(vis, "max_chars", type=int, default=3000, help="visualise at most the first N characters")
     add_flag(vis, "layer", type=int, default=None, help="the layer shown first, 0 = bottom (default: the top layer)")
+    add_flag(vis, "png", default=None, type=path_text,
+             help="translator checkpoints: also write the first input's attention heatmap as a PNG image")
     return parser
 
 
@@ -156,10 +257,13 @@ class MetricsFile:
     """Appends one JSON object per line; each line is written and flushed whole. Its directory is created
     (like --checkpoint_dir), and a path that cannot be written fails before training starts."""
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, inputs: dict):
         self.path = Path(path) if path else None
         if self.path is None:
             return
+        refuse_overwriting_inputs(self.path, "--metrics_file", inputs)
+        if self.path.exists() or self.path.is_symlink():
+            regular_file(self.path, "--metrics_file")           # a FIFO would block, a device is no log
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.open("a").close()  # fail now, not after an hour of training
@@ -169,15 +273,23 @@ class MetricsFile:
 
     def write(self, record: dict) -> None:
         if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise RnnlabError(os_error_message(err, "--metrics_file")) from None
 
 
 def format_report(report: Report) -> str:
     line = (f"step {report.step:>7,}  epoch {report.epoch:>3}  loss {report.train_loss:.4f}  "
             f"smooth {report.smooth_loss:.4f}")
     if report.val_loss is not None:
-        line += f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f})"
+        line += (f"  val {report.val_loss:.4f} nats/char ({report.val_bpc:.3f} bpc, ppl {report.val_ppl:.2f}, "
+                 f"{report.val_tokens:,} chars)")
+    if report.val_accuracy is not None:
+        line += f"  exact match {report.val_accuracy:.2%}"
+    if report.test_accuracy is not None:
+        line += f" (test {report.test_accuracy:.2%})"
     line += f"  {report.tokens_per_s:,.0f} tok/s  {report.elapsed_s:.1f}s"
     return "\n".join([line, *("    " + s.replace("\n", "\n    ") for s in report.samples)])
 
@@ -205,76 +317,170 @@ class ProgressBar:
                           f"{p.tokens_per_s:,.0f} tok/s  ETA {format_duration(eta)} ")
         self.stream.flush()
 
+    def loading(self, done: int, total: int) -> None:
+        """Progress of reading and encoding a large corpus (two passes over its bytes)."""
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.2 and done < total):
+            return
+        self.last_draw = now
+        self.stream.write(f"\rencoding the corpus once (later runs start from the cache): {done / total:4.0%} "
+                          f"of {total / 2 / 2 ** 20:,.0f} MB ")
+        self.stream.flush()
+
     def clear(self) -> None:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
 
 
-# Flags that fix the model's shape or the meaning of the saved data position: refused on --resume when
-# they differ from the checkpoint. Every other flag (learning rate, iterations, reporting) may change.
-LOCKED_ON_RESUME = ("dataset", "data_mode", "cell", "hidden_size", "num_layers", "batch_size", "seq_length",
-                    "optimizer", "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str], command: str) -> set[str]:
-    """The dests of the flags the user actually typed (so --resume knows what to override)."""
+def typed_flags(argv: list[str], command: str) -> set[str]:
+    """The dests of the flags the user actually typed: argv parsed again with every default suppressed, so
+    whatever argparse accepts (``--flag=value``, dash spellings) is seen, and nothing it does not."""
+    parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    typed = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
-    return {a.dest for a in sub._actions if typed & set(a.option_strings)}
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
 
 
-def resume_config(args: argparse.Namespace, explicit: set[str], saved: dict) -> tuple[TrainConfig, list[str]]:
-    """The checkpoint's training config with the typed flags applied; shape changes refused."""
-    config = TrainConfig(**saved)
-    notes = []
-    for name in sorted(explicit & TrainConfig.__dataclass_fields__.keys()):
-        old, new = getattr(config, name), getattr(args, name)
-        if old == new:
-            continue
-        if name in LOCKED_ON_RESUME:
-            raise RnnlabError(f"--{name} {new} differs from the checkpoint's {old}: it cannot change on "
-                              f"--resume (start a new run for a different {name})")
-        setattr(config, name, new)
-        notes.append(f"{name} changed from {'the default' if old is None else old} to {new}")
-    return config, notes
+class StoppedAtOnce(Exception):
+    """A second stop signal: the run ends at once, without finishing its step or saving."""
+
+    def __init__(self, name: str, status: int):
+        super().__init__(name)
+        self.name, self.status = name, status
 
 
-def run_train(args: argparse.Namespace, explicit: set[str]) -> int:
-    checkpoint, notes = None, []
+class StopSignals:
+    """The one signal path: SIGINT, SIGTERM and SIGHUP -- and a closed stdout -- ask the trainer to stop
+    after its current step (it then saves ``latest``). A second signal abandons at once (KeyboardInterrupt).
+    ``status`` is the exit status of the stop: 128 + the signal number. Installed before the trainer is
+    built: a signal that arrives while the data loads is remembered and stops the run before its first step."""
+
+    def __init__(self):
+        self.request_stop, self.status, self.name, self.previous = None, None, None, {}
+
+    def attach(self, request_stop) -> None:
+        self.request_stop = request_stop
+        if self.status is not None:
+            request_stop()
+
+    def __enter__(self):
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                self.previous[name] = signal.signal(getattr(signal, name), self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    def _on_signal(self, signum, frame):
+        if self.status is not None:                              # asked twice: stop now, save nothing more
+            raise StoppedAtOnce(signal.Signals(signum).name, 128 + signum)
+        self.stop(signal.Signals(signum).name, 128 + signum)
+
+    def stop(self, name: str, status: int) -> None:
+        if self.status is None:
+            self.name, self.status = name, status
+            if self.request_stop is not None:
+                self.request_stop()
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away: send further output (and the final flush) to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def training_inputs(config: TrainConfig, checkpoint) -> dict:
+    """Files a training run reads, which none of its outputs may overwrite."""
+    inputs = {"the dataset": None if config.dataset in SHIPPED_DATASETS else config.dataset}
+    if checkpoint is not None:
+        inputs["the checkpoint"] = checkpoint.path
+        inputs["the checkpoint's arrays"] = checkpoint.directory / checkpoint.meta["arrays"]
+    return inputs
+
+
+def other_runs_checkpoints(directory: str | None, overwrite: bool) -> list[Path]:
+    """A fresh run must not silently replace another run's checkpoint (that is someone's work): without
+    --overwrite that is an error; with it, the JSONs to delete once the folder's lock is ours."""
+    if directory is None:
+        return []
+    existing = [Path(directory) / f"{tag}.json" for tag in TAGS
+                if (Path(directory) / f"{tag}.json").exists() or (Path(directory) / f"{tag}.json").is_symlink()]
+    if existing and not overwrite:
+        raise RnnlabError(f"--checkpoint_dir {directory} already holds a run's checkpoint ({existing[0].name}): "
+                          f"continue it with --resume {directory}, or add --overwrite to start over")
+    return existing
+
+
+def run_train(args: argparse.Namespace, typed: set[str]) -> int:
+    checkpoint, fields = None, TrainConfig.__dataclass_fields__
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        config, notes = resume_config(args, explicit, checkpoint.meta["train"])
-        if config.checkpoint_dir is None:
-            config.checkpoint_dir = str(checkpoint.path.parent)
+        overrides = {name: getattr(args, name) for name in typed if name in fields}
+        elsewhere = overrides.get("checkpoint_dir")
+        if elsewhere is not None and not same_file(elsewhere, checkpoint.directory):
+            other_runs_checkpoints(elsewhere, args.overwrite)   # continuing into another run's folder
+        trainer_factory = lambda report, progress, load: Trainer.resume(  # noqa: E731
+            checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load)
     else:
-        config = config_from_args(args)
-    metrics = MetricsFile(args.metrics_file)
-    bar = ProgressBar(enabled=not args.quiet)
+        require(not args.new_data, "--new_data only applies with --resume")
+        given = {name: getattr(args, name) for name in typed if name in fields}
+        mode = "pairs" if pairs_mode(args.dataset, args.data_mode) else args.data_mode
+        config = config_for_mode(mode, {"dataset": args.dataset, **given})
+        other_runs_checkpoints(config.checkpoint_dir, args.overwrite)
+        trainer_factory = lambda report, progress, load: Trainer(config, report, progress, load)  # noqa: E731
+    with StopSignals() as stops:                                 # from now on a signal stops, not kills
+        return train_until_done_or_stopped(args, checkpoint, trainer_factory, stops)
+
+
+def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSignals) -> int:
+    bar, metrics = ProgressBar(enabled=not args.quiet), None
+
+    def show(text: str, file=None) -> None:
+        try:
+            print(text, file=file or sys.stdout, flush=True)
+        except BrokenPipeError:                                  # e.g. `rnnlab train ... | head -1`
+            silence_stdout()
+            stops.stop("a closed output", SIGPIPE_STATUS)
 
     def on_report(report: Report) -> None:
         metrics.write(report.metrics())
+        bar.clear()
+        for warning in report.warnings:                          # the health guard speaks even with --quiet
+            print(f"rnnlab: warning: {warning}", file=sys.stderr, flush=True)
         if not args.quiet:
-            bar.clear()
-            print(format_report(report), flush=True)
+            show(format_report(report))
 
-    trainer = Trainer(config, on_report, bar.update)
+    trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock
+    bar.clear()
+    stops.attach(trainer.request_stop)
+    if checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory):
+        for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):
+            path.unlink()                                        # --overwrite; the lock is ours, so no run's
+        if trainer.config.checkpoint_dir is not None:
+            clean_directory(trainer.config.checkpoint_dir)      # ... and its arrays go with them
+    metrics = MetricsFile(args.metrics_file, training_inputs(trainer.config, checkpoint))
+    notes = list(trainer.notes)
     if checkpoint is not None:
-        trainer.restore(checkpoint)
-        notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}")
+        notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to "
+                        f"{trainer.config.checkpoint_dir}")
+        if trainer.step >= trainer.total_steps:
+            notes.append(f"the run already has its {trainer.total_steps:,} steps: nothing to train (raise "
+                         "--iterations or --epochs to continue it)")
     info = trainer.describe()
-    m, o, corpus = info["model"], info["optimizer"], info["corpus"]
-    for note in trainer.notes + notes:
+    o, corpus = info["optimizer"], info["corpus"]
+    for note in notes:
         print(f"rnnlab: note: {note}", file=sys.stderr)
-    print(f"rnnlab: {m['cell']} {m['num_layers']}x{m['hidden_size']} on {corpus['name']} "
-          f"({corpus['mode']}, {corpus['chars']:,} chars, vocabulary {m['vocab_size']}), "
-          f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {config.batch_size}", flush=True)
-
-    def on_sigint(signum, frame):
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-        trainer.request_stop()
-
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    show(f"rnnlab: {trainer.task.describe_model(trainer.model_config)} on {corpus['name']} "
+         f"({corpus['mode']}, {corpus['chars']:,} chars), "
+         f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}")
     try:
         final = trainer.run()
     except TrainingDiverged as err:
@@ -282,42 +488,143 @@ def run_train(args: argparse.Namespace, explicit: set[str]) -> int:
         kept = trainer.saved.get("latest") or trainer.saved.get("best")
         where = f"; the last good checkpoint is {kept}" if kept else ""
         raise RnnlabError(f"{err}{where}") from None
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     bar.clear()
-    if trainer.stop_requested:
+    if stops.status is not None:
         where = trainer.saved.get("latest")
-        print(f"rnnlab: interrupted at step {trainer.step:,}; "
-              + (f"checkpoint saved to {where} (continue with --resume {where.parent})" if where
-                 else "nothing saved (no --checkpoint_dir)"), file=sys.stderr)
-        return 0
+        why = "no --checkpoint_dir" if trainer.config.checkpoint_dir is None else "no step had finished"
+        print(f"rnnlab: interrupted by {stops.name} at step {trainer.step:,}; "
+              + (f"checkpoint saved to {where}; continue with: rnnlab train --resume {where.parent}" if where
+                 else f"nothing saved ({why})"), file=sys.stderr)
+        return stops.status
     if args.quiet and final is not None:
-        print(format_report(final))
+        show(format_report(final))
     if "latest" in trainer.saved:
-        print(f"rnnlab: checkpoint {trainer.saved['latest']}" +
-              (f", best validation {trainer.saved['best']}" if "best" in trainer.saved else ""))
+        show(f"rnnlab: checkpoint {trainer.saved['latest']}" +
+             (f", best validation {trainer.saved['best']}" if "best" in trainer.saved else ""))
     return 0
 
 
-def run_sample(args: argparse.Namespace, explicit: set[str]) -> int:
+def training_names(checkpoint) -> set[str]:
+    """The names a lines-corpus checkpoint was trained on (for --novelty), from its recorded dataset, which
+    must still be the same text (same size and SHA-256)."""
+    corpus = checkpoint.meta["corpus"]
+    require(corpus["mode"] == "lines",
+            "--novelty needs a one-name-per-line corpus (this checkpoint was trained on running text)")
+    source = corpus["path"] or corpus["name"]
+    require(corpus["path"] is None or os.path.exists(source),
+            f"--novelty needs the training text, but {source} no longer exists: run without --novelty")
+    loaded = load_corpus(source, corpus["mode"])
+    require((loaded.sha256, loaded.n_bytes) == (corpus["sha256"], corpus["bytes"]),
+            f"--novelty needs the training text, but {source} has changed since training: run without --novelty")
+    return set(loaded.examples())
+
+
+def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
+    require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    if args.list:
+        return list_shipped()
+    require(args.checkpoint is not None, "give --checkpoint (a checkpoint folder or a shipped model: see --list)")
     checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint.require_task("lm", "rnnlab sample")
+    if args.beam_size is not None:
+        return print_beam(checkpoint, args)
     names = checkpoint.meta["corpus"]["mode"] == "lines"
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
+    seen = training_names(checkpoint) if args.novelty else None   # checked before any sampling
     rng = np.random.default_rng(args.seed)
     texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
                     temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
                     stop_at_newline=names) for _ in range(n)]
     print("\n".join(texts) if names else "\n\n".join(texts))
-    if args.novelty:
-        require(names, "--novelty needs a one-name-per-line corpus (this checkpoint was trained on running text)")
-        seen = set(load_corpus(checkpoint.meta["train"]["dataset"], checkpoint.meta["corpus"]["mode"]).examples())
+    if seen is not None:
         novel = sum(text not in seen for text in texts)
         print(f"novelty: {novel}/{n} samples ({novel / n:.0%}) are not in the training text")
     return 0
 
 
-def run_plot(args: argparse.Namespace, explicit: set[str]) -> int:
+def list_shipped() -> int:
+    """``sample --list``: the pretrained models in the package, with what they score."""
+    for name in ckpt.shipped_checkpoints():
+        export = load_checkpoint(name).meta["export"]
+        score = f"validation {export['val_loss']:.3f} nats/char" if export["val_loss"] is not None else "not measured"
+        print(f"{name:20s} {score} ({export['val_tokens']:,} chars)  {export['description']}")
+    return 0
+
+
+def run_export(args: argparse.Namespace, typed: set[str]) -> int:
+    """Measure the cast weights on the run's validation split, then write them alone into --out."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model")
+    other_runs_checkpoints(args.out, args.overwrite)
+    trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
+    cast = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
+    trainer.engine.load_state(cast, trainer.engine.optimizer_state())
+    val_loss = trainer.validation_loss()
+    prepare_directory(args.out, "--out")
+    lock = DirectoryLock(args.out, "--out")
+    lock.acquire()
+    try:
+        for path in other_runs_checkpoints(args.out, args.overwrite):
+            path.unlink()
+        clean_directory(args.out)
+        path = export_weights(checkpoint, args.out, args.dtype, val_loss, trainer.data.val_tokens, args.description)
+    finally:
+        lock.release()
+    shown = "no validation" if val_loss is None else f"validation {val_loss:.4f} nats/char"
+    print(f"rnnlab: wrote {path} ({args.dtype}, {shown} on {trainer.data.val_tokens:,} chars)")
+    return 0
+
+
+def print_beam(checkpoint, args) -> int:
+    """``sample --beam_size K``: the K most probable continuations of --prime, most probable first."""
+    from .beam import beam_search
+
+    require(args.beam_size > 0, f"--beam_size must be > 0, got {args.beam_size}")
+    found = beam_search(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, args.prime,
+                        args.beam_size, args.length)
+    for text, logprob in found:
+        print(f"{logprob:10.4f}  {text!r}")
+    return 0
+
+
+def read_translate_inputs(args) -> list[str]:
+    """The texts of `rnnlab translate`: the arguments, or the lines of --input (a file, or '-' for stdin)."""
+    require(bool(args.texts) != bool(args.input), "give the texts to translate as arguments or with --input "
+                                                  "(one of the two)")
+    if args.texts:
+        return list(args.texts)
+    if args.input == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        data = read_bytes(args.input, "--input")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RnnlabError(f"--input is not valid UTF-8 (bad byte at offset {err.start}): convert it, e.g. with "
+                          "`iconv -t utf-8`") from None
+    return text.replace("\r\n", "\n").split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
+    from .attention_map import attention_text
+    from .translate import translate
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint.require_task("translate", "rnnlab translate")
+    texts = read_translate_inputs(args)
+    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
+                        beam_size=args.beam_size, length_penalty=args.length_penalty)
+    lines = []
+    for result in results:
+        lines.append(result.output)
+        if args.show_attention:
+            lines.append(attention_text(result))
+    print("\n".join(lines))
+    return 0
+
+
+def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
     from .plot import plot_metrics
 
     path = plot_metrics(args.metrics, args.out, args.title)
@@ -325,7 +632,7 @@ def run_plot(args: argparse.Namespace, explicit: set[str]) -> int:
     return 0
 
 
-def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
+def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     from . import bench
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
@@ -336,6 +643,14 @@ def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
     else:
         shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
     require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
+    have = available_memory()
+    for cell in cells:
+        for shape in shapes:
+            config = ModelConfig(bench.VOCAB, cell, shape.hidden)
+            need = training_bytes(config, shape.batch, shape.seq, 4, 2)
+            require(have is None or need <= have / 2,     # /2: a framework engine holds more than NumPy's
+                    f"shape {shape} needs about {format_bytes(need)} per engine for {cell}, more than half the "
+                    f"{format_bytes(have)} of memory available: give smaller --shapes")
     rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.json:
@@ -353,11 +668,16 @@ def run_bench_command(args: argparse.Namespace, explicit: set[str]) -> int:
     return 0
 
 
-def run_visualize(args: argparse.Namespace, explicit: set[str]) -> int:
+def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
     from .visualize import read_text_argument, render_html, visualization_data, write_html
 
     checkpoint = load_checkpoint(args.checkpoint)
-    text = read_text_argument(args.text)
+    text = read_text_argument(args.text, path_like_is_path=checkpoint.meta["task"] == "lm")
+    inputs = {"the --text file": args.text if os.path.exists(args.text) else None, "the checkpoint": checkpoint.path}
+    refuse_overwriting_inputs(args.out, "--out", inputs)
+    if checkpoint.meta["task"] == "translate":
+        return visualize_attention(checkpoint, text, args, inputs)
+    require(args.png is None, "--png draws a translator's attention; for a language model open the HTML page")
     vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
     path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer))
     shown = f"{len(vis.text):,}" + (f" of {vis.total_chars:,}" if vis.total_chars > len(vis.text) else "")
@@ -365,22 +685,70 @@ def run_visualize(args: argparse.Namespace, explicit: set[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "sample": run_sample, "plot": run_plot, "bench": run_bench_command,
-            "visualize": run_visualize}
+def visualize_attention(checkpoint, text: str, args, inputs: dict) -> int:
+    """``visualize`` on a translator: an HTML page of attention heatmaps (one per source line), and a PNG."""
+    from .attention_map import write_attention_html, write_attention_png
+    from .plot import check_plot_path
+    from .translate import translate
+
+    sources = [line for line in text.split("\n") if line.strip()][:args.max_chars]
+    require(sources, "--text has no line to translate")
+    if args.png is not None:
+        check_plot_path(args.png)
+        refuse_overwriting_inputs(args.png, "--png", {**inputs, "--out": args.out})
+    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, sources)
+    path = write_attention_html(args.out, results, f"rnnlab attention: {checkpoint.path}")
+    print(f"rnnlab: wrote {path} ({len(results)} attention map(s))")
+    if args.png is not None:
+        print(f"rnnlab: wrote {write_attention_png(args.png, results[0])}")
+    return 0
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "translate": run_translate, "export": run_export,
+            "plot": run_plot, "bench": run_bench_command, "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure is one line on stderr: 2 for what the user can fix (RnnlabError, an
+    OS error on a file, not enough memory), 128 + N after signal N, 1 for a bug in rnnlab (set
+    RNNLAB_DEBUG=1 to see its traceback)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():                       # one check for every text flag: argv bytes
+        if isinstance(value, str):                               # that are not UTF-8 cannot be printed or saved
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                print(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only", file=sys.stderr)
+                return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args, explicit_flags(parser, argv, args.command))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
+            return COMMANDS[args.command](args, typed_flags(argv, args.command))
     except RnnlabError as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except StoppedAtOnce as stop:
+        print(f"rnnlab: stopped at once by a second {stop.name}; the last saved checkpoint is kept", file=sys.stderr)
+        return stop.status
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except BrokenPipeError:                                      # the reader of stdout went away: stop quietly
+        silence_stdout()
+        return SIGPIPE_STATUS
+    except OSError as err:
+        print(f"rnnlab: error: {os_error_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("rnnlab: error: out of memory: use a smaller model, batch or text", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:                                     # a bug: still one line, but say so
+        if os.environ.get("RNNLAB_DEBUG"):
+            raise
+        print(f"rnnlab: internal error: {type(err).__name__}: {err} (a bug in rnnlab; rerun with "
+              "RNNLAB_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from . import model as charmodel
+from . import seq2seq
 from .errors import RnnlabError, TrainingDiverged
 from .optim import clip_by_global_norm, clip_by_value, global_norm
 from .recurrence import Workspace
@@ -38,6 +39,12 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
         params, model_config, batch.ids, batch.targets, state,     # output-layer grads
         mask=batch.mask, dropout_rng=dropout_rng, ws=ws)
+    apply_gradients(params, grads, loss, optimizer, opt_state, clip_value, clip_norm)
+    return loss, state
+
+
+def apply_gradients(params, grads, loss, optimizer, opt_state, clip_value=None, clip_norm=None) -> None:
+    """Check that loss and gradients are finite, clip, update: the end of every training step."""
     norm = global_norm(grads)
     if not math.isfinite(loss) or not math.isfinite(norm):
         raise TrainingDiverged(f"the loss ({loss:.4g}) or its gradient is not finite; parameters left as they were")
@@ -47,7 +54,6 @@ def train_step(params, model_config, optimizer, opt_state, batch, state, clip_va
     if clip_norm is not None:
         clip_by_global_norm(grads, clip_norm, norm)
     optimizer.update(params, grads, opt_state)                     # update
-    return loss, state
 
 
 class NumpyEngine:
@@ -92,6 +98,29 @@ class NumpyEngine:
 
     def state_from_numpy(self, state: list):
         return [tuple(part.astype(self.dtype) for part in layer) for layer in state]
+
+
+class Seq2SeqEngine(NumpyEngine):
+    """The translator's engine (``seq2seq.py``, a ``pairs`` dataset): the same optimizer state, clipping,
+    learning-rate and checkpoint interface as NumpyEngine. Batches are ``pairs.PairBatch``; no hidden state
+    is carried from one batch to the next, so the state is always None."""
+
+    def zero_state(self, batch_size: int):
+        return None
+
+    def train_step(self, batch, state):
+        loss, grads = seq2seq.loss_and_grads(self.params, self.model_config, batch)  # forward ... output grads
+        apply_gradients(self.params, grads, loss, self.optimizer, self.opt_state, self.clip_value, self.clip_norm)
+        return loss, None
+
+    def evaluate(self, batch, state):
+        return seq2seq.evaluate_loss(self.params, self.model_config, batch), None
+
+    def state_to_numpy(self, state):
+        return None
+
+    def state_from_numpy(self, state):
+        return None
 
 
 # name -> (module, class, pip extra); the framework modules are imported on first use only.

@@ -11,7 +11,7 @@ one with a bug (a missing term, a wrong bias) is off by orders of magnitude more
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -18,7 +18,6 @@ import math
 import numpy as np
 
 
-
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
     """-> ``(loss, dlogits)`` for logits (..., V), integer targets (...) and an optional 0/1 mask (...)."""
     V = logits.shape[-1]

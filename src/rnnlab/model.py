@@ -18,6 +18,7 @@ uniform dict. The first layer's ``Wx`` (V, G*H) doubles as the character embeddi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,7 +28,7 @@ from .errors import RnnlabError, require
 from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import Workspace, input_grads, project_inputs, rnn_backward, rnn_forward, workspace_empty
+from .recurrence import Workspace, input_grads, project_inputs, sequence_backward, sequence_forward, workspace_empty
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ class ModelConfig:
 
 def layer_params(params: dict, layer: int) -> dict:
     """The parameters of one layer with the ``l{k}.`` prefix removed: {Wx, Wh, b[, bh]}."""
-    prefix = f"l{layer}."
+    return strip_prefix(params, f"l{layer}.")
+
+
+def strip_prefix(params: dict, prefix: str) -> dict:
+    """The entries whose names start with ``prefix``, under their names without it (views, not copies)."""
     return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
 
 
@@ -65,18 +70,46 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32,
         for name, value in cell.init(V if layer == 0 else H, H, rng, scheme, forget_bias).items():
             params[f"l{layer}.{name}"] = value
     params.update(init_output(H, V, rng, scheme))
-    return {name: value.astype(dtype) for name, value in params.items()}
+    return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}  # one layout: C
+
+
+def param_shapes(config: ModelConfig) -> dict:
+    """{name: shape} of every parameter ``init_params`` makes, computed without allocating anything."""
+    cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
+    shapes = {}
+    for layer in range(config.num_layers):
+        for name, shape in cell.param_shapes(V if layer == 0 else H, H).items():
+            shapes[f"l{layer}.{name}"] = shape
+    return {**shapes, "Wy": (H, V), "by": (V,)}
+
+
+def training_bytes(config: ModelConfig, batch: int, seq_length: int, itemsize: int, optimizer_slots: int) -> int:
+    """About how many bytes one training step holds: parameters, gradients and optimizer moments, plus the
+    per-step arrays of the forward pass and BPTT (input projections, states, caches, gate gradients,
+    logits). An estimate to refuse impossible sizes up front, not an exact account."""
+    cell, H, T, B = CELLS[config.cell], config.hidden_size, seq_length, batch
+    n_params = sum(math.prod(shape) for shape in param_shapes(config).values())
+    per_layer = T * B * H * (2 * cell.n_gates + sum(cell.cache_widths) + 2) + B * H
+    activations = config.num_layers * per_layer + T * B * (2 * config.vocab_size + H)
+    return itemsize * (n_params * (2 + optimizer_slots) + activations)
 
 
 def check_params(config: ModelConfig, params: dict) -> None:
     """Raise RnnlabError unless ``params`` has exactly the arrays (names and shapes) ``config`` needs."""
-    expected = init_params(config, np.random.default_rng(0), dtype=np.float32)
+    check_param_shapes(param_shapes(config), params,
+                       f"{config.cell} {config.num_layers}x{config.hidden_size}, vocabulary {config.vocab_size}")
+
+
+def check_param_shapes(expected: dict, params: dict, model: str = "the model") -> None:
+    """Raise RnnlabError unless ``params`` has the names of ``expected`` ({name: shape}), each array with
+    that shape; ``model`` describes the model in the message."""
     missing = sorted(expected.keys() - params.keys())
     extra = sorted(params.keys() - expected.keys())
     require(not missing and not extra, f"parameters do not match the model: missing {missing}, unexpected {extra}")
-    for name, value in expected.items():
-        if params[name].shape != value.shape:
-            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {value.shape}")
+    for name, shape in expected.items():
+        if params[name].shape != tuple(shape):
+            raise RnnlabError(f"parameter {name} has shape {params[name].shape}, the model needs {tuple(shape)} "
+                              f"({model})")
 
 
 def zero_state(config: ModelConfig, batch: int, dtype=np.float32) -> list:
@@ -107,7 +140,7 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         p = layer_params(params, layer)
         zx = workspace_empty(ws, f"l{layer}.zx", (*ids.shape, p["Wx"].shape[1]), p["Wx"].dtype)
         project_inputs(x, p["Wx"], p["b"], zx)                   # (T, B, GH)
-        hs, last, steps = rnn_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
+        hs, last, steps = sequence_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
         final_state.append(last)
@@ -131,7 +164,7 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
     dh = da
     for layer in reversed(range(config.num_layers)):
         p = layer_params(params, layer)
-        dzx, layer_grads, _ = rnn_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
+        dzx, layer_grads, _ = sequence_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
         x = cache.layer_inputs[layer]
         layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})

@@ -8,51 +8,108 @@ import math
 from pathlib import Path
 
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, read_bytes
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+CURVES = ("train_loss", "smooth_loss", "val_loss")
+MAX_METRICS_BYTES = 1 << 30
 
 
 def read_metrics(path) -> list[dict]:
-    path = Path(path)
-    require(path.is_file(), f"metrics file {path} not found: give the --metrics_file of a training run")
+    """The records of a ``--metrics_file`` (one JSON object per line), checked: every line an object, every
+    value that is plotted a finite number. One RnnlabError names the first bad line."""
+    data = read_bytes(path, "metrics file", MAX_METRICS_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RnnlabError(f"metrics file {path} is not UTF-8 text (bad byte at offset {err.start}): give the "
+                          "--metrics_file of a training run") from None
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path} line {number}"
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            raise RnnlabError(f"{path} line {number} is not JSON: give a file written by --metrics_file") from None
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            raise RnnlabError(f"{where} is not JSON: give a file written by --metrics_file") from None
+        require(isinstance(record, dict), f"{where} is not a JSON object: give a file written by --metrics_file")
+        for key in ("step", *CURVES):                             # absent is fine; present must be a number
+            value = record.get(key)
+            require(value is None or (type(value) in (int, float) and math.isfinite(value)),
+                    f"{where}: {key} is {value!r}, not a finite number: give a file written by --metrics_file")
+        records.append(record)
     require(any("step" in r for r in records), f"{path} has no metrics records (no 'step' field)")
     return records
 
 
-def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
-    """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError:
-        raise RnnlabError("rnnlab plot needs matplotlib: pip install 'rnnlab[plot]'") from None
-    records = read_metrics(metrics_path)
+def check_plot_path(out_path) -> Path:
+    """--out must name a .png, .svg or .pdf file in an existing folder (checked before any drawing)."""
     out_path = Path(out_path)
+    fmt = out_path.suffix.lower().lstrip(".")
+    require(fmt in PLOT_FORMATS, f"--out {out_path}: rnnlab writes {', '.join('.' + f for f in PLOT_FORMATS)} "
+                                 "images; give a file name with one of those endings")
     require(out_path.parent.is_dir(), f"--out {out_path}: directory {out_path.parent} does not exist")
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    return out_path
+
+
+def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
+    """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right. When
+    the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it."""
+    out_path = check_plot_path(out_path)
+    plt = pyplot("rnnlab plot")
+    records = read_metrics(metrics_path)
+    states = [(r["step"], r["state_max"]) for r in records if valid_state_max(r.get("state_max"))]
+    fig, axes = plt.subplots(2 if states else 1, 1, figsize=(8, 6.5 if states else 4.5), dpi=110, sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if states else [1]})
+    ax = axes[0, 0]
     for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
                               ("smooth_loss", "train (smoothed)", dict(lw=1.6)),
                               ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
-        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
         if points:
-            ax.plot(*zip(*points), label=label, **style)
-    ax.set_xlabel("step")
+            ax.plot(*zip(*points, strict=True), label=label, **style)
     ax.set_ylabel("loss (nats / character)")
     right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
     right.set_ylabel("bits / character")
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or Path(metrics_path).name)
+    if states:
+        low = axes[1, 0]
+        for layer in range(max(len(values) for _, values in states)):
+            points = [(step, values[layer]) for step, values in states if layer < len(values)]
+            low.plot(*zip(*points, strict=True), lw=1.2, label=f"layer {layer}")
+        low.set_ylabel("largest |state|")
+        low.set_yscale("log")
+        low.grid(alpha=0.3)
+        low.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    return save_figure(plt, fig, out_path)
+
+
+def valid_state_max(value) -> bool:
+    """A list of finite non-negative numbers (anything else in a metrics line is left out of the panel)."""
+    return (isinstance(value, list) and bool(value) and
+            all(type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in value))
+
+
+def pyplot(what: str):
+    """matplotlib.pyplot with the Agg backend (no display needed), or RnnlabError naming the extra to install."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        raise RnnlabError(f"{what} needs matplotlib: pip install 'rnnlab[plot]'") from None
+    return plt
+
+
+def save_figure(plt, fig, out_path) -> Path:
+    """Write ``fig`` in the format of ``out_path``'s suffix (png without one), atomically, and close it."""
+    out_path = Path(out_path)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=out_path.suffix.lstrip(".") or "png")
+    fig.savefig(buffer, format=out_path.suffix.lower().lstrip("."))
     plt.close(fig)
     return atomic_write_bytes(out_path, buffer.getvalue(), "--out")  # an old plot is never half-overwritten

@@ -110,12 +110,12 @@ class SequenceCache:
     spare: np.ndarray | None = None  # with a workspace: zx's (T, B, GH) array, for the gate gradients
 
 
-def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
+def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
     """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, SequenceCache).
 
     Each step writes into slot t of arrays kept in ``ws`` under ``name``; the final state is a copy, so it
     stays valid when the workspace is reused. With a workspace, memory is reused hard: the gate activations
-    overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`rnn_backward` then writes the
+    overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`sequence_backward` then writes the
     gate gradients over the gates -- one (T, B, GH) array per layer instead of three. Such a cache can be
     back-propagated once.
     """
@@ -124,7 +124,7 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     hs_all[0] = state0[0]
     caches = []                                                  # per cache array of the cell: (T, B, w*H)
     for k, width in enumerate(cell.cache_widths):
-        if k == 0 and ws is not None and width * H == zx.shape[2]:
+        if k == 0 and ws is not None and cell.gates_over_input:
             caches.append(zx)                                    # the gates overwrite the input projection
         else:
             caches.append(workspace_empty(ws, f"{name}cache{k}", (T, B, width * H), zx.dtype))
@@ -137,14 +137,14 @@ def rnn_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspac
     return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None)
 
 
-def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
+def sequence_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
                  ws: Workspace | None = None, name: str = ""):
     """BPTT: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}, dstate0).
 
     ``dstate_final`` is the gradient arriving at the last state from outside the window; truncated BPTT
     passes None (zero): the window's future is cut off.
     """
-    T, B, H = dhs.shape
+    T, B = dhs.shape[:2]
     GH = p["Wh"].shape[1]
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
     dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
@@ -152,8 +152,15 @@ def rnn_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dst
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
-    dzh2 = dzh.reshape(T * B, GH)
-    grads = {"Wh": cache.h_prev.reshape(T * B, H).T @ dzh2}     # (H, GH), all steps in one GEMM
-    if cell.recurrent_bias:
+    return dzx, recurrent_grads(cache.h_prev, dzh, cell.recurrent_bias), dstate
+
+
+def recurrent_grads(h_prev: np.ndarray, dzh: np.ndarray, recurrent_bias: bool) -> dict:
+    """After the backward loop: dWh = sum_t h_{t-1}^T dzh_t (one GEMM over all steps) [, dbh = sum_t dzh_t].
+    h_prev (T, B, H), dzh (T, B, GH). Also used by step-by-step loops (the seq2seq decoder)."""
+    H, GH = h_prev.shape[-1], dzh.shape[-1]
+    dzh2 = dzh.reshape(-1, GH)                                   # (T*B, GH)
+    grads = {"Wh": h_prev.reshape(-1, H).T @ dzh2}              # (H, GH), all steps in one GEMM
+    if recurrent_bias:
         grads["bh"] = dzh2.sum(axis=0)                           # (GH,)
-    return dzx, grads, dstate
+    return grads

@@ -37,6 +37,14 @@ def pick(p: np.ndarray, rng: np.random.Generator, greedy: bool = False) -> int:
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
 
 
+def prime_context(tokenizer: CharTokenizer, prime: str, stop_at_newline: bool = False) -> str:
+    """The text the model reads before generating: the prime, or the start symbol (a newline, else the first
+    character of the vocabulary) without one. A name starts after a newline: with ``stop_at_newline``, a
+    prime is read as the beginning of a name."""
+    start = NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0]
+    return (start + prime if stop_at_newline and not prime.startswith(NEWLINE) else prime) or start
+
+
 def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
            *, length: int = 200, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
            prime: str = "", stop_at_newline: bool = False) -> str:
@@ -48,10 +56,7 @@ def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer
     """
     require(length > 0, f"sample length must be > 0, got {length}")
     require(temperature > 0, f"--temperature must be > 0, got {temperature}")
-    start = NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0]
-    # A name starts after a newline: with stop_at_newline, a prime is read as the beginning of a name.
-    context = (start + prime if stop_at_newline and not prime.startswith(NEWLINE) else prime) or start
-    ids = tokenizer.encode(context)
+    ids = tokenizer.encode(prime_context(tokenizer, prime, stop_at_newline))
     dtype = params["Wy"].dtype
     state = charmodel.zero_state(config, 1, dtype)
     logits, state, _ = charmodel.forward(params, config, ids.reshape(-1, 1), state)  # (T, 1, V)

@@ -1,6 +1,7 @@
-"""Text in, integers out: loading a corpus, the character tokenizer, and splitting into examples.
+"""Text in, integers out: the character tokenizer and the two ways of reading a text.
 
-A corpus is read in one of two *modes*:
+(Reading files, encoding them once and memory-mapping the ids is ``corpus.py``; splitting and batching is
+``splits.py``.) A corpus is read in one of two *modes*:
 
 * ``lines``  -- one example per line (dinosaur names). Example ``"rex"`` becomes
   ``inputs = "\\nrex"`` and ``targets = "rex\\n"``: the newline before a name is its start symbol and the
@@ -12,8 +13,6 @@ A corpus is read in one of two *modes*:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,53 +20,8 @@ import numpy as np
 from .errors import RnnlabError, require
 
 SHIPPED_DATASETS = {"dinos": ("dinos.txt", "lines"), "shakespeare": ("shakespeare.txt", "stream")}
-DATA_MODES = ("auto", "lines", "stream")
+DATA_MODES = ("auto", "lines", "stream", "pairs")
 NEWLINE = "\n"
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A loaded text and how to read it (``mode`` is ``"lines"`` or ``"stream"``)."""
-
-    name: str
-    text: str
-    mode: str
-
-    def examples(self) -> list[str]:
-        """The non-empty lines of a ``lines`` corpus (each one training example)."""
-        return [line for line in self.text.split(NEWLINE) if line.strip()]
-
-
-def guess_mode(text: str) -> str:
-    """``lines`` when the text looks like a list (no blank lines, every line short), else ``stream``."""
-    lines = text.strip(NEWLINE).split(NEWLINE)
-    is_list = len(lines) > 1 and all(0 < len(line.strip()) <= 100 for line in lines)
-    return "lines" if is_list else "stream"
-
-
-def load_corpus(dataset: str, mode: str = "auto") -> Corpus:
-    """Load a shipped dataset by name (``dinos``, ``shakespeare``) or any UTF-8 text file by path."""
-    require(mode in DATA_MODES, f"unknown data mode {mode!r}: use one of {', '.join(DATA_MODES)}")
-    if dataset in SHIPPED_DATASETS:
-        filename, shipped_mode = SHIPPED_DATASETS[dataset]
-        text = resources.files("rnnlab.data").joinpath(filename).read_text(encoding="utf-8")
-        return Corpus(dataset, text, shipped_mode if mode == "auto" else mode)
-    path = Path(dataset)
-    if not path.exists():
-        names = ", ".join(SHIPPED_DATASETS)
-        hint = "a path to a UTF-8 text file" if path.suffix or "/" in dataset else f"one of {names} or a file path"
-        raise RnnlabError(f"dataset {dataset!r} not found: give {hint}")
-    require(path.is_file(), f"dataset {dataset!r} is a directory: give a UTF-8 text file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # -sig: drop a byte-order mark (Notepad writes one)
-    except UnicodeDecodeError as err:
-        raise RnnlabError(
-            f"dataset {dataset!r} is not valid UTF-8 (bad byte at offset {err.start}): "
-            "convert it, e.g. with `iconv -t utf-8`"
-        ) from None
-    text = text.replace("\r\n", NEWLINE)
-    require(text.strip() != "", f"dataset {dataset!r} is empty or only whitespace: give a file with text in it")
-    return Corpus(path.name, text, guess_mode(text) if mode == "auto" else mode)
 
 
 class CharTokenizer:
@@ -85,7 +39,7 @@ class CharTokenizer:
         self.index = {ch: i for i, ch in enumerate(self.chars)}
 
     @classmethod
-    def fit(cls, text: str, unk_token: str | None = None) -> "CharTokenizer":
+    def fit(cls, text: str, unk_token: str | None = None) -> CharTokenizer:
         return cls(sorted(set(text)), unk_token)
 
     @property
@@ -113,14 +67,14 @@ class CharTokenizer:
         return {"chars": self.chars, "unk_token": self.unk_token}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharTokenizer":
+    def from_dict(cls, data: dict) -> CharTokenizer:
         return cls(list(data["chars"]), data.get("unk_token"))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path) -> "CharTokenizer":
+    def load(cls, path) -> CharTokenizer:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def __eq__(self, other) -> bool:
@@ -133,21 +87,8 @@ def line_example(tokenizer: CharTokenizer, line: str) -> tuple[np.ndarray, np.nd
     return ids[:-1], ids[1:]
 
 
-def split_corpus(corpus: Corpus, val_fraction: float) -> tuple[str, str]:
-    """Train / validation text.
-
-    ``lines`` corpora are split by line after a *fixed* shuffle (its own ``Generator(0)``, so the split is
-    the same whatever the training seed, and a sorted list such as the dinosaur names does not put all the
-    "z" names into validation); ``stream`` corpora are split contiguously (the last part is validation).
-    """
-    require(0.0 <= val_fraction < 1.0, f"--val_fraction must be in [0, 1), got {val_fraction}")
-    if corpus.mode == "lines":
-        lines = corpus.examples()
-        n_val = int(round(len(lines) * val_fraction))
-        order = np.random.default_rng(0).permutation(len(lines))
-        held_out = set(order[:n_val].tolist())
-        train = [line for i, line in enumerate(lines) if i not in held_out]
-        val = [line for i, line in enumerate(lines) if i in held_out]
-        return "".join(line + NEWLINE for line in train), "".join(line + NEWLINE for line in val)
-    cut = len(corpus.text) - int(round(len(corpus.text) * val_fraction))
-    return corpus.text[:cut], corpus.text[cut:]
+def guess_mode(text: str) -> str:
+    """``lines`` when the text looks like a list (no blank lines, every line short), else ``stream``."""
+    lines = text.strip(NEWLINE).split(NEWLINE)
+    is_list = len(lines) > 1 and all(0 < len(line.strip()) <= 100 for line in lines)
+    return "lines" if is_list else "stream"

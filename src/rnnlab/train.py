@@ -4,6 +4,12 @@ Each step follows the same flow, written out in :func:`rnnlab.engines.train_step
 
     forward -> loss (+ dy) -> project to da -> backward (BPTT) -> output-layer grads -> clip -> update
 
+:meth:`Trainer.run` is the whole loop, on one screen: step, report, keep the best, save. The rest of the
+work lives elsewhere: what is learnt (a language model or a translator: its data, model, samples) in
+``tasks.py``, the data (split, batches, the validation budget) in ``splits.py``, the corpus and its cache
+in ``corpus.py``, the settings and their checks in ``config.py``, the run's changing state
+(:class:`checkpoint.RunState`) and its persistence in ``checkpoint.py``.
+
 The trainer never prints: it hands :class:`Report` objects to a callback, and the CLI decides what to show.
 Randomness comes from one seed, split into independent Generators for initialisation, data order, dropout
 and sampling, so that e.g. sampling more often does not change the trained weights.
@@ -12,6 +18,7 @@ and sampling, so that e.g. sampling more often does not change the trained weigh
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,73 +26,20 @@ from typing import Callable
 
 import numpy as np
 
-from . import model as charmodel
-from .batches import Batch, LineBatches, StreamBatches, pad_sequences
-from .errors import RnnlabError, TrainingDiverged, require
 from . import checkpoint as ckpt
-from .engines import engine_class
+from . import model as charmodel
+from .batches import set_generator_state
+from .checkpoint import RunState
+from .config import DTYPES, TrainConfig, resume_config
+from .health import health_warnings, state_max
+from .tasks import make_task
+from .errors import RnnlabError, TrainingDiverged, require
+from .files import DirectoryLock, prepare_directory
 from .frameworks import engine_optimizer_options
-from .optim import LR_SCHEDULES, make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
-from .sampling import sample
 from .losses import bits_per_char, perplexity
-from .text import Corpus, CharTokenizer, line_example, load_corpus, split_corpus
+from .optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "dinos"
-    data_mode: str = "auto"             # auto | lines | stream (see text.py)
-    cell: str = "rnn"
-    hidden_size: int = 50
-    num_layers: int = 1
-    dropout: float = 0.0
-    init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
-    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
-    iterations: int = 22001
-    epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
-    batch_size: int = 1
-    seq_length: int = 25
-    deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
-    engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: the optimizer's default (optim.py)
-    optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
-    lr_schedule: str = "constant"       # constant | cosine (decays to min_learning_rate at the last step)
-    min_learning_rate: float | None = None  # cosine's floor; None: 1/20 of the learning rate
-    clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
-    clip_norm: float | None = None      # clip the global gradient norm; None: off
-    val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
-    eval_every: int | None = None       # None: with every report (--sample_every)
-    checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
-    save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
-    temperature: float = 1.0
-    sample_every: int = 2000
-    num_samples: int = 7                # names per report for ``lines`` corpora
-    sample_length: int = 200            # characters per sample for ``stream`` corpora
-    seed: int = 0
-    dtype: str = "float32"
-
-    def validate(self) -> None:
-        for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        require(self.lr_schedule in LR_SCHEDULES,
-                f"unknown --lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
-        require(self.min_learning_rate is None or self.min_learning_rate > 0,
-                f"--min_learning_rate must be > 0, got {self.min_learning_rate}")
-        if self.optimizer_options:
-            make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
-        for name in ("epochs", "eval_every", "save_every", "clip_value", "clip_norm", "learning_rate"):
-            value = getattr(self, name)
-            require(value is None or value > 0, f"--{name} must be > 0, got {value}")
-        require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
-        require(self.val_fraction is None or 0 <= self.val_fraction < 1,
-                f"--val_fraction must be in [0, 1), got {self.val_fraction}")
-        require(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-
-
-DEFAULT_VAL_FRACTION = 0.1
+__all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate"]
 
 
 @dataclass
@@ -102,11 +56,16 @@ class Report:
     val_loss: float | None = None   # nats/char on the validation text
     val_bpc: float | None = None
     val_ppl: float | None = None
+    val_tokens: int | None = None   # characters the validation loss was measured on
+    val_accuracy: float | None = None   # translator: exact-match accuracy on the validation pairs (greedy)
+    test_accuracy: float | None = None  # translator: the same on the test pairs, in the final report
+    state_max: list[float] | None = None  # the largest |state| of each layer's carried state (health.py)
+    warnings: list[str] = field(default_factory=list)   # the health guard's, once per kind and run
     samples: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict:
         """The JSON-able numbers (no samples, no empty validation fields): one line of ``--metrics_file``."""
-        return {k: v for k, v in asdict(self).items() if k != "samples" and v is not None}
+        return {k: v for k, v in asdict(self).items() if k not in ("samples", "warnings") and v is not None}
 
 
 @dataclass
@@ -121,10 +80,13 @@ class Progress:
     elapsed_s: float
 
 
-def evaluate(engine, batches) -> float:
-    """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters."""
+def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -> float | None:
+    """Mean loss in nats/char over one pass of ``batches`` (no dropout), weighting batches by characters.
+    None when ``should_stop()`` turns true part-way (a stop request abandons a long validation)."""
     total, count, state = 0.0, 0, None
     for batch in batches:
+        if should_stop():
+            return None
         if state is None or batch.reset_state:
             state = engine.zero_state(batch.ids.shape[1])
         loss, state = engine.evaluate(batch, state)
@@ -132,144 +94,149 @@ def evaluate(engine, batches) -> float:
     return total / count
 
 
-class LineEvalBatches:
-    """One pass over line examples in fixed order, padded in chunks (validation of ``lines`` corpora)."""
-
-    def __init__(self, examples, batch_size: int = 256):
-        self.chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
-
-    def __iter__(self):
-        for chunk in self.chunks:
-            ids, mask = pad_sequences([x for x, _ in chunk])
-            targets, _ = pad_sequences([y for _, y in chunk])
-            yield Batch(ids, targets, mask, True, 0)
+def format_bytes(n: float) -> str:
+    """1.5 GiB, 830 MiB; absurd sizes in powers of ten (2.4e+29 bytes)."""
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if size <= n < 1024 * 2 ** 40:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:.2g} bytes" if n >= 1024 * 2 ** 40 else f"{n / 2 ** 20:.2f} MiB"
 
 
-class StreamEvalBatches:
-    """One pass over a text as parallel streams with the state carried (validation of ``stream`` corpora)."""
-
-    def __init__(self, ids: np.ndarray, seq_length: int, max_streams: int = 32):
-        streams = max(1, min(max_streams, (len(ids) - 1) // seq_length))
-        self.windows = StreamBatches(ids, streams, seq_length)
-        self.n_windows = len(self.windows.inputs) // seq_length
-
-    def __iter__(self):
-        self.windows.load_state_dict({"epoch": 0, "position": 0})
-        for _ in range(self.n_windows):
-            yield next(self.windows)
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable; else physical memory), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class Trainer:
     """Holds everything a run needs -- data, parameters, optimizer state, RNGs, counters -- and steps it.
 
-    ``on_report`` receives :class:`Report` objects, ``on_progress`` a :class:`Progress` after each step;
-    ``notes`` collects remarks about the set-up (e.g. why there is no validation) for the caller to show.
+    ``on_report`` receives :class:`Report` objects, ``on_progress`` a :class:`Progress` after each step,
+    ``on_load(done, total)`` the progress of encoding a large corpus; ``notes`` collects remarks about the
+    set-up (e.g. why there is no validation) for the caller to show.
     """
 
     def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
-                 on_progress: Callable[[Progress], None] | None = None):
-        config.validate()
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_load: Callable[[int, int], None] | None = None):
         self.config = config
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
-        self.notes: list[str] = []
-        self.corpus = load_corpus(config.dataset, config.data_mode)
-        self.tokenizer = CharTokenizer.fit(self.corpus.text)
+        self.task = make_task(config, on_load)                 # a language model, or a translator (tasks.py)
+        self.tokenizer = self.task.tokenizer
         init_seed, data_seed, dropout_seed, sample_seed = np.random.SeedSequence(config.seed).spawn(4)
         self.dropout_rng = np.random.default_rng(dropout_seed)
         self.sample_rng = np.random.default_rng(sample_seed)
-        self.model_config = charmodel.ModelConfig(
-            vocab_size=self.tokenizer.vocab_size, cell=config.cell, hidden_size=config.hidden_size,
-            num_layers=config.num_layers, dropout=config.dropout)
+        self.model_config = self.task.model_config(config)
         self.dtype = DTYPES[config.dtype]
-        params = charmodel.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype,
-                                       config.init, config.forget_bias)
         # A framework engine runs its framework's optimizer: start from that framework's conventions (e.g.
         # Adam's eps_hat for Keras); --optimizer_options override them.
         options = {**engine_optimizer_options(config.engine, config.optimizer),
                    **parse_options(config.optimizer, config.optimizer_options)}
         self.optimizer = make_optimizer(config.optimizer, config.learning_rate, **options)
-        self.engine = engine_class(config.engine)(self.model_config, params, self.optimizer, config,
-                                                  self.dropout_rng)
-        train_text, val_text = self._split()
-        self.batches = self._train_batches(train_text, np.random.default_rng(data_seed))
-        self.val_batches = self._val_batches(val_text) if val_text else None
-        self.total_steps = config.iterations if config.epochs is None else config.epochs * self.steps_per_epoch
+        self.data = self.task.data(config, np.random.default_rng(data_seed))
+        self.notes: list[str] = config.notes() + self.data.notes
+        self._check_memory()
+        self.checkpoint_lock = None
+        if config.checkpoint_dir is not None:                   # proven writable now, not after the run,
+            prepare_directory(config.checkpoint_dir, "--checkpoint_dir")
+            self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
+            self.checkpoint_lock.acquire()                       # and ours alone until the run ends
+            ckpt.clean_directory(config.checkpoint_dir)         # what a killed save left behind
+        params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
+        self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer, config,
+                                                            self.dropout_rng)
+        self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
-        self.state = None
-        self.step = 0
+        self.run_state = RunState()
+        self.state = None                  # the hidden state carried into the next batch
         # Smoothed loss: min-char-rnn's moving average (0.999 per example, so it spans ~1000 examples
         # whatever the batch size), bias-corrected as in Adam so that it starts at the first loss.
         self.smoothing = max(0.999 ** config.batch_size, 0.9)
-        self.loss_average = 0.0
-        self.elapsed_s = 0.0
-        self.wall_before_run = 0.0          # wall seconds of earlier sessions of this run (resume)
-        self.run_started = None
-        self.first_loss = None
-        self.best_val_loss = math.inf
+        self.wall_before_run, self.run_started = 0.0, None
         self.stop_requested = False
+        self.warned: set[str] = set()      # health warnings already given (one per kind and run)
         self.saved: dict[str, Path] = {}   # tag -> JSON path of the last checkpoint written
 
-    # ---- data ------------------------------------------------------------------------------------------
-    def _split(self) -> tuple[str, str]:
-        """Train and validation text. An explicit --val_fraction that cannot be honoured is an error; the
-        default one is dropped with a note."""
+    def _check_memory(self) -> None:
+        """Refuse a model that cannot fit in memory before allocating any of it (a 10^8-unit layer would
+        otherwise fail deep inside NumPy, after minutes)."""
         c = self.config
-        fraction = DEFAULT_VAL_FRACTION if c.val_fraction is None else c.val_fraction
-        if fraction == 0:
-            return self.corpus.text, ""
-        train_text, val_text = split_corpus(self.corpus, fraction)
-        if self.corpus.mode == "lines":
-            problem = None if val_text and train_text else "it has too few lines to hold out any"
-        else:
-            need = c.seq_length + 1
-            problem = (None if len(val_text) >= need else
-                       f"its validation part ({len(val_text)} characters) is shorter than one window "
-                       f"(--seq_length {c.seq_length} + 1)")
-        if problem is None:
-            return train_text, val_text
-        message = f"cannot split {self.corpus.name!r} into training and validation: {problem}"
-        if c.val_fraction is not None:
-            raise RnnlabError(f"{message}; use a larger --val_fraction, a smaller --seq_length, or --val_fraction 0")
-        self.notes.append(f"{message}; training on all of it without validation")
-        return self.corpus.text, ""
+        batch = self.data.batches.batch_size if self.task.mode != "stream" else c.batch_size
+        need = self.task.training_bytes(self.model_config, batch, self.data.longest_example,
+                                        np.dtype(self.dtype).itemsize, len(self.optimizer.init({})) - 1)
+        have = available_memory()
+        if have is not None and need > have:
+            raise RnnlabError(
+                f"training the {c.cell} {c.num_layers}x{c.hidden_size} model with batch {batch} needs about "
+                f"{format_bytes(need)}, more than the {format_bytes(have)} of memory available: "
+                "use a smaller --hidden_size, --num_layers, --batch_size or --seq_length")
 
-    def _examples(self, text: str):
-        return [line_example(self.tokenizer, line) for line in Corpus("", text, "lines").examples()]
+    # ---- the loop --------------------------------------------------------------------------------------
+    def run(self) -> Report | None:
+        """Train until ``total_steps`` are done (or a stop is requested); returns the last report.
 
-    def _train_batches(self, text: str, rng: np.random.Generator):
-        c = self.config
-        if self.corpus.mode == "lines":
-            batches = LineBatches(self._examples(text), c.batch_size, rng, shuffle=not c.deterministic)
-            self.steps_per_epoch = math.ceil(len(batches.examples) / batches.batch_size)
-            return batches
-        batches = StreamBatches(self.tokenizer.encode(text), c.batch_size, c.seq_length)
-        self.steps_per_epoch = len(batches.inputs) // c.seq_length
-        return batches
+        ``latest`` is saved every ``save_every`` steps and when the run ends; ``best`` on every new best
+        validation loss (both only with a ``checkpoint_dir``)."""
+        try:
+            return self._run()
+        finally:
+            self.close()
 
-    def _val_batches(self, text: str):
-        if self.corpus.mode == "lines":
-            return LineEvalBatches(self._examples(text))
-        return StreamEvalBatches(self.tokenizer.encode(text), self.config.seq_length)
+    def _run(self) -> Report | None:
+        c, report = self.config, None
+        tokens, window_start = 0, time.perf_counter()
+        self.run_started = step_start = window_start
+        while self.step < self.total_steps and not self.stop_requested:
+            loss, batch = self.advance()                                       # one training step
+            now = time.perf_counter()
+            self.run_state.elapsed_s += now - step_start
+            tokens += batch.n_tokens
+            rate = tokens / max(now - window_start, 1e-9)
+            self.on_progress(Progress(self.step, self.total_steps, loss, self.smooth_loss, rate,
+                                      self.run_state.elapsed_s))
+            if self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0:
+                report = self.report(loss, batch.epoch, rate)                  # validate, sample
+                self.keep_if_best(report)
+                self.on_report(report)
+                tokens, window_start = 0, time.perf_counter()
+            if c.save_every and self.step % c.save_every == 0 and self.step < self.total_steps:
+                self.save("latest")
+            step_start = time.perf_counter()
+        self.save("latest")
+        self.wall_before_run, self.run_started = self.wall_s(), None
+        return report
 
-    # ---- training --------------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.run_state.step
+
+    @property
+    def corpus(self):
+        """A language model's corpus (corpus.Corpus); a translator's data is ``task.pairs``."""
+        return self.task.corpus
+
+    @property
+    def batches(self):
+        return self.data.batches
+
+    @property
+    def val_batches(self):
+        return self.data.val_batches
+
     @property
     def params(self) -> dict:
         """The current parameters in rnnlab's NumPy layout, whatever the engine."""
         return self.engine.numpy_params()
-
-    def samples(self) -> list[str]:
-        """``num_samples`` names (at most 100 characters each) for a lines corpus, else one text."""
-        c = self.config
-        names = self.corpus.mode == "lines"
-        count, length = (c.num_samples, 100) if names else (1, c.sample_length)
-        return [sample(self.params, self.model_config, self.tokenizer, self.sample_rng, length=length,
-                       temperature=c.temperature, stop_at_newline=names) for _ in range(count)]
-
-    def validation_loss(self) -> float | None:
-        if self.val_batches is None:
-            return None
-        return evaluate(self.engine, self.val_batches)
 
     def learning_rate(self, step: int) -> float:
         """The learning rate used for ``step`` (1-based) under the configured schedule."""
@@ -285,121 +252,176 @@ class Trainer:
         if self.state is None or batch.reset_state:
             self.state = self.engine.zero_state(batch.ids.shape[1])
         loss, self.state = self.engine.train_step(batch, self.state)
-        self.step += 1
-        self.first_loss = loss if self.first_loss is None else self.first_loss
-        self.loss_average = self.smoothing * self.loss_average + (1 - self.smoothing) * loss
+        run = self.run_state
+        run.step += 1
+        run.first_loss = loss if run.first_loss is None else run.first_loss
+        run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
         # char-rnn's guard, on the smoothed loss: one short window can be far above average by chance.
-        if not math.isfinite(loss) or self.smooth_loss > 3 * self.first_loss:
+        if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
             raise TrainingDiverged(
-                f"training diverged at step {self.step}: loss {loss:.4g}, smoothed {self.smooth_loss:.4g} "
-                f"(first loss {self.first_loss:.4g}); lower --learning_rate, or clip with --clip_value / --clip_norm")
+                f"training diverged at step {run.step}: loss {loss:.4g}, smoothed {self.smooth_loss:.4g} "
+                f"(first loss {run.first_loss:.4g}); lower --learning_rate, or clip with --clip_value / --clip_norm")
         return loss, batch
 
     @property
     def smooth_loss(self) -> float:
-        return self.loss_average / (1 - self.smoothing ** self.step) if self.step else math.nan
+        return self.run_state.loss_average / (1 - self.smoothing ** self.step) if self.step else math.nan
 
-    def report(self, loss: float, epoch: int, tokens_per_s: float) -> Report:
-        last = self.step == self.total_steps
-        report = Report(self.step, epoch, loss, self.smooth_loss, tokens_per_s, self.elapsed_s)
-        if last or self.step % self.eval_every == 0:
-            val = self.validation_loss()
-            if val is not None:
-                report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
-                if val < self.best_val_loss:
-                    self.best_val_loss = val
-                    self.save("best")
-        if last or self.step % self.config.sample_every == 0:
-            report.samples = self.samples()
-        report.wall_s = self.wall_s()
-        return report
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
+        self.stop_requested = True
 
     def wall_s(self) -> float:
         """Wall-clock seconds of the run, across resumes, including validation and checkpoints."""
         now = 0.0 if self.run_started is None else time.perf_counter() - self.run_started
         return self.wall_before_run + now
 
-    def request_stop(self) -> None:
-        """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
-        self.stop_requested = True
-
-    def run(self) -> Report | None:
-        """Train until ``total_steps`` are done (or a stop is requested); returns the last report.
-
-        ``latest`` is saved every ``save_every`` steps and when the run ends; ``best`` on every new best
-        validation loss (both only with a ``checkpoint_dir``)."""
-        tokens, window_start = 0, time.perf_counter()
-        step_start, report = window_start, None
-        self.run_started = window_start
-        save_every = self.config.save_every
-        while self.step < self.total_steps and not self.stop_requested:
-            loss, batch = self.advance()
-            now = time.perf_counter()
-            self.elapsed_s += now - step_start
-            tokens += batch.n_tokens
-            rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, loss, self.smooth_loss, rate, self.elapsed_s))
-            if (self.step == self.total_steps or self.step % self.config.sample_every == 0
-                    or self.step % self.eval_every == 0):
-                report = self.report(loss, batch.epoch, rate)
-                self.on_report(report)
-                tokens, window_start = 0, time.perf_counter()
-            if save_every and self.step % save_every == 0 and self.step < self.total_steps:
-                self.save("latest")
-            step_start = time.perf_counter()
-        self.save("latest")
-        self.wall_before_run, self.run_started = self.wall_s(), None
+    # ---- reporting -------------------------------------------------------------------------------------
+    def report(self, loss: float, epoch: int, tokens_per_s: float) -> Report:
+        """The numbers of this step: training loss, validation (every ``eval_every`` steps and at the end)
+        and samples (every ``sample_every`` steps and at the end). Reports only: saves nothing."""
+        last = self.step == self.total_steps
+        report = Report(self.step, epoch, loss, self.smooth_loss, tokens_per_s, self.run_state.elapsed_s)
+        if last or self.step % self.eval_every == 0:
+            val = self.validation_loss()
+            if val is not None:
+                report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
+                report.val_tokens = self.data.val_tokens
+                for name, value in self.task.accuracy(self.params, self.model_config, last).items():
+                    setattr(report, name, value)            # a translator's exact-match accuracy
+        if (last or self.step % self.config.sample_every == 0) and not self.stop_requested:
+            report.samples = self.samples()
+        if self.state is not None:
+            report.state_max = state_max(self.engine.state_to_numpy(self.state))
+        report.warnings = health_warnings(self.step, self.total_steps, report.val_loss, report.smooth_loss,
+                                          self.task.vocab_size(self.model_config), report.state_max or [],
+                                          self.warned)
+        report.wall_s = self.wall_s()
         return report
+
+    def validation_loss(self) -> float | None:
+        if self.val_batches is None:
+            return None
+        return evaluate(self.engine, self.val_batches, lambda: self.stop_requested)
+
+    def samples(self) -> list[str]:
+        """What the model makes now: names or a text (language model), translations (translator)."""
+        return self.task.samples(self.params, self.model_config, self.sample_rng, self.config)
+
+    def keep_if_best(self, report: Report) -> None:
+        """A new best validation loss: remember it and save ``best``."""
+        best = self.run_state.best_val_loss
+        if report.val_loss is not None and (best is None or report.val_loss < best):
+            self.run_state.best_val_loss = report.val_loss
+            self.save("best")
+
+    def describe(self) -> dict:
+        """The run's settings, as they were resolved (for logs)."""
+        return {"corpus": self.task.fingerprint(), "task": self.task.kind, "model": self.model_config.to_dict(),
+                "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
+                "total_steps": self.total_steps, "validation": self.val_batches is not None,
+                "val_tokens": self.data.val_tokens, "train": asdict(self.config)}
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def meta(self) -> dict:
-        """Everything but the arrays that exact resume needs, as JSON-able data."""
-        return {
-            "step": self.step,
-            "model": self.model_config.to_dict(),
-            "tokenizer": self.tokenizer.to_dict(),
-            "train": asdict(self.config),
-            "corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
-            "optimizer": optimizer_config(self.optimizer),
-            "data_position": self.batches.state_dict(),
-            "rng": {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state},
-            "loss_average": self.loss_average,
-            "first_loss": self.first_loss,
-            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
-            "elapsed_s": self.elapsed_s,
-            "wall_s": self.wall_s(),
-        }
+        """The checkpoint document: what the run is (model, tokenizer, settings, corpus, optimizer) and
+        where it stands (the whole RunState), everything but the arrays."""
+        run = self.run_state
+        run.data_position = self.batches.state_dict()
+        run.rng = {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state}
+        run.wall_s = self.wall_s()
+        return {"task": self.task.kind, "model": self.model_config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
+                "train": asdict(self.config), "corpus": self.task.fingerprint(),
+                "optimizer": optimizer_config(self.optimizer), **run.to_dict()}
 
     def save(self, tag: str) -> Path | None:
+        """Write checkpoint ``tag`` (with a checkpoint_dir, after step 0). Non-finite parameters are never
+        saved: that raises TrainingDiverged and the previous checkpoint stays."""
         if self.config.checkpoint_dir is None or self.step == 0:
             return None
         hidden = None if self.state is None else self.engine.state_to_numpy(self.state)
-        path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
-                                    self.engine.optimizer_state(), hidden)
+        held = self.checkpoint_lock is None or self.checkpoint_lock.held
+        if not held:
+            self.checkpoint_lock.acquire()
+        try:
+            path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
+                                        self.engine.optimizer_state(), hidden)
+        finally:
+            if not held:
+                self.checkpoint_lock.release()
         self.saved[tag] = path
         return path
 
-    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
-        """Continue exactly where ``checkpoint`` stopped: weights, optimizer moments, data position, RNG
-        streams, carried hidden state and counters."""
-        meta = checkpoint.meta
-        require(self.tokenizer == checkpoint.tokenizer,
-                "the corpus' characters differ from the checkpoint's vocabulary: resume on the same --dataset")
-        self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
-        self.batches.load_state_dict(meta["data_position"])
-        self.dropout_rng.bit_generator.state = meta["rng"]["dropout"]
-        self.sample_rng.bit_generator.state = meta["rng"]["sample"]
-        self.step = int(meta["step"])
-        self.loss_average, self.first_loss = float(meta["loss_average"]), meta["first_loss"]
-        self.best_val_loss = math.inf if meta["best_val_loss"] is None else float(meta["best_val_loss"])
-        self.elapsed_s = float(meta["elapsed_s"])
-        self.wall_before_run = float(meta.get("wall_s", 0.0))
-        hidden = checkpoint.hidden_state
-        self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
+    def close(self) -> None:
+        """Give up the checkpoint folder's lock (``run`` does this when it ends; a later save takes it again)."""
+        if self.checkpoint_lock is not None:
+            self.checkpoint_lock.release()
 
-    def describe(self) -> dict:
-        """The run's settings, as they were resolved (for logs and checkpoints)."""
-        return {"corpus": {"name": self.corpus.name, "mode": self.corpus.mode, "chars": len(self.corpus.text)},
-                "model": self.model_config.to_dict(), "engine": self.config.engine, "optimizer": optimizer_config(self.optimizer),
-                "total_steps": self.total_steps, "validation": self.val_batches is not None,
-                "train": asdict(self.config)}
+    @classmethod
+    def resume(cls, checkpoint: ckpt.Checkpoint, overrides: dict | None = None, on_report=None, on_progress=None,
+               new_data: bool = False, on_load=None) -> "Trainer":
+        """A Trainer that continues ``checkpoint``'s run with the settings in ``overrides`` changed (those
+        the user gave; :data:`config.LOCKED_ON_RESUME` ones may not change).
+
+        It saves into ``overrides["checkpoint_dir"]`` if given, else into the checkpoint's own folder --
+        never into a folder recorded inside the checkpoint. The data is the checkpoint's (its recorded
+        absolute path, or a shipped corpus) unless ``overrides["dataset"]`` names another copy of it; with
+        ``new_data`` a different text is allowed and its data position starts at 0."""
+        overrides = dict(overrides or {})
+        overrides.setdefault("checkpoint_dir", str(checkpoint.directory))
+        recorded = checkpoint.meta["corpus"]["path"]
+        if "dataset" not in overrides and recorded is not None:
+            require(os.path.exists(recorded), f"the checkpoint's dataset {recorded} no longer exists: give "
+                                              "--dataset with the same text")
+            overrides["dataset"] = recorded
+        config, notes = resume_config(checkpoint.meta["train"], overrides)
+        trainer = cls(config, on_report, on_progress, on_load)
+        trainer.restore(checkpoint, new_data)
+        trainer.notes.extend(notes)
+        return trainer
+
+    def restore(self, checkpoint: ckpt.Checkpoint, new_data: bool = False) -> None:
+        """Continue exactly where ``checkpoint`` stopped: weights, optimizer moments, data position, RNG
+        streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
+        same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
+        meta, where = checkpoint.meta, checkpoint.path
+        require("export" not in meta, f"checkpoint {where} is an exported model (weights only, no optimizer state): "
+                                      "it samples and visualises but cannot resume; start a new run")
+        require(meta["task"] == self.task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
+                                                f"a {self.task.kind} model: resume on the same data")
+        saved_model = checkpoint.model_config
+        differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in self.model_config.to_dict().items()
+                  if getattr(saved_model, k) != v]
+        require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
+                            "checkpoint's settings")
+        charmodel.check_param_shapes(self.task.param_shapes(self.model_config), checkpoint.params)
+        require(self.tokenizer == checkpoint.tokenizer,
+                f"the corpus' characters differ from checkpoint {where}'s vocabulary: resume on the same --dataset")
+        same_data = all(meta["corpus"][k] == self.task.fingerprint()[k] for k in ("sha256", "bytes"))
+        require(same_data or new_data,
+                f"{self.task.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
+                "differ): resume on the same data, or add --new_data to continue on this text from its start")
+        slots = sorted(k for k in self.optimizer.init({}) if k != "step")
+        require(sorted(k for k in checkpoint.optimizer_state if k != "step") == slots,
+                f"checkpoint {where} has optimizer state {sorted(checkpoint.optimizer_state)}, "
+                f"{self.config.optimizer} needs {slots}")
+        hidden = checkpoint.hidden_state
+        if hidden is not None and self.task.mode == "stream" and hidden[0][0].shape[0] != self.config.batch_size:
+            raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
+                              f"has --batch_size {self.config.batch_size}: the checkpoint is damaged")
+        run = checkpoint.run_state
+        if run.step:                                             # a saved run never looks diverged
+            smooth = run.loss_average / (1 - self.smoothing ** run.step)
+            require(smooth <= 3 * run.first_loss, f"checkpoint {where}: its smoothed loss {smooth:.4g} is more than "
+                    f"3x its first loss {run.first_loss:.4g}, which a saved run never has: the checkpoint is damaged")
+        self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
+        if same_data:
+            self.batches.load_state_dict(run.data_position)
+        else:
+            hidden = None                                        # a new text starts from its beginning
+            self.notes.append(f"continuing on new data ({self.task.name}) from its start")
+        set_generator_state(self.dropout_rng, run.rng["dropout"])
+        set_generator_state(self.sample_rng, run.rng["sample"])
+        self.run_state = run
+        self.wall_before_run = run.wall_s
+        self.state = None if hidden is None else self.engine.state_from_numpy(hidden)

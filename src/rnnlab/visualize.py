@@ -24,10 +24,10 @@ from __future__ import annotations
 import html
 import json
 import re
-from importlib import resources
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from . import model as charmodel
 from .activations import softmax
 from .cells import CELLS
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, read_bytes
 from .output import output_forward
 from .recurrence import project_inputs
 from .text import NEWLINE, CharTokenizer
@@ -192,24 +192,24 @@ class Visualization:
     next_prob: np.ndarray       # (T,): probability given to the character that actually follows; nan at the end
 
 
-def read_text_argument(value: str) -> str:
+def read_text_argument(value: str, path_like_is_path: bool = True) -> str:
     """--text: the contents of a UTF-8 file if ``value`` names one, else ``value`` itself -- unless it looks
-    like a path (ends with .txt or contains '/'), in which case a missing file is an error, not text."""
+    like a path (ends with .txt or contains '/') and ``path_like_is_path``, in which case a missing file is an
+    error, not text (a translator's inputs, such as dates, may contain '/')."""
     require(value != "", "--text is empty: give a UTF-8 file or a non-empty string")
     try:
         is_path = Path(value).exists()
     except (OSError, ValueError):                                # too long for a file name, NUL bytes
         is_path = False
     if is_path:
-        require(Path(value).is_file(), f"--text {value!r} is a directory: give a UTF-8 text file or the text itself")
         try:
-            text = Path(value).read_bytes().decode("utf-8-sig").replace("\r\n", NEWLINE)
+            text = read_bytes(value, "--text file").decode("utf-8-sig").replace("\r\n", NEWLINE)
         except UnicodeDecodeError as err:
             raise RnnlabError(f"--text file {value!r} is not valid UTF-8 (bad byte at offset {err.start}): "
                               "convert it, e.g. with `iconv -t utf-8`") from None
         require(text != "", f"--text file {value!r} is empty: give a file with text in it")
         return text
-    if value.endswith(".txt") or "/" in value:
+    if path_like_is_path and (value.endswith(".txt") or "/" in value):
         raise RnnlabError(f"--text file {value!r} not found: give an existing UTF-8 file "
                           "(text containing '/' or ending in .txt must be put in a file)")
     return value
@@ -265,7 +265,7 @@ def page_data(vis: Visualization, layer: int | None = None) -> dict:
         "squash": {"c": "tanh"},                                 # c is unbounded: colour tanh(c); h is in (-1, 1)
         "activations": [{name: rounded(a.T, 3) for name, a in per_layer.items()} for per_layer in vis.states],
         "features": [{"name": f.name, "label": f.label, "present": bool(np.ptp(row) > 0), "values": rounded(row, 3)}
-                     for f, row in zip(FEATURES, vis.features)],
+                     for f, row in zip(FEATURES, vis.features, strict=True)],
         "correlation": [{name: rounded(r, 3) for name, r in layer_r.items()} for layer_r in vis.correlation],
         "top_units": [{name: top_units(r).tolist() for name, r in layer_r.items()} for layer_r in vis.correlation],
         "unit_order": order,
@@ -284,8 +284,13 @@ def script_json(data: dict) -> str:
 
 def render_html(vis: Visualization, title: str = "rnnlab visualize", layer: int | None = None) -> str:
     """The whole page as one string: no external script, style sheet, font or image."""
-    values = {"TITLE": html.escape(title), "DATA": script_json(page_data(vis, layer))}
-    page = resources.files("rnnlab.templates").joinpath("visualize.html").read_text(encoding="utf-8")
+    return render_template("visualize.html", title, page_data(vis, layer))
+
+
+def render_template(name: str, title: str, data: dict) -> str:
+    """A page of ``rnnlab/templates`` with ``{{TITLE}}`` (HTML-escaped) and ``{{DATA}}`` (script-safe JSON)."""
+    values = {"TITLE": html.escape(title), "DATA": script_json(data)}
+    page = resources.files("rnnlab.templates").joinpath(name).read_text(encoding="utf-8")
     return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], page)  # one pass: no re-substitution
 
 

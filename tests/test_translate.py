@@ -1,0 +1,129 @@
+"""Translating (rnnlab.translate) and the translator's engine: a tiny set is memorised; greedy and beam search
+agree for K = 1, a wider beam never scores lower, scores are the model's log-probabilities; max length,
+attention rows, batching, empty and unknown inputs."""
+
+import numpy as np
+import pytest
+
+from rnnlab import seq2seq as s2s
+from rnnlab.activations import log_softmax
+from rnnlab.engines import Seq2SeqEngine
+from rnnlab.errors import RnnlabError
+from rnnlab.optim import Adam
+from rnnlab.pairs import PairBatches, PairTokenizers, collate_pairs
+from rnnlab.train import TrainConfig
+from rnnlab.translate import beam_decode, exact_match, greedy_decode, output_lengths, translate
+
+REVERSE = [(word, word[::-1]) for word in ["abc", "bca", "cab", "acb", "ba", "ccab", "abcc", "b", "aab", "cba"]]
+TOKENIZERS = PairTokenizers.fit(REVERSE)
+SOURCES = ["abc", "ca", "bbacc", "a", "cab"]
+
+
+def model(attention="additive", seed=0, scale=1.5, **sizes):
+    """An untrained float64 model with large random weights: confident, varied predictions."""
+    sizes = {"encoder_hidden": 4, "decoder_hidden": 8, "attention_size": 5, "max_output_length": 7, **sizes}
+    config = s2s.Seq2SeqConfig(TOKENIZERS.source.vocab_size, TOKENIZERS.target.vocab_size, "gru",
+                               sizes["encoder_hidden"], "lstm", sizes["decoder_hidden"], attention,
+                               sizes["attention_size"], sizes["max_output_length"])
+    rng = np.random.default_rng(seed)
+    params = {name: value + scale * rng.standard_normal(value.shape)
+              for name, value in s2s.init_params(config, rng, np.float64).items()}
+    return params, config
+
+
+def memory_of(params, config, texts):
+    batch = collate_pairs([(TOKENIZERS.encode_source(t), TOKENIZERS.encode_target("a")) for t in texts])
+    return s2s.encode_memory(params, config, batch.source, batch.source_mask)[0]
+
+
+@pytest.mark.parametrize("attention", ["additive", "none"])
+def test_a_tiny_translation_set_is_memorised(attention):
+    """Reversing ten short strings: Adam learns every one exactly within 120 steps (every attention kind
+    needed 50 when this was written; a broken gradient or decoder does not get there)."""
+    config = s2s.Seq2SeqConfig(TOKENIZERS.source.vocab_size, TOKENIZERS.target.vocab_size, "gru", 16, "gru", 32,
+                               attention, 16, 8)
+    params = s2s.init_params(config, np.random.default_rng(0), np.float32)
+    engine = Seq2SeqEngine(config, params, Adam(lr=1e-2), TrainConfig(clip_value=None, clip_norm=5.0), None)
+    batches = PairBatches([TOKENIZERS.encode_pair(p) for p in REVERSE], 10, np.random.default_rng(1))
+    first, _ = engine.train_step(next(batches), engine.zero_state(10))
+    for _ in range(120):
+        loss, state = engine.train_step(next(batches), None)
+    assert state is None and loss < 0.05 * first
+    assert exact_match(engine.numpy_params(), config, TOKENIZERS, REVERSE) == 1.0
+
+
+@pytest.mark.parametrize("attention", ["additive", "scaled_dot", "none"])
+def test_a_beam_of_one_is_greedy_decoding(attention):
+    params, config = model(attention, decoder_hidden=8)
+    memory = memory_of(params, config, SOURCES)
+    greedy = greedy_decode(params, config, memory, TOKENIZERS.end_id, 7)
+    beam = beam_decode(params, config, memory, TOKENIZERS.end_id, 7, beam_size=1, length_penalty=1.0)
+    lengths = output_lengths(greedy.tokens, TOKENIZERS.end_id)  # after the end symbol: filler, not compared
+    np.testing.assert_array_equal(output_lengths(beam.tokens, TOKENIZERS.end_id), lengths)
+    for row, n in enumerate(lengths):
+        np.testing.assert_array_equal(beam.tokens[row, :n], greedy.tokens[row, :n])
+    np.testing.assert_allclose(beam.logps.sum(axis=1), greedy.logps.sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_wider_beam_never_scores_lower_than_greedy(seed):
+    params, config = model("additive", seed=seed)
+    greedy = translate(params, config, TOKENIZERS, SOURCES)
+    for width in (2, 4, 8):
+        wider = translate(params, config, TOKENIZERS, SOURCES, beam_size=width)
+        for g, w in zip(greedy, wider, strict=True):
+            assert w.score >= g.score - 1e-12, (width, g, w)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_scores_are_the_models_summed_log_probabilities(beam_size):
+    """Feeding the output back with teacher forcing gives the same log-probabilities (end symbol included
+    when it was produced), and score = logprob / n for length_penalty 1."""
+    params, config = model("general", seed=1)
+    for t in translate(params, config, TOKENIZERS, SOURCES, beam_size=beam_size):
+        batch = collate_pairs([(TOKENIZERS.encode_source(t.source), TOKENIZERS.encode_target(t.output))])
+        logits, _ = s2s.forward(params, config, batch)           # (T, 1, V)
+        logp = log_softmax(logits[:, 0])[np.arange(len(batch.targets)), batch.targets[:, 0]]
+        n = len(t.output) + t.finished
+        assert t.logprob == pytest.approx(logp[:n].sum(), rel=1e-10)
+        assert t.score == pytest.approx(t.logprob / n, rel=1e-12)
+
+
+def test_decoding_stops_at_max_length_and_says_so():
+    params, config = model("dot", decoder_hidden=8, encoder_hidden=4)
+    for max_length in (1, 3):
+        for beam_size in (1, 3):
+            for t in translate(params, config, TOKENIZERS, SOURCES, max_length=max_length, beam_size=beam_size):
+                assert len(t.output) + t.finished <= max_length
+                assert t.finished or len(t.output) == max_length
+                assert t.attention.shape == (len(t.output), len(t.source))
+
+
+def test_attention_rows_are_distributions_over_the_source_characters():
+    params, config = model("additive", seed=2)
+    translations = translate(params, config, TOKENIZERS, SOURCES, beam_size=2)
+    assert any(len(t.output) for t in translations)
+    for t in translations:
+        np.testing.assert_allclose(t.attention.sum(axis=1), 1.0, rtol=1e-12)
+        assert np.all(t.attention >= 0)
+
+
+def test_batching_changes_no_translation():
+    params, config = model("additive", seed=3)
+    together = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2)
+    one_by_one = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2, batch_size=1)
+    for a, b in zip(together, one_by_one, strict=True):
+        assert (a.source, a.output, a.finished) == (b.source, b.output, b.finished)
+        assert a.logprob == pytest.approx(b.logprob, rel=1e-10)
+        np.testing.assert_allclose(a.attention, b.attention, rtol=1e-10, atol=1e-13)
+
+
+def test_empty_input_translates_to_nothing_and_unknown_characters_are_named():
+    params, config = model("additive")
+    [empty, t] = translate(params, config, TOKENIZERS, ["", "ab"])
+    assert empty.output == "" and t.source == "ab"
+    with pytest.raises(RnnlabError, match=r"input 2 \('axz'\) has 2 character") as err:
+        translate(params, config, TOKENIZERS, ["ab", "axz"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(RnnlabError, match="beam_size"):
+        translate(params, config, TOKENIZERS, ["ab"], beam_size=0)
