@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab import model as charmodel
 from rnnlab.cells import CELLS
 from rnnlab.errors import RnnlabError
 from rnnlab.initializers import INIT_SCHEMES, orthogonal
