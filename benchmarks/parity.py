@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="rnnlab's initialisation scheme (rnnlab train --init); several, comma-separated, "
                              "train one rnnlab model each, side by side")
     parser.add_argument("--forget_bias", type=float, default=None, help="rnnlab's LSTM forget bias (--forget_bias)")
+    parser.add_argument("--torch_one_bias", action="store_true",
+                        help="ablation: PyTorch's RNN/LSTM with one trainable bias as rnnlab's (bias_ih + bias_hh "
+                             "at the start, bias_hh then frozen at 0) instead of two")
     parser.add_argument("--no_carry", action="store_true",
                         help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
@@ -66,10 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--from_json", nargs="+", default=None, metavar="FILE",
                         help="train nothing: print the table of earlier --json files (e.g. one per seed), merged")
-    parser.add_argument("--quick", action="store_true", help="smoke test: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
     if args.quick:
-        explicit = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        given = argv if argv is not None else sys.argv[1:]
+        explicit = {a.lstrip("-").split("=")[0] for a in given if a.startswith("--")}
         for key, value in QUICK.items():
             if key not in explicit:
                 setattr(args, key, value)
@@ -87,7 +92,9 @@ def max_abs_state(layers) -> list[list[float]]:
 
 
 def running_max(old, new):
-    return new if old is None else [[max(a, b) for a, b in zip(x, y)] for x, y in zip(old, new)]
+    if old is None:
+        return new
+    return [[max(a, b) for a, b in zip(x, y, strict=True)] for x, y in zip(old, new, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -135,7 +142,14 @@ class TorchRun:
         module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = module(vocab_size, args.hidden_size, num_layers=args.num_layers)   # time first
         self.head = nn.Linear(args.hidden_size, vocab_size)
-        self.parameters = [*self.rnn.parameters(), *self.head.parameters()]
+        if args.torch_one_bias and cell != "gru":                # the GRU needs both (r multiplies bias_hh_n)
+            with torch.no_grad():
+                for k in range(args.num_layers):
+                    b_ih, b_hh = getattr(self.rnn, f"bias_ih_l{k}"), getattr(self.rnn, f"bias_hh_l{k}")
+                    b_ih += b_hh
+                    b_hh.zero_()
+                    b_hh.requires_grad_(False)
+        self.parameters = [p for p in (*self.rnn.parameters(), *self.head.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=args.learning_rate)
         self.clip_norm = args.clip_norm
         self.train_windows, self.val_windows = train_windows, val_windows
@@ -201,7 +215,9 @@ def run_pair(args, cell: str, seed: int) -> dict:
     """Train every engine on one cell and seed, taking turns; -> {label: measurements}."""
     rnnlab_runs = [RnnlabRun(args, cell, seed, scheme) for scheme in args.init]   # the first also serves torch
     first = rnnlab_runs[0]
-    runs = dict(zip(engine_labels(args), rnnlab_runs if "rnnlab" in args.engines else []))
+    runs = {}
+    if "rnnlab" in args.engines:
+        runs.update(zip(engine_labels(args)[:len(rnnlab_runs)], rnnlab_runs, strict=True))
     if "torch" in args.engines:
         runs["torch"] = TorchRun(args, cell, seed, first.trainer.tokenizer.vocab_size, first.train_windows,
                                  first.trainer.val_batches)
@@ -287,8 +303,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(f"# parity: {args.dataset}, {args.num_layers} x {args.hidden_size}, batch {args.batch_size} x "
           f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
-          f"rnnlab --init {','.join(args.init)}" + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
-          + ("; state reset every window" if args.no_carry else ""),
+          f"rnnlab --init {','.join(args.init)}"
+          + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
+          + ("; state reset every window" if args.no_carry else "")
+          + ("; torch with one trainable bias" if args.torch_one_bias else ""),
           flush=True)
     results = {}
     for cell in args.cells:

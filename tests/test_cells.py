@@ -54,13 +54,13 @@ def test_fast_lstm_equals_textbook_lstm_over_several_steps(workspace):
     zx = project_inputs(x, p["Wx"], p["b"], None if ws is None else ws.empty("l0.zx", zx_ref.shape, np.float64))
     hs, final, cache = sequence_forward(CELLS["lstm"], zx, state0, p, ws, "l0.")
     np.testing.assert_allclose(hs, hs_ref, **TOL)
-    for part, part_ref in zip(final, final_ref):
+    for part, part_ref in zip(final, final_ref, strict=True):
         np.testing.assert_allclose(part, part_ref, **TOL)
     h_prev = np.concatenate([state0[0][None], hs_ref[:-1]])     # (T, B, H) the h entering each step
     dzx, grads, dstate0 = sequence_backward(CELLS["lstm"], dhs, cache, p, ws=ws, name="l0.")
     np.testing.assert_allclose(dzx, dz_ref, **TOL)
     np.testing.assert_allclose(grads["Wh"], np.einsum("tbh,tbg->hg", h_prev, dz_ref), **TOL)
-    for part, part_ref in zip(dstate0, dstate0_ref):
+    for part, part_ref in zip(dstate0, dstate0_ref, strict=True):
         np.testing.assert_allclose(part, part_ref, **TOL)
 
 
@@ -75,7 +75,7 @@ def test_textbook_lstm_step_backward_matches_finite_differences():
 
     def loss():
         next_state, _ = lstm_reference_step_forward(zx, state, p)
-        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream))
+        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream, strict=True))
 
     _, cache = lstm_reference_step_forward(zx, state, p)
     dzx, dzh, (dh_prev, dc_prev) = lstm_reference_step_backward(upstream, cache, p)

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab import model as charmodel
 from rnnlab.cells import CELLS
 from rnnlab.errors import RnnlabError
 from rnnlab.initializers import INIT_SCHEMES, orthogonal
@@ -89,3 +88,13 @@ def test_train_config_init_and_forget_bias_reach_the_parameters():
         b, Wh = trainer.params[f"l{k}.b"], trainer.params[f"l{k}.Wh"]
         np.testing.assert_array_equal(b[8:16], 3.0)
         np.testing.assert_allclose(Wh @ Wh.T, np.eye(8), atol=1e-5)         # float32
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_rnnlab_scheme_is_keras_without_the_unit_forget_bias(cell):
+    """The default draws exactly Keras' weights from the same Generator; only the LSTM forget slice differs
+    (0 instead of 1), so `--init keras --forget_bias 0` reproduces `--init rnnlab` (docs/results.md)."""
+    ours, keras = layer(cell, "rnnlab"), layer(cell, "keras", forget_bias=0.0 if cell == "lstm" else None)
+    assert ours.keys() == keras.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], keras[name])

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "parity.py"
 
 
+@pytest.mark.slow
 def test_quick_parity_prints_equal_steps_table_for_every_cell(tmp_path):
     out = tmp_path / "parity.json"
     result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--steps", "4", "--eval_every", "2",

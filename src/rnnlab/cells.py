@@ -40,15 +40,14 @@ which is why it keeps a separate recurrent bias. The conversions live in ``rnnla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
 from .activations import sigmoid, sigmoid_grad, tanh_grad
 from .initializers import DEFAULT_INIT, init_layer
-
 
 # --------------------------------------------------------------------------------------------------------
 # Vanilla RNN
@@ -146,14 +145,14 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     c_prev, gates, tc = cache
     H = tc.shape[1]
     _, _, k = _lstm_block_constants(H, gates.dtype)
-    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz may overwrite them
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz overwrites
     dc = tanh_grad(tc)                                           # (B, H)
     dc *= o                                                      # order: reads o before `do` overwrites it
     dc *= dh
     dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
     dc_prev = dc * f                                             # order: reads f before `df` overwrites it
-    local = np.subtract(1.0, gates)                                  # every gate's local derivative (1 - gates)(gates + k)
-    local *= gates + k                                               # order: from all of `gates`, before any write
+    local = np.subtract(1.0, gates)                              # each gate's local derivative (1 - gates)(gates + k)
+    local *= gates + k                                           # order: from all of `gates`, before any write
     dg = dc * i                                                  # order: reads i before `di` overwrites it
     dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be the slot of `gates`
     np.multiply(dc, g, out=dz[:, :H])                            #   di, over i (g is still intact)

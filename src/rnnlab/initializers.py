@@ -34,7 +34,7 @@ blockorth, random around 0 (as every bias) for pytorch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
