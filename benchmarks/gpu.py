@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         return 2
     rows = []
     print(f"device {device}, precision {args.precision}, torch {torch.__version__}", file=sys.stderr)
-    print("| cell | layers x H | B | T | rnnlab tok/s | bare PyTorch tok/s | ratio |\n|---|---|---:|---:|---:|---:|---:|")
+    print("| cell | layers x H | B | T | rnnlab tok/s | bare PyTorch tok/s | ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for shape in (QUICK_SHAPES if args.quick else SHAPES):
         for cell in args.cells.split(","):
             row = measure(cell, shape, args)

@@ -21,6 +21,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
 from rnnlab import distributed  # noqa: E402
 from rnnlab.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.config import resume_config  # noqa: E402
@@ -28,8 +29,6 @@ from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import torch as rtorch  # noqa: E402
 from rnnlab.sampling import sample  # noqa: E402
 from rnnlab.train import TrainConfig, Trainer  # noqa: E402
-
-from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -167,7 +166,7 @@ def test_bf16_autocast_trains_float32_parameters_close_to_fp32():
     trainer = Trainer(TrainConfig(**SMALL, precision="bf16"))
     bf16 = reports_of(trainer)
     assert all(p.dtype == torch.float32 for p in trainer.engine.model.parameters())
-    for a, b in zip(bf16, fp32):
+    for a, b in zip(bf16, fp32, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.05)
     assert bf16[-1]["train_loss"] < bf16[0]["train_loss"]
 
@@ -196,7 +195,7 @@ def test_cuda_follows_the_cpu_run_in_float64(cell):
     settings = {**SMALL, "cell": cell, "dtype": "float64"}
     on_cpu = reports_of(Trainer(TrainConfig(**settings)))
     on_gpu = reports_of(Trainer(TrainConfig(**{**settings, "device": "cuda"})))
-    for a, b in zip(on_gpu, on_cpu):
+    for a, b in zip(on_gpu, on_cpu, strict=True):
         for key in ("train_loss", "val_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-9)
 
@@ -228,7 +227,7 @@ def test_a_cuda_step_never_waits_for_the_device_and_keeps_everything_there(preci
 def test_mixed_precision_on_cuda_trains_close_to_fp32(precision):
     fp32 = reports_of(Trainer(TrainConfig(**{**SMALL, "device": "cuda"})))
     mixed = reports_of(Trainer(TrainConfig(**{**SMALL, "device": "cuda", "precision": precision})))
-    for a, b in zip(mixed, fp32):
+    for a, b in zip(mixed, fp32, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.05)
 
 

@@ -24,15 +24,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
 from rnnlab.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.cli import build_parser, config_from_args  # noqa: E402
 from rnnlab.distributed import World  # noqa: E402
-from rnnlab.train import TrainConfig, Trainer  # noqa: E402
-
-from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
+from rnnlab.train import Trainer  # noqa: E402
 
 RTOL = 1e-9
-WORDS = "the a king queen crown sword horse night day and of to my thy lord lady".split()
+WORDS = ["the", "a", "king", "queen", "crown", "sword", "horse", "night", "day", "and", "of", "to", "my", "thy",
+         "lord", "lady"]
 
 
 def stream_text() -> str:
@@ -76,7 +76,7 @@ def one_process(flags: list[str], **changes) -> list[dict]:
 
 def assert_same_losses(got: list[dict], want: list[dict], rtol: float = RTOL) -> None:
     assert [r["step"] for r in got] == [r["step"] for r in want]
-    for mine, theirs in zip(got, want):
+    for mine, theirs in zip(got, want, strict=True):
         for key in ("train_loss", "smooth_loss", "val_loss"):
             assert mine[key] == pytest.approx(theirs[key], rel=rtol), (mine["step"], key)
 
@@ -102,7 +102,7 @@ def runs(tmp_path_factory):
 def test_columns_split_a_batch_into_contiguous_blocks_that_cover_it_once(n, size):
     blocks = [World(rank, size).columns(n) for rank in range(size)]
     assert blocks[0].start == 0 and blocks[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
     widths = [b.stop - b.start for b in blocks]
     assert max(widths) - min(widths) <= 1
 
@@ -150,11 +150,12 @@ def test_the_checkpoint_is_the_one_process_checkpoint_and_numpy_samples_from_it(
     for slot in ("m", "v"):
         for name, value in theirs.optimizer_state[slot].items():
             np.testing.assert_allclose(mine.optimizer_state[slot][name], value, rtol=RTOL, atol=1e-15)
-    for mine_layer, their_layer in zip(mine.hidden_state, theirs.hidden_state):
-        for part, want in zip(mine_layer, their_layer):
+    for mine_layer, their_layer in zip(mine.hidden_state, theirs.hidden_state, strict=True):
+        for part, want in zip(mine_layer, their_layer, strict=True):
             assert part.shape == (5, 8)
             np.testing.assert_allclose(part, want, rtol=RTOL, atol=1e-12)
-    sampled = subprocess.run([sys.executable, "-m", "rnnlab", "sample", "--checkpoint", str(ws / "A"), "--length", "30"],
+    sampled = subprocess.run([sys.executable, "-m", "rnnlab", "sample", "--checkpoint", str(ws / "A"),
+                              "--length", "30"],
                              capture_output=True, text=True, timeout=120)
     assert sampled.returncode == 0 and len(sampled.stdout) > 0, sampled.stderr
 
@@ -191,7 +192,7 @@ def test_padded_line_batches_narrower_than_the_processes_still_follow_one_proces
     (tmp_path / "names.txt").write_text(names_text(), encoding="utf-8")
     run = torchrun(tmp_path, "--dataset", "names.txt", *LINES_RUN, "--metrics_file", "m.jsonl")
     assert run.returncode == 0, run.stderr
-    want = one_process((["--dataset", str(tmp_path / "names.txt"), *LINES_RUN]))
+    want = one_process(["--dataset", str(tmp_path / "names.txt"), *LINES_RUN])
     assert_same_losses(records(tmp_path / "m.jsonl"), want)
 
 

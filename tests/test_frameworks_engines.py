@@ -9,6 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from crosscheck import (
+    one_torch_thread,  # noqa: F401 (an autouse fixture: used by being imported)
+    random_params,
+)
 from rnnlab import model as charmodel
 from rnnlab.batches import Batch
 from rnnlab.engines import ENGINES, NumpyEngine, engine_class
@@ -16,9 +20,6 @@ from rnnlab.errors import RnnlabError
 from rnnlab.frameworks import engine_optimizer_options, reorder_gates
 from rnnlab.optim import OPTIMIZERS, Adagrad, Adam, make_optimizer
 from rnnlab.train import TrainConfig, Trainer
-
-from crosscheck import random_params
-from crosscheck import one_torch_thread  # noqa: F401 (an autouse fixture: used by being imported)
 
 FRAMEWORK_ENGINES = ["torch", "keras-fit", "keras-tape", "keras-class"]
 PACKAGE = {"torch": "torch", "keras-fit": "tensorflow", "keras-tape": "tensorflow", "keras-class": "tensorflow"}
@@ -175,8 +176,8 @@ def test_one_engine_step_equals_the_numpy_engine_step(engine, cell):
         loss, state = framework.train_step(batch, state)
         ref_loss, ref_state = numpy.train_step(batch, ref_state)
         assert loss == pytest.approx(ref_loss, rel=1e-6 if engine == "keras-fit" else 1e-10)
-        for layer, ref_layer in zip(framework.state_to_numpy(state), ref_state):
-            for part, ref_part in zip(layer, ref_layer):
+        for layer, ref_layer in zip(framework.state_to_numpy(state), ref_state, strict=True):
+            for part, ref_part in zip(layer, ref_layer, strict=True):
                 np.testing.assert_allclose(part, ref_part, rtol=1e-10, atol=1e-12)
         for name, value in framework.numpy_params().items():
             np.testing.assert_allclose(value, numpy.params[name], rtol=1e-9, atol=1e-12, err_msg=name)

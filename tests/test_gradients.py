@@ -43,12 +43,12 @@ def test_cell_step_backward_matches_finite_differences(cell_name):
 
     def loss():
         next_state, _ = cell.step_forward(zx, state, p)
-        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream))
+        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream, strict=True))
 
     _, cache = cell.step_forward(zx, state, p)
     dzx, dzh, dstate = cell.step_backward(upstream, cache, p)
     assert relative_error(dzx, numerical_gradient(loss, zx, EPS)) < BOUND
-    for s, ds in zip(state, dstate):
+    for s, ds in zip(state, dstate, strict=True):
         assert relative_error(ds, numerical_gradient(loss, s, EPS)) < BOUND
     assert relative_error(state[0].T @ dzh, numerical_gradient(loss, p["Wh"], EPS)) < BOUND
     if "bh" in p:
@@ -71,14 +71,14 @@ def test_sequence_bptt_matches_finite_differences(cell_name, ids_input):
 
     def loss():
         hs, final, _ = sequence_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
-        return float((hs * dhs).sum()) + sum(float((s * d).sum()) for s, d in zip(final, dfinal))
+        return float((hs * dhs).sum()) + sum(float((s * d).sum()) for s, d in zip(final, dfinal, strict=True))
 
     _, _, caches = sequence_forward(cell, project_inputs(x, p["Wx"], p["b"]), state0, p)
     dzx, grads, dstate0 = sequence_backward(cell, dhs, caches, p, dfinal)
     grads["Wx"], grads["b"], dx = input_grads(x, dzx, p["Wx"])
     for name in p:
         assert relative_error(grads[name], numerical_gradient(loss, p[name], EPS)) < BOUND, name
-    for s, ds in zip(state0, dstate0):
+    for s, ds in zip(state0, dstate0, strict=True):
         assert relative_error(ds, numerical_gradient(loss, s, EPS)) < BOUND
     if not ids_input:
         assert relative_error(dx, numerical_gradient(loss, x, EPS)) < BOUND

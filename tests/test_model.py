@@ -37,9 +37,10 @@ def test_padded_batch_equals_sequences_one_at_a_time(cell):
     tgts = [rng.integers(0, 7, size=len(s)) for s in seqs]
     ids, mask = pad_sequences(seqs)
     targets, _ = pad_sequences(tgts)
-    loss, grads, _ = charmodel.loss_and_grads(params, config, ids, targets, charmodel.zero_state(config, 3, np.float64), mask)
+    state0 = charmodel.zero_state(config, 3, np.float64)
+    loss, grads, _ = charmodel.loss_and_grads(params, config, ids, targets, state0, mask)
     total_loss, total_grads = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
-    for s, t in zip(seqs, tgts):
+    for s, t in zip(seqs, tgts, strict=True):
         l_i, g_i, _ = charmodel.loss_and_grads(params, config, s[:, None], t[:, None],
                                                charmodel.zero_state(config, 1, np.float64))
         total_loss += l_i * len(s)

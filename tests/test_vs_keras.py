@@ -16,6 +16,24 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from crosscheck import (  # noqa: E402
+    CONFIGS,
+    NO_CLIP,
+    TOL,
+    B,
+    H,
+    T,
+    V,
+    assert_dicts_close,
+    assert_optimizer_trajectories_match,
+    assert_option_refused_in_one_line,
+    assert_resumes_numpy_trajectory,
+    config_id,
+    numpy_grads,
+    random_batch,
+    random_params,
+    random_state,
+)
 from rnnlab import model as charmodel  # noqa: E402
 from rnnlab.batches import Batch  # noqa: E402
 from rnnlab.cells import CELLS  # noqa: E402
@@ -28,15 +46,10 @@ from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
 from rnnlab.sampling import sample  # noqa: E402
 from rnnlab.text import CharTokenizer  # noqa: E402
 
-from crosscheck import (  # noqa: E402
-    B, CONFIGS, H, NO_CLIP, T, TOL, V, assert_dicts_close, assert_option_refused_in_one_line,
-    assert_optimizer_trajectories_match,
-    assert_resumes_numpy_trajectory, config_id, numpy_grads, random_batch, random_params, random_state)
-
 tf.get_logger().setLevel("ERROR")   # every test builds new tf.functions: retracing warnings are expected
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def functional_model(config):
     """One float64 functional model per config (building one costs ~0.2 s); tests set its weights."""
     return rkeras.build_keras_model(config, "float64")
@@ -105,7 +118,7 @@ def test_logits_final_state_and_masked_loss_match(config):
     logits, final, _ = charmodel.forward(params, config, batch.ids, state)
     expected_logits, *expected_final = keras_model(config, params)(keras_inputs(batch, state))
     np.testing.assert_allclose(logits, expected_logits.numpy().transpose(1, 0, 2), **TOL)
-    for part, expected in zip((part for layer in final for part in layer), expected_final):
+    for part, expected in zip((part for layer in final for part in layer), expected_final, strict=True):
         np.testing.assert_allclose(part, expected.numpy(), **TOL)
     expected_loss = rkeras.masked_cross_entropy(expected_logits, batch.targets.T.astype(np.int32), batch.mask.T)
     assert softmax_cross_entropy(logits, batch.targets, batch.mask)[0] == pytest.approx(float(expected_loss), rel=1e-12)
@@ -124,7 +137,8 @@ def test_every_parameter_gradient_matches_gradient_tape(config, upstream):
             loss = rkeras.masked_cross_entropy(logits, batch.targets.T.astype(np.int32), batch.mask.T)
         else:
             loss = tf.reduce_sum(logits * dy.transpose(1, 0, 2))
-    grads = dict(zip((id(v) for v in model.trainable_variables), tape.gradient(loss, model.trainable_variables)))
+    weights = model.trainable_variables
+    grads = dict(zip((id(v) for v in weights), tape.gradient(loss, weights), strict=True))
     per_layer = {name: [grads[id(w)].numpy() for w in model.get_layer(name).weights]
                  for name in rkeras.weight_layer_names(config)}
     if upstream == "masked loss":

@@ -13,6 +13,26 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from crosscheck import (  # noqa: E402
+    CONFIGS,
+    NO_CLIP,
+    TOL,
+    B,
+    H,
+    T,
+    V,
+    assert_dicts_close,
+    assert_optimizer_trajectories_match,
+    assert_option_refused_in_one_line,
+    assert_resumes_numpy_trajectory,
+    config_id,
+    numpy_grads,
+    one_torch_thread,  # noqa: E402, F401 (an autouse fixture: used by being imported)
+    random_batch,
+    random_params,
+    random_state,
+    run_both,
+)
 from rnnlab import model as charmodel  # noqa: E402
 from rnnlab.cells import CELLS  # noqa: E402
 from rnnlab.engines import NumpyEngine  # noqa: E402
@@ -21,12 +41,6 @@ from rnnlab.frameworks import torch as rtorch  # noqa: E402
 from rnnlab.losses import softmax_cross_entropy  # noqa: E402
 from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
 from rnnlab.train import TrainConfig  # noqa: E402
-
-from crosscheck import (  # noqa: E402
-    B, CONFIGS, H, NO_CLIP, T, TOL, V, assert_dicts_close, assert_option_refused_in_one_line,
-    assert_optimizer_trajectories_match,
-    assert_resumes_numpy_trajectory, config_id, numpy_grads, random_batch, random_params, random_state, run_both)
-from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
 
 
 def torch_model(config, params):
@@ -92,7 +106,7 @@ def test_logits_final_state_and_masked_loss_match(config):
     logits, final, _ = charmodel.forward(params, config, batch.ids, state)
     expected_logits, expected_final = torch_model(config, params)(torch.from_numpy(batch.ids), to_torch_state(state))
     np.testing.assert_allclose(logits, expected_logits.detach().numpy(), **TOL)
-    for part, expected in zip(to_torch_state(final), expected_final):
+    for part, expected in zip(to_torch_state(final), expected_final, strict=True):
         np.testing.assert_allclose(part.numpy(), expected.detach().numpy(), **TOL)
     expected_loss = rtorch.masked_cross_entropy(expected_logits, torch.from_numpy(batch.targets),
                                                 torch.from_numpy(batch.mask))
@@ -189,8 +203,8 @@ def test_hidden_state_converts_to_rnnlab_layout_and_back():
     state = random_state(config)
     back = engine.state_to_numpy(engine.state_from_numpy(state))
     assert [len(layer) for layer in back] == [2, 2]
-    for layer, expected in zip(back, state):
-        for part, want in zip(layer, expected):
+    for layer, expected in zip(back, state, strict=True):
+        for part, want in zip(layer, expected, strict=True):
             np.testing.assert_array_equal(part, want)
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -32,13 +32,13 @@ from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
-from .health import health_warnings, state_max
-from .tasks import make_task
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import DirectoryLock, prepare_directory
 from .frameworks import engine_optimizer_options
+from .health import health_warnings, state_max
 from .losses import bits_per_char, perplexity
 from .optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
+from .tasks import make_task
 
 __all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate"]
 
@@ -406,7 +406,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, checkpoint: ckpt.Checkpoint, overrides: dict | None = None, on_report=None, on_progress=None,
-               new_data: bool = False, on_load=None) -> "Trainer":
+               new_data: bool = False, on_load=None) -> Trainer:
         """A Trainer that continues ``checkpoint``'s run with the settings in ``overrides`` changed (those
         the user gave; :data:`config.LOCKED_ON_RESUME` ones may not change).
 

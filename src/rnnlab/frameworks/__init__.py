@@ -67,7 +67,7 @@ def reorder_gates(array: np.ndarray, source: tuple, target: tuple, axis: int = -
 
     reorder_gates(W, ("r", "z", "n"), ("z", "r", "n")) swaps the first two (H-wide) blocks of W.
     """
-    blocks = dict(zip(source, np.split(array, len(source), axis=axis)))
+    blocks = dict(zip(source, np.split(array, len(source), axis=axis), strict=True))
     return np.concatenate([blocks[gate] for gate in target], axis=axis)
 
 

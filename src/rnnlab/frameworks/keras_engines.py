@@ -16,9 +16,17 @@ from ..cells import CELLS
 from ..errors import RnnlabError, TrainingDiverged
 from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
 from . import MappedOptimizer, unsupported
-from .keras import (TFCharRNN, apply_if_finite, build_keras_model, from_keras, get_keras_weights,
-                    masked_cross_entropy, set_keras_weights, to_keras, weight_layer_names)
-
+from .keras import (
+    TFCharRNN,
+    apply_if_finite,
+    build_keras_model,
+    from_keras,
+    get_keras_weights,
+    masked_cross_entropy,
+    set_keras_weights,
+    to_keras,
+    weight_layer_names,
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Optimizers: rnnlab dataclass -> keras.optimizers, with the same trajectory
@@ -185,7 +193,7 @@ class KerasEngine:
         for slot, (attribute, factor) in self.mapped.slots.items():
             values = to_keras(optimizer_state[slot], self.model_config)
             for name, variables in self._slot_variables(attribute).items():
-                for variable, value in zip(variables, values[name]):
+                for variable, value in zip(variables, values[name], strict=True):
                     variable.assign(np.asarray(value, dtype=self.dtype) / factor)
 
     def state_to_numpy(self, state) -> list:
