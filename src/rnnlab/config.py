@@ -125,7 +125,7 @@ class TrainConfig:
 # is TrainConfig's own; a translator (pairs data) learns the shipped dates to >= 99 % exact match in about a
 # minute of training with these (docs/attention.md).
 MODE_DEFAULTS = {
-    "pairs": {"cell": "gru", "hidden_size": 128, "batch_size": 64, "iterations": 3000, "optimizer": "adam",
+    "pairs": {"cell": "gru", "hidden_size": 128, "batch_size": 64, "iterations": 1500, "optimizer": "adam",
               "learning_rate": 0.003, "clip_value": None, "clip_norm": 5.0, "sample_every": 500, "eval_every": 250,
               "num_samples": 4},
 }
