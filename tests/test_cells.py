@@ -66,7 +66,7 @@ def test_fast_lstm_equals_textbook_lstm_over_several_steps(workspace):
 
 def test_textbook_lstm_step_backward_matches_finite_differences():
     """The reference step on its own: random upstream dh and dc; dzx, dh_{t-1}, dc_{t-1} and
-    h_{t-1}^T dz = dWh against central differences (float64, relative error < 1e-6, as test_gradients)."""
+    h_{t-1}^T dz = dWh against central differences (float64, relative error < 1e-6, as below)."""
     rng = np.random.default_rng(1)
     p = random_lstm(rng)
     zx = rng.normal(size=(B, 4 * H))
@@ -84,3 +84,43 @@ def test_textbook_lstm_step_backward_matches_finite_differences():
     assert relative_error(dh_prev, numerical_gradient(loss, state[0])) < 1e-6
     assert relative_error(dc_prev, numerical_gradient(loss, state[1])) < 1e-6
     assert relative_error(state[0].T @ dzh, numerical_gradient(loss, p["Wh"])) < 1e-6
+
+
+# Finite differences: central differences with eps = 1e-6 in float64 carry ~1e-10 relative error (see
+# rnnlab.gradcheck), so a correct gradient has relative error far below the bound of 1e-6, and any missing
+# term would exceed it by orders of magnitude. Parameters are random *nonzero*, biases included: a zero
+# bias hides bias-gradient bugs.
+EPS = 1e-6
+BOUND = 1e-6
+
+
+def random_layer(cell, input_size, hidden, rng):
+    """A layer's parameters with every entry random and nonzero, biases included."""
+    p = cell.init(input_size, hidden, rng)
+    return {name: rng.normal(0.0, 0.5, size=value.shape) for name, value in p.items()}
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_cell_step_backward_matches_finite_differences(cell_name):
+    """One step, random upstream gradients on every state output: dzx is d(loss)/d(zx), each dprev_state
+    is d(loss)/d(state part), and h_prev^T dzh is d(loss)/d(Wh) (+ sum dzh = d(loss)/d(bh) for GRU)."""
+    cell = CELLS[cell_name]
+    rng = np.random.default_rng(1)
+    B, H = 3, 4
+    p = random_layer(cell, 5, H, rng)
+    zx = rng.normal(size=(B, cell.n_gates * H))
+    state = tuple(rng.normal(size=(B, H)) for _ in range(cell.n_states))
+    upstream = tuple(rng.normal(size=(B, H)) for _ in range(cell.n_states))
+
+    def loss():
+        next_state, _ = cell.step_forward(zx, state, p)
+        return sum(float((s * u).sum()) for s, u in zip(next_state, upstream, strict=True))
+
+    _, cache = cell.step_forward(zx, state, p)
+    dzx, dzh, dstate = cell.step_backward(upstream, cache, p)
+    assert relative_error(dzx, numerical_gradient(loss, zx, EPS)) < BOUND
+    for s, ds in zip(state, dstate, strict=True):
+        assert relative_error(ds, numerical_gradient(loss, s, EPS)) < BOUND
+    assert relative_error(state[0].T @ dzh, numerical_gradient(loss, p["Wh"], EPS)) < BOUND
+    if "bh" in p:
+        assert relative_error(dzh.sum(axis=0), numerical_gradient(loss, p["bh"], EPS)) < BOUND

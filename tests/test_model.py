@@ -8,6 +8,7 @@ import pytest
 from rnnlab import model as charmodel
 from rnnlab.batches import pad_sequences
 from rnnlab.cells import CELLS
+from rnnlab.gradcheck import numerical_gradient, relative_error
 from rnnlab.initializers import INIT_SCHEMES
 
 
@@ -90,3 +91,41 @@ def test_check_params_names_the_mismatch():
     params["l0.Wh"] = params["l0.Wh"][:, :3]
     with pytest.raises(ValueError, match="l0.Wh"):
         charmodel.check_params(config, params)
+
+
+# Finite differences in float64 (eps 1e-6, bound 1e-6: see tests/test_cells.py), random nonzero parameters.
+EPS = 1e-6
+BOUND = 1e-6
+
+
+def random_params(config, rng):
+    params = charmodel.init_params(config, rng, dtype=np.float64)
+    return {name: rng.normal(0.0, 0.5, size=value.shape) for name, value in params.items()}
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+@pytest.mark.parametrize("num_layers,dropout", [(1, 0.0), (2, 0.0), (2, 0.3)])
+def test_full_model_loss_gradient_matches_finite_differences(cell_name, num_layers, dropout):
+    """loss_and_grads: every parameter of the stack and the output layer, masked batch loss, dropout on.
+
+    Dropout draws its mask from a Generator; re-seeding it for every evaluation keeps the mask fixed, so
+    the function being differentiated is deterministic."""
+    rng = np.random.default_rng(3)
+    config = charmodel.ModelConfig(vocab_size=6, cell=cell_name, hidden_size=3, num_layers=num_layers,
+                                   dropout=dropout)
+    params = random_params(config, rng)
+    T, B = 4, 3
+    ids, targets = rng.integers(0, 6, size=(T, B)), rng.integers(0, 6, size=(T, B))
+    mask = np.ones((T, B))
+    mask[2:, 1] = 0.0  # the second sequence is 2 characters long, the rest is padding
+    state = [tuple(rng.normal(size=(B, 3)) for _ in range(CELLS[cell_name].n_states)) for _ in range(num_layers)]
+
+    def loss():
+        value, _, _ = charmodel.loss_and_grads(params, config, ids, targets, state, mask,
+                                               np.random.default_rng(7))
+        return value
+
+    _, grads, _ = charmodel.loss_and_grads(params, config, ids, targets, state, mask, np.random.default_rng(7))
+    assert grads.keys() == params.keys()
+    for name, value in params.items():
+        assert relative_error(grads[name], numerical_gradient(loss, value, EPS)) < BOUND, name
