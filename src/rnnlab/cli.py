@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "deterministic", action="store_true", help="fixed example order (no reshuffling); fixed --seed")
     add_flag(train, "engine", default=d.engine, choices=list(ENGINES),
              help="numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / [tf] extra)")
+    add_flag(train, "threads", type=int, default=d.threads,
+             help="numpy engine: threads per training step (default: the cores available to this process)")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=finite_float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")

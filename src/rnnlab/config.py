@@ -48,6 +48,7 @@ class TrainConfig:
     seq_length: int = 25
     deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
     engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
+    threads: int | None = None          # numpy engine: threads per step (parallel.py); None: the cores available
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
@@ -86,6 +87,7 @@ class TrainConfig:
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length",
                      "hidden_size", "num_layers"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        require(self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}")
         for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
                      "learning_rate", "min_learning_rate", "encoder_hidden", "attention_size", "max_output_length"):
             value = getattr(self, name)
