@@ -135,3 +135,12 @@ def test_threads_default_is_the_cores_available_and_must_be_positive():
     assert parallel.resolve_threads(3) == 3
     with pytest.raises(RnnlabError, match="--threads must be > 0"):
         TrainConfig(threads=0)
+
+
+def test_threads_flag_is_validated_on_the_command_line():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "rnnlab.cli", "train", "--threads", "0", "--iterations", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--threads must be > 0" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
