@@ -9,26 +9,25 @@
    by running the step on an ``ndarray`` subclass whose ``__array_ufunc__`` (every ufunc, operators and
    ``np.matmul`` included) and ``__setitem__`` record the sizes. The count follows the code as it is, for
    the step in ``cells.py`` and for the step it replaced (kept below as ``*_before``).
-3. Time: T steps forward and backward of each version, interleaved, best and median of several runs, with
-   the recurrent products ``h Wh`` and ``dz Wh^T`` timed alone so the element-wise part can be set against
-   the bytes it moves.
+3. Time: T steps forward and backward of each version, interleaved, best of several runs: once with the
+   real recurrent products, once with ``Wh`` replaced by a stand-in whose products cost nothing, so the
+   element-wise part alone can be set against the bytes it moves.
 
 Everything runs on one thread (BLAS included): the figures are those of one core, or of one batch shard.
-Timings are best-of-N: on a shared machine the minimum is the closest to an unloaded run.
+Times are this thread's CPU time (``time.thread_time``), best of N: on a shared machine the wall clock
+also counts the time other processes held the core, the thread's CPU time does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import time
 
 import numpy as np
 
 from rnnlab.cells import CELLS, _lstm_block_constants, new_grad_out, new_step_out, LSTM_CACHE
 from rnnlab.parallel import blas_threads
-from rnnlab.recurrence import Workspace, sequence_backward, sequence_forward
 
 
 # ---- the step as it was before issue 17 (for the byte count and the timing) -----------------------------
@@ -84,9 +83,9 @@ LSTM_BEFORE = dataclasses.replace(CELLS["lstm"], step_forward=lstm_step_forward_
 def best_time(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.thread_time()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
     return best
 
 
@@ -155,33 +154,43 @@ def split_bytes(calls) -> tuple[int, int, int]:
 
 # ---- 3. time --------------------------------------------------------------------------------------------
 
-def sequence_times(cell, T, B, H, runs: int):
-    """(forward seconds, backward seconds) lists of T steps with a Workspace, as in training."""
+class PrecomputedProduct:
+    """Stands in for ``Wh``: ``h @ Wh`` and ``dz @ Wh.T`` return precomputed arrays at no cost, so a timed
+    step counts its element-wise work alone."""
+
+    __array_ufunc__ = None                                        # ndarray @ this -> this.__rmatmul__
+
+    def __init__(self, forward: np.ndarray, backward: np.ndarray):
+        self.forward, self.backward = forward, backward
+
+    def __rmatmul__(self, other):
+        return self.forward
+
+    @property
+    def T(self):
+        return PrecomputedProduct(self.backward, self.forward)
+
+
+def step_loop_times(cell, T, B, H, wh) -> tuple[float, float]:
+    """CPU seconds of T forward steps and T backward steps of ``cell`` (gates over zx, gate gradients over
+    the gates, as ``sequence_forward`` / ``sequence_backward`` with a Workspace), with ``wh`` as Wh."""
     rng = np.random.default_rng(1)
-    p = {k: v.astype(np.float32) for k, v in CELLS["lstm"].init(H, H, rng).items()}
-    zx_source = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
+    zx = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
+    hs = np.zeros((T + 1, B, H), np.float32)
+    c_all, tc_all = np.empty((T, B, H), np.float32), np.empty((T, B, H), np.float32)
     dhs = rng.standard_normal((T, B, H)).astype(np.float32)
-    state0 = (np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))
-    ws = Workspace()
-    forward, backward = [], []
-    for _ in range(runs):
-        zx = ws.empty("zx", zx_source.shape, np.float32)
-        np.copyto(zx, zx_source)
-        start = time.perf_counter()
-        _, _, cache = sequence_forward(cell, zx, state0, p, ws)
-        middle = time.perf_counter()
-        sequence_backward(cell, dhs, cache, p, ws=ws)
-        forward.append(middle - start)
-        backward.append(time.perf_counter() - middle)
-    return forward, backward
-
-
-def matmul_times(T, B, H, runs: int) -> tuple[float, float]:
-    """Best seconds of T products h @ Wh (B, H)x(H, 4H) and T products dz @ Wh^T (B, 4H)x(4H, H)."""
-    rng = np.random.default_rng(2)
-    Wh = rng.standard_normal((H, 4 * H)).astype(np.float32)
-    h, dz = rng.standard_normal((B, H)).astype(np.float32), rng.standard_normal((B, 4 * H)).astype(np.float32)
-    return (best_time(lambda: [h @ Wh for _ in range(T)], runs), best_time(lambda: [dz @ Wh.T for _ in range(T)], runs))
+    p = {"Wh": wh}
+    state, caches = (hs[0], np.zeros((B, H), np.float32)), []
+    start = time.thread_time()
+    for t in range(T):
+        state, cache = cell.step_forward(zx[t], state, p, (hs[t + 1], zx[t], c_all[t], tc_all[t]))
+        caches.append(cache)
+    middle = time.thread_time()
+    dstate = (np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))
+    for t in reversed(range(T)):
+        dstate = (dstate[0] + dhs[t], dstate[1])
+        _, _, dstate = cell.step_backward(dstate, caches[t], p, (zx[t], zx[t]))
+    return middle - start, time.thread_time() - middle
 
 
 def main(argv=None) -> None:
@@ -201,24 +210,27 @@ def main(argv=None) -> None:
 
     counts = {"before": count_step(lstm_step_forward_before, lstm_step_backward_before, B, H),
               "after": count_step(CELLS["lstm"].step_forward, CELLS["lstm"].step_backward, B, H)}
-    fw_mm, bw_mm = matmul_times(T, B, H, args.runs)
-    times = {"before": ([], []), "after": ([], [])}
-    for _ in range(args.runs):                                    # interleaved, one run of T steps each
-        for name, cell in (("before", LSTM_BEFORE), ("after", CELLS["lstm"])):
-            forward, backward = sequence_times(cell, T, B, H, 1)
-            times[name][0].extend(forward)
-            times[name][1].extend(backward)
-    print("| step | version | element-wise calls | element-wise MB moved | matmul MB | best ms (T steps) | "
-          "median ms | element-wise GB/s (best, less the matmuls) | % of the in-cache copy rate |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for direction, index, mm in (("forward", 0, fw_mm), ("backward", 1, bw_mm)):
-        for name in ("before", "after"):
-            ew, mmb, n = split_bytes(counts[name][direction])
-            best, median = min(times[name][index]), statistics.median(times[name][index])
-            rate = T * ew / max(best - mm, 1e-9) / 1e9
-            print(f"| {direction} | {name} | {n} | {ew / 1e6:.2f} | {mmb / 1e6:.2f} | {1e3 * best:.2f} | "
-                  f"{1e3 * median:.2f} | {rate:.1f} | {100 * rate / cache:.0f} |")
-    print(f"\nmatmuls alone (best, T steps): h Wh {1e3 * fw_mm:.2f} ms, dz Wh^T {1e3 * bw_mm:.2f} ms")
+    rng = np.random.default_rng(2)
+    real_wh = (rng.standard_normal((H, 4 * H)) * 0.05).astype(np.float32)
+    free_wh = PrecomputedProduct(rng.standard_normal((B, 4 * H)).astype(np.float32),
+                                 rng.standard_normal((B, H)).astype(np.float32))
+    cells = {"before": LSTM_BEFORE, "after": CELLS["lstm"]}
+    times = {(name, wh): [] for name in cells for wh in ("real", "free")}
+    for _ in range(args.runs):                                    # interleaved
+        for name, cell in cells.items():
+            for wh_name, wh in (("real", real_wh), ("free", free_wh)):
+                times[(name, wh_name)].append(step_loop_times(cell, T, B, H, wh))
+    print("| step | version | element-wise calls | element-wise MB per step | ms per T steps, element-wise "
+          "only | GB/s | % of in-cache copy | ms per T steps with the products |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for index, direction in enumerate(("forward", "backward")):
+        for name in cells:
+            ew, _, n = split_bytes(counts[name][direction])
+            free = min(run[index] for run in times[(name, "free")])
+            real = min(run[index] for run in times[(name, "real")])
+            rate = T * ew / free / 1e9
+            print(f"| {direction} | {name} | {n} | {ew / 1e6:.2f} | {1e3 * free:.2f} | {rate:.1f} | "
+                  f"{100 * rate / cache:.0f} | {1e3 * real:.2f} |")
     for name in ("before", "after"):
         for direction in ("forward", "backward"):
             print(f"\n{name}, {direction}: " + ", ".join(f"{call} {(r + w) >> 10}K" for call, r, w in counts[name][direction]))
