@@ -155,20 +155,24 @@ def split_bytes(calls) -> tuple[int, int, int]:
 # ---- 3. time --------------------------------------------------------------------------------------------
 
 class PrecomputedProduct:
-    """Stands in for ``Wh``: ``h @ Wh`` and ``dz @ Wh.T`` return precomputed arrays at no cost, so a timed
-    step counts its element-wise work alone."""
+    """Stands in for ``Wh`` (and ``Wh^T``): every product with it returns a precomputed array of the right
+    shape at no cost -- ``h Wh`` (B, 4H), ``(Wh^T h^T)`` (4H, B), ``dz Wh^T`` (B, H) -- so a timed step
+    counts its element-wise work alone."""
 
     __array_ufunc__ = None                                        # ndarray @ this -> this.__rmatmul__
 
     def __init__(self, forward: np.ndarray, backward: np.ndarray):
-        self.forward, self.backward = forward, backward
+        self.forward, self.backward = forward, backward           # (B, 4H), (B, H)
 
-    def __rmatmul__(self, other):
-        return self.forward
+    def __rmatmul__(self, other):                                 # h @ Wh or dz @ Wh^T, told apart by width
+        return self.forward if other.shape[1] == self.backward.shape[1] else self.backward
+
+    def __matmul__(self, other):                                  # Wh^T @ h^T
+        return self.forward.T
 
     @property
     def T(self):
-        return PrecomputedProduct(self.backward, self.forward)
+        return self
 
 
 def step_loop_times(cell, T, B, H, wh) -> tuple[float, float]:
@@ -179,7 +183,7 @@ def step_loop_times(cell, T, B, H, wh) -> tuple[float, float]:
     hs = np.zeros((T + 1, B, H), np.float32)
     c_all, tc_all = np.empty((T, B, H), np.float32), np.empty((T, B, H), np.float32)
     dhs = rng.standard_normal((T, B, H)).astype(np.float32)
-    p = {"Wh": wh}
+    p = {"Wh": wh, "WhT": wh if isinstance(wh, PrecomputedProduct) else np.ascontiguousarray(wh.T)}  # as the loop
     state, caches = (hs[0], np.zeros((B, H), np.float32)), []
     start = time.thread_time()
     for t in range(T):
