@@ -10,8 +10,10 @@ For each CELL/HIDDEN/BATCH/SEQ/LAYERS, three NumPy engines take turns on the sam
 * ``unsplit``    -- the unsplit step, BLAS on N threads (the engine before batch shards);
 * ``shards``     -- N batch shards on N threads, one BLAS thread each (``parallel.py``).
 
-It prints the median milliseconds per step and the median of the per-round ratios. The shard size at which
-``shards`` stops beating ``unsplit`` is what ``parallel.MIN_SHARD_ROWS`` is chosen from.
+It prints the median milliseconds per step, the median of the per-round ratios and the ratio of the fastest
+rounds (on a shared machine the fastest round of each is the one least disturbed by other processes; with
+many short rounds it is the better estimate of what the machine can do alone). The shard size at which
+``shards`` stops beating ``unsplit`` is what ``parallel.plan_shards`` is chosen from.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def main(argv=None) -> None:
     print(f"{args.threads} threads, {available_cores()} cores available, load average {os.getloadavg()[0]:.1f}; "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps\n")
     print("| cell/H/B/T/L | 1 thread ms | unsplit ms | shards ms | shards ÷ unsplit speed-up (round range) | "
-          "shards ÷ 1 thread |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "shards ÷ 1 thread | fastest rounds: 1 thread / unsplit / shards ms | shards ÷ unsplit, fastest |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for spec in args.specs.split(","):
         cell, *sizes = spec.split("/")
         H, B, T, L = (int(x) for x in sizes)
@@ -75,9 +77,11 @@ def main(argv=None) -> None:
         median = {name: statistics.median(t) for name, t in times.items()}
         paired = sorted(u / s for u, s in zip(times["unsplit"], times["shards"]))
         versus_one = statistics.median(o / s for o, s in zip(times["one"], times["shards"]))
+        fastest = {name: min(t) for name, t in times.items()}
         print(f"| {spec} | {1e3 * median['one']:.1f} | {1e3 * median['unsplit']:.1f} | {1e3 * median['shards']:.1f} | "
-              f"**{statistics.median(paired):.2f}×** ({paired[0]:.2f}–{paired[-1]:.2f}) | {versus_one:.2f}× |",
-              flush=True)
+              f"**{statistics.median(paired):.2f}×** ({paired[0]:.2f}–{paired[-1]:.2f}) | {versus_one:.2f}× | "
+              f"{1e3 * fastest['one']:.1f} / {1e3 * fastest['unsplit']:.1f} / {1e3 * fastest['shards']:.1f} | "
+              f"{fastest['unsplit'] / fastest['shards']:.2f}× |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

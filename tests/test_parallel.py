@@ -117,6 +117,8 @@ def test_engine_with_threads_trains_like_one_thread():
 
 
 def test_plan_shards_splits_evenly_and_only_big_enough_batches():
+    assert parallel.min_shard_rows(256) == 32 and parallel.min_shard_rows(512) == 16
+    assert parallel.min_shard_rows(100_000) == 1
     assert plan_shards(64, 2, 8) == [slice(0, 32), slice(32, 64)]
     assert plan_shards(7, 3, 1) == [slice(0, 2), slice(2, 5), slice(5, 7)]
     assert plan_shards(15, 2, 8) == [slice(0, 15)]                 # two shards would have 7 rows < 8

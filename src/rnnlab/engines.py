@@ -30,7 +30,7 @@ from . import model as charmodel
 from . import seq2seq
 from .errors import RnnlabError, TrainingDiverged
 from .optim import clip_by_global_norm, clip_by_value, global_norm
-from .parallel import MIN_SHARD_ROWS, ShardedSteps, resolve_threads
+from .parallel import ShardedSteps, min_shard_rows, resolve_threads
 
 
 def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
@@ -65,18 +65,21 @@ class NumpyEngine:
 
     ``train_config.threads`` (None: every core available) is how many threads a step may use: a batch big
     enough is split into shards run side by side (``parallel.py``), a smaller one runs unsplit with BLAS on
-    that many threads. ``shard_rows`` (rows per shard at least; None: never shard) is for benchmarks."""
+    that many threads. ``shard_rows`` (the fewest rows per shard; default: ``parallel.min_shard_rows`` of
+    the model's width; None: never shard) is for tests and benchmarks."""
 
     name = "numpy"
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator,
-                 shard_rows: int | None = MIN_SHARD_ROWS):
+                 shard_rows: int | None | str = "auto"):
         self.model_config, self.params, self.optimizer = model_config, params, optimizer
         self.opt_state = optimizer.init(params)
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
         self.dropout_rng = dropout_rng
         self.dtype = next(iter(params.values())).dtype
         self.threads = resolve_threads(getattr(train_config, "threads", None))
+        if shard_rows == "auto":
+            shard_rows = min_shard_rows(model_config.hidden_size)
         self.shards = ShardedSteps(self.threads, shard_rows)   # with the step's Workspace(s), kept between steps
 
     def zero_state(self, batch_size: int):

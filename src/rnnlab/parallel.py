@@ -24,10 +24,13 @@ takes its rows, so the sharded step sees the same masks and leaves the Generator
 carried state is split by rows and the shards' final states are stacked back. The gradients are summed in
 shard order on the calling thread, so the result does not depend on which thread finishes first.
 
-A shard must be big enough to pay for itself: each shard thread still runs its own Python loop, which holds
-the GIL between NumPy calls, and a shard of a few rows makes every call mostly overhead. :func:`plan_shards`
-shards only when every shard gets at least ``MIN_SHARD_ROWS`` rows (measured: docs/performance.md);
-otherwise the step runs unsplit -- the plain path of ``model.py`` -- with BLAS on all the threads.
+A shard must be big enough to pay for itself. Each shard thread runs its own Python loop of small NumPy
+calls and needs the GIL between them; every call hands the GIL to the other thread and back, and on a
+virtual machine waking a waiting thread costs tens of microseconds. With (B_s, H) blocks of a few thousand
+numbers that hand-over costs more than the call, and two threads are slower than one (measured:
+docs/performance.md). :func:`plan_shards` therefore shards only when every shard's (B_s, H) block holds at
+least ``MIN_SHARD_ELEMENTS`` numbers; otherwise the step runs unsplit -- the plain path of ``model.py`` --
+with BLAS on all the threads.
 
 BLAS threads are set at run time with ``threadpoolctl`` (the scientific-Python stack's package for it: it
 finds OpenBLAS, MKL or BLIS whatever their symbol prefixes). Without it installed the engine never shards
@@ -45,7 +48,7 @@ import numpy as np
 from . import model as charmodel
 from .recurrence import Workspace
 
-MIN_SHARD_ROWS = 8   # sequences per shard; smaller shards lose more to the GIL than they gain (measured)
+MIN_SHARD_ELEMENTS = 8192   # rows x hidden units per shard; smaller shards lose more to the GIL than they gain
 
 
 def available_cores() -> int:
@@ -82,7 +85,7 @@ def blas_threads(n: int):
     return contextlib.nullcontext() if controller is None else controller.limit(limits=n, user_api="blas")
 
 
-def plan_shards(batch: int, threads: int, min_rows: int = MIN_SHARD_ROWS) -> list[slice]:
+def plan_shards(batch: int, threads: int, min_rows: int) -> list[slice]:
     """Split ``batch`` columns into at most ``threads`` shards of at least ``min_rows`` each (as equal as
     possible, consecutive); one shard -- the whole batch -- when it is too small, or when BLAS threads cannot
     be controlled."""
@@ -108,13 +111,18 @@ def real_count(batch, dtype) -> float:
     return float(batch.ids.size if batch.mask is None else batch.mask.astype(dtype).sum())
 
 
+def min_shard_rows(hidden: int, min_elements: int = MIN_SHARD_ELEMENTS) -> int:
+    """The fewest rows a shard of a model with ``hidden`` units may have (at least 1)."""
+    return max(1, -(-min_elements // hidden))
+
+
 class ShardedSteps:
     """Runs a batch's training step (or validation) as shards on ``threads`` threads; see the module doc.
 
-    ``min_rows`` decides when to shard (``None``: never -- the unsplit step with BLAS on every thread, the
-    engine as it was before sharding existed; benchmarks compare the two)."""
+    ``min_rows`` is the fewest rows per shard (``None``: never shard -- the unsplit step with BLAS on every
+    thread, the engine as it was before sharding existed; benchmarks compare the two)."""
 
-    def __init__(self, threads: int, min_rows: int | None = MIN_SHARD_ROWS):
+    def __init__(self, threads: int, min_rows: int | None):
         self.threads, self.min_rows = threads, min_rows
         self.workspaces = [Workspace()]   # one per shard, kept from step to step
         self._pool = None
