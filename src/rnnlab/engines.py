@@ -116,7 +116,11 @@ class NumpyEngine:
 class Seq2SeqEngine(NumpyEngine):
     """The translator's engine (``seq2seq.py``, a ``pairs`` dataset): the same optimizer state, clipping,
     learning-rate and checkpoint interface as NumpyEngine. Batches are ``pairs.PairBatch``; no hidden state
-    is carried from one batch to the next, so the state is always None."""
+    is carried from one batch to the next, so the state is always None. Its steps are not split into batch
+    shards."""
+
+    def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+        super().__init__(model_config, params, optimizer, train_config, dropout_rng, shard_rows=None)
 
     def zero_state(self, batch_size: int):
         return None
