@@ -313,6 +313,12 @@ def run_bench(cells, shapes, engines, rounds: int = DEFAULT_ROUNDS, round_s: flo
             "spread_limit": SPREAD_LIMIT, "rows": rows}
 
 
+def paired_range(row: dict, engine: str) -> str:
+    """" [low-high]": the range of the per-round speed-ups against ``engine``, where the row has it."""
+    low_high = row.get(f"speedup_range_vs_{engine}")
+    return f" [{low_high[0]:.2f}-{low_high[1]:.2f}]" if low_high else ""
+
+
 def format_table(result: dict) -> str:
     kernels = result.get("blas_kernels") or "unknown"
     load = ", ".join("?" if x is None else f"{x:.1f}" for x in result.get("load_average", []))
@@ -321,11 +327,13 @@ def format_table(result: dict) -> str:
              f"({result.get('cores_available', '?')} cores available); load average before, after: {load}",
              f"ms/step: median (fastest-slowest) of {result['rows'][0]['rounds'] if result['rows'] else 0} "
              f"interleaved rounds; ! = rounds spread by more than {100 * result.get('spread_limit', SPREAD_LIMIT):.0f} % "
-             "of the median: the load changed, measure that row again", "",
+             "of the median: the load changed, measure that row again; [a-b]: the range of the per-round speed-ups",
+             "",
              "| cell | H/B/T[/L] | engine | threads | ms/step | tokens/s | GFLOP/s | % peak | peak RSS MB | numpy speed-up |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        speedups = ", ".join(f"{r[k]:.2f}x vs {k[len('speedup_vs_'):]}" for k in r if k.startswith("speedup_vs_"))
+        speedups = ", ".join(f"{r[k]:.2f}x vs {k[len('speedup_vs_'):]}" + paired_range(r, k[len('speedup_vs_'):])
+                             for k in r if k.startswith("speedup_vs_"))
         shape = str(Shape(r["hidden"], r["batch"], r["seq"], r.get("layers", 1)))
         timing = (f"{1e3 * r['seconds_per_step']:.1f} ({1e3 * r['min_seconds_per_step']:.1f}-"
                   f"{1e3 * r['max_seconds_per_step']:.1f}){' !' if r['noisy'] else ''}")
