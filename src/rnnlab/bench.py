@@ -55,8 +55,8 @@ VOCAB = 65
 # (hidden, batch, seq, layers); the last is the README's Shakespeare training shape (2 x 256, batch 32 x 64)
 SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1), (256, 64, 100, 1), (512, 64, 100, 1), (256, 32, 64, 2))
 QUICK_SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1))
-DEFAULT_ROUNDS = 7   # the median of 7 interleaved rounds moved by <= 3 % between repeats here (performance.md)
-SPREAD_LIMIT = 0.15  # (slowest - fastest round) / median above this: flagged, the ratios are not to be trusted
+DEFAULT_ROUNDS = 7   # more rounds narrowed the median little beyond 7 (benchmarks/bench_rounds.py, performance.md)
+SPREAD_LIMIT = 0.15  # (slowest - fastest round) / median above this: flagged; the targets turn on ratios near 1.0x and 1.5x
 # Pause before each timing round: PyTorch's OpenMP and TensorFlow's Eigen threads spin-wait for a while after
 # their work ends, and would otherwise steal the CPU from whichever engine is timed next.
 SETTLE_S = 0.3
