@@ -1,6 +1,7 @@
 """Each NumPy-engine optimisation against the straightforward code it replaced, timed in the same run.
 
     python benchmarks/fast_paths.py            # about a minute; prints a Markdown table
+    OPENBLAS_NUM_THREADS=1 python benchmarks/fast_paths.py   # one core: what each batch shard sees
 
 Shapes are those of the 256/64/100 LSTM benchmark (T=100, B=64, H=256, vocabulary 65), float32. Every pair
 is timed interleaved (old, new, old, new, ...) and the median is reported, so the ratio is meaningful on a
@@ -105,6 +106,23 @@ def dWh_one_gemm():
     return seq_cache.h_prev.reshape(T * B, H).T @ dzx.reshape(T * B, 4 * H)
 
 
+Wh_T = np.ascontiguousarray(p_lstm["Wh"].T)
+h_batch, dz_batch = hs[0], dzx[0]                            # (B, H), (B, 4H)
+
+
+def recurrent_products_plain():
+    for _ in range(T):
+        h_batch @ p_lstm["Wh"]                                   # forward  h Wh
+        dz_batch @ p_lstm["Wh"].T                                # backward dz Wh^T, from the transposed view
+
+
+def recurrent_products_transposed_copy():
+    Wh_T_once = np.ascontiguousarray(p_lstm["Wh"].T)             # once per sequence (recurrence.with_transposed_weights)
+    for _ in range(T):
+        (Wh_T_once @ h_batch.T).T                                # forward  (Wh^T h^T)^T
+        dz_batch @ Wh_T_once                                     # backward dz Wh^T
+
+
 config = charmodel.ModelConfig(vocab_size=V, cell="lstm", hidden_size=H)
 params = charmodel.init_params(config, rng, f32)
 step_ids = rng.integers(0, V, size=(T + 1, B))
@@ -128,6 +146,8 @@ if __name__ == "__main__":
     compare("LSTM forward, 100 steps: 3 sigmoids + 1 tanh -> one tanh in place", lstm_forward_textbook,
             lstm_forward_fused)
     compare("dWh: 100 per-step GEMMs -> one GEMM after BPTT", dWh_per_step, dWh_one_gemm)
+    compare("LSTM recurrent products, 100 steps: h Wh, dz Wh.T -> from one C-contiguous Wh^T",
+            recurrent_products_plain, recurrent_products_transposed_copy)
     compare("output layer: 3-D matmul -> 2-D GEMM", lambda: hs @ Wy,
             lambda: (hs.reshape(-1, H) @ Wy).reshape(T, B, V))
     compare("LSTM loss_and_grads: fresh arrays -> Workspace (reused, gates over zx)", training_step(None),

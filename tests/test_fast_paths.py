@@ -119,3 +119,34 @@ def test_workspace_final_state_is_not_overwritten_by_the_next_call():
     for layer, layer_kept in zip(state, kept):
         for part, part_kept in zip(layer, layer_kept):
             np.testing.assert_array_equal(part, part_kept)
+
+
+def test_lstm_local_derivative_in_place_equals_each_gates_derivative():
+    """scale^2 - (gates - offset)^2, the backward step's one expression for all four blocks, equals
+    s(1 - s) in the sigmoid blocks i, f, o and 1 - g^2 in the tanh block g."""
+    from rnnlab.activations import sigmoid_grad, tanh_grad
+    from rnnlab.cells import _lstm_block_constants
+
+    rng = np.random.default_rng(7)
+    B, H = 3, 4
+    z = rng.normal(size=(B, 4 * H)) * 3
+    i, f, g, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+    gates = np.concatenate([i, f, g, o], axis=1)
+    _, offset, scale2 = _lstm_block_constants(H, np.float64)
+    expected = np.concatenate([sigmoid_grad(i), sigmoid_grad(f), tanh_grad(g), sigmoid_grad(o)], axis=1)
+    np.testing.assert_allclose(scale2 - (gates - offset) ** 2, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_products_from_a_contiguous_transposed_wh_equal_the_plain_products():
+    """(Wh^T h^T)^T from a C-contiguous Wh^T equals h Wh, and dz Wh^T from it equals dz @ Wh.T; without the
+    copy (a single step) the view gives the same numbers."""
+    from rnnlab.cells import recurrent_projection, recurrent_weights_transposed
+    from rnnlab.recurrence import with_transposed_weights
+
+    rng = np.random.default_rng(8)
+    p = {"Wh": rng.normal(size=(5, 20))}
+    h, dz = rng.normal(size=(3, 5)), rng.normal(size=(3, 20))
+    for prepared in (with_transposed_weights(p, 10), with_transposed_weights(p, 1)):
+        np.testing.assert_allclose(recurrent_projection(h, prepared), h @ p["Wh"], rtol=RTOL)
+        np.testing.assert_allclose(dz @ recurrent_weights_transposed(prepared), dz @ p["Wh"].T, rtol=RTOL)
+    assert with_transposed_weights(p, 10)["WhT"].flags.c_contiguous and "WhT" not in with_transposed_weights(p, 1)

@@ -20,7 +20,8 @@ and GRU, ``(h, c)`` for LSTM. One BPTT loop serves all three cells through :data
 (widths ``Cell.cache_widths`` times H); backward, ``(dzx, dzh)`` (the same array unless the cell has a
 recurrent bias). The sequence loop passes slices of arrays it keeps from one training step to the next,
 so a step allocates almost nothing (see ``recurrence.Workspace``); called alone, a step allocates them.
-The returned state and cache are views of ``out``.
+The returned state and cache are views of ``out``. The recurrent products read Wh^T from
+:func:`recurrent_weights_transposed`: the sequence loop makes it once per sequence as ``p["WhT"]``.
 
 Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side by side in column order):
 
@@ -68,6 +69,21 @@ def new_grad_out(cache_array: np.ndarray, n_gates: int, separate_dzh: bool) -> t
     return dzx, (np.empty_like(dzx) if separate_dzh else dzx)
 
 
+def recurrent_weights_transposed(p: dict) -> np.ndarray:
+    """Wh^T (GH, H): ``p["WhT"]`` where the sequence loop has stored it -- one C-contiguous copy per
+    sequence -- else the transposed view ``Wh.T``. With a batch of a few dozen rows, OpenBLAS's products run
+    1.1-1.6x faster when the weights are the C-contiguous Wh^T (docs/performance.md): forward as
+    (Wh^T h^T)^T (:func:`recurrent_projection`), backward as dz Wh^T."""
+    return p["WhT"] if "WhT" in p else p["Wh"].T
+
+
+def recurrent_projection(h_prev: np.ndarray, p: dict) -> np.ndarray:
+    """h_{t-1} Wh (B, GH), computed as (Wh^T h_{t-1}^T)^T: the same product, faster for the LSTM's and
+    GRU's wide Wh (see above; the RNN's square Wh gains nothing and keeps ``h_prev @ Wh``); the result is
+    a transposed (column-major) view."""
+    return (recurrent_weights_transposed(p) @ h_prev.T).T
+
+
 def rnn_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     (h,) = out or new_step_out((), *h_prev.shape, zx.dtype)
@@ -82,7 +98,7 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
     (h,) = cache
     dz, _ = out or new_grad_out(h, 1, False)
     np.multiply(dh, tanh_grad(h), out=dz)                        # (B, H)
-    return dz, dz, (dz @ p["Wh"].T,)
+    return dz, dz, (dz @ recurrent_weights_transposed(p),)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -99,11 +115,14 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 # Speed, same maths: all four gates come from ONE tanh over the (B, 4H) block, because
 # sig(z) = (1 + tanh(z/2)) / 2: the i, f, o columns are halved before the tanh and mapped to (1 + t) / 2
 # after it -- whole rows times gates `scale` row plus an `offset` row (1 and 0 in the g block). Likewise one
-# expression gives every gate's local derivative: sig' = s(1 - s) = (1 - s)(s + 0) and
-# tanh' = 1 - g^2 = (1 - g)(g + 1), i.e. (1 - gates)(gates + k) with k = 1 only in the g block.
+# expression gives every gate's local derivative: with a = scale * t + offset,
+#   sig' = s(1 - s) = 1/4 - (s - 1/2)^2      tanh' = 1 - g^2,      i.e.  scale^2 - (gates - offset)^2,
+# three in-place passes over the (B, 4H) block and no temporary array.
 # In place: the sequence loop may hand the step zx's own slot for `gates` (the gates overwrite the input
 # projection) and, backward, the slot of `gates` for dz (the gate gradients overwrite the gates), so each step reads
 # what it needs before it writes; the comments marked "order" say which read must come first.
+# Every element-wise call is a pass over memory (docs/performance.md counts the bytes, benchmarks/lstm_bytes.py
+# measures them): the forward step makes 5 passes over (B, 4H) and 5 over (B, H), the backward 4 and 10.
 # lstm_reference_step_forward / _backward below compute the same step as the equations read, with nothing
 # fused and nothing in place (tests/test_cells.py checks that both agree).
 # --------------------------------------------------------------------------------------------------------
@@ -113,13 +132,12 @@ LSTM_CACHE = (4, 1, 1)   # gate activations gates = [i, f, g, o] (B, 4H), c (B, 
 
 @lru_cache(maxsize=32)
 def _lstm_block_constants(hidden: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scale, offset, k) rows of length 4H for the gate blocks i, f, g, o: 0.5/0.5/0 for gates sigmoid block,
-    1/0/1 for the tanh block g."""
+    """(scale, offset, scale^2) rows of length 4H for the gate blocks i, f, g, o: 0.5 / 0.5 / 0.25 in the
+    sigmoid blocks, 1 / 0 / 1 in the tanh block g."""
     scale = np.full(4 * hidden, 0.5, dtype=dtype)
     scale[2 * hidden:3 * hidden] = 1.0
-    k = np.zeros(4 * hidden, dtype=dtype)
-    k[2 * hidden:3 * hidden] = 1.0
-    return scale, 0.5 * (1.0 - k), k
+    offset = np.where(scale == 1.0, 0.0, 0.5).astype(dtype)
+    return scale, offset, scale * scale
 
 
 def lstm_cell_step(zx, state, p, out=None):
@@ -127,14 +145,15 @@ def lstm_cell_step(zx, state, p, out=None):
     H = h_prev.shape[1]
     h, gates, c, tc = out or new_step_out(LSTM_CACHE, *h_prev.shape, zx.dtype)
     scale, offset, _ = _lstm_block_constants(H, zx.dtype)
-    np.add(zx, h_prev @ p["Wh"], out=gates)                          # (B, 4H) pre-activations [zi, zf, zg, zo]
+    np.add(zx, recurrent_projection(h_prev, p), out=gates)       # (B, 4H) zx + h_prev Wh = [zi, zf, zg, zo]
     gates *= scale
     np.tanh(gates, out=gates)                                            # tanh(z/2) for i, f, o; tanh(z) for g
     gates *= scale
     gates += offset                                                  # (1 + tanh(z/2)) / 2 = sig(z) for i, f, o
     i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
     np.multiply(f, c_prev, out=c)                                # (B, H)
-    c += i * g
+    np.multiply(i, g, out=tc)                                    # (B, H) tc's slot as scratch: no temporary
+    c += tc                                                      # c = f c_prev + i g
     np.tanh(c, out=tc)                                           # (B, H)
     np.multiply(o, tc, out=h)                                    # (B, H)
     return (h, c), (c_prev, gates, tc)
@@ -144,23 +163,25 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     dh, dc_next = dstate
     c_prev, gates, tc = cache
     H = tc.shape[1]
-    _, _, k = _lstm_block_constants(H, gates.dtype)
-    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz overwrites
-    dc = tanh_grad(tc)                                           # (B, H)
-    dc *= o                                                      # order: reads o before `do` overwrites it
+    _, offset, scale2 = _lstm_block_constants(H, gates.dtype)
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz may overwrite them
+    dc = np.multiply(tc, tc)                                     # (B, H)
+    np.subtract(1.0, dc, out=dc)                                 # 1 - tanh(c_t)^2
+    dc *= o
     dc *= dh
     dc += dc_next                                                # dc = dc_t + dh * o * (1 - tanh(c_t)^2)
-    dc_prev = dc * f                                             # order: reads f before `df` overwrites it
-    local = np.subtract(1.0, gates)                              # each gate's local derivative (1 - gates)(gates + k)
-    local *= gates + k                                           # order: from all of `gates`, before any write
-    dg = dc * i                                                  # order: reads i before `di` overwrites it
-    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be the slot of `gates`
-    np.multiply(dc, g, out=dz[:, :H])                            #   di, over i (g is still intact)
-    np.multiply(dc, c_prev, out=dz[:, H:2 * H])                  #   df, over f
-    dz[:, 2 * H:3 * H] = dg                                      #   dg, over g (read by di just above)
-    np.multiply(dh, tc, out=dz[:, 3 * H:])                       #   do, over o
-    dz *= local                                                  # ... times its local derivative
-    return dz, dz, (dz @ p["Wh"].T, dc_prev)
+    dc_prev = dc * f                                             # (B, H); order: reads f before dz may overwrite it
+    dgates = np.empty_like(gates)                                # (B, 4H) [di, df, dg, do], before the local derivative
+    np.multiply(dc, g, out=dgates[:, :H])                        #   di
+    np.multiply(dc, c_prev, out=dgates[:, H:2 * H])              #   df
+    np.multiply(dc, i, out=dgates[:, 2 * H:3 * H])               #   dg (reads i: dgates is not the slot of gates)
+    np.multiply(dh, tc, out=dgates[:, 3 * H:])                   #   do
+    dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be the slot of `gates`:
+    np.subtract(gates, offset, out=dz)                           # order: every read of i, f, g, o is above
+    np.square(dz, out=dz)
+    np.subtract(scale2, dz, out=dz)                              # every gate's local derivative scale^2 - (gates - offset)^2
+    dz *= dgates                                                 # dz = [di, df, dg, do] * local derivative
+    return dz, dz, (dz @ recurrent_weights_transposed(p), dc_prev)
 
 
 def lstm_reference_step_forward(zx, state, p):
@@ -229,7 +250,7 @@ def gru_cell_step(zx, state, p, out=None):
     (h_prev,) = state
     H = h_prev.shape[1]
     h, gates, hn = out or new_step_out(GRU_CACHE, *h_prev.shape, zx.dtype)   # gates may be zx's own slot
-    hh = h_prev @ p["Wh"]                                        # (B, 3H)
+    hh = recurrent_projection(h_prev, p)                         # (B, 3H) h_prev Wh
     hh += p["bh"]
     ru = gates[:, :2 * H]
     np.add(zx[:, :2 * H], hh[:, :2 * H], out=ru)
@@ -259,7 +280,7 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
     np.multiply(dzn, r, out=dzh[:, 2 * H:])                      # dzh: r scales the n block ...
     dzx[:, :2 * H] = dzh[:, :2 * H]
     dzx[:, 2 * H:] = dzn                                         # ... dzx: it does not
-    dh_prev += dzh @ p["Wh"].T
+    dh_prev += dzh @ recurrent_weights_transposed(p)
     return dzx, dzh, (dh_prev,)
 
 

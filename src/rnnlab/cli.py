@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "precision", default=d.precision, choices=list(PRECISIONS),
              help="torch engine: bf16 / fp16 run the forward pass under torch.autocast (a GPU speed-up; none on "
                   "the CPU), fp16 with loss scaling")
+    add_flag(train, "threads", type=int, default=d.threads,
+             help="numpy engine: threads per training step (default: the cores available to this process)")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
     add_flag(train, "learning_rate", type=finite_float, default=d.learning_rate,
              help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
@@ -246,12 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flag(bench, "cells", default="rnn,lstm,gru", help="comma-separated cells")
     add_flag(bench, "shapes", default=None,
-             help="comma-separated HIDDEN/BATCH/SEQ (default: 50/1/10,128/32/64,256/64/100,512/64/100)")
-    add_flag(bench, "engines", default="numpy,torch,keras", help="those not installed are skipped")
+             help="comma-separated HIDDEN/BATCH/SEQ[/LAYERS] (default: 50/1/10,128/32/64,256/64/100,512/64/100,"
+                  "256/32/64/2 -- the last is the README's 2-layer training shape)")
+    add_flag(bench, "layers", type=int, default=1, help="stacked layers for every --shapes entry without /LAYERS")
+    add_flag(bench, "threads", type=int, default=None,
+             help="threads per engine (default: the cores available to this process)")
+    add_flag(bench, "engines", default="numpy,torch,keras",
+             help="numpy, torch, keras, numpy-unsplit (the NumPy engine without batch shards); those not "
+                  "installed are skipped")
     add_flag(bench, "device", default="cpu", type=device_name,
              help="where the torch engine is timed (the others always run on the CPU): cpu, auto, cuda, cuda:N, mps")
     add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
-    add_flag(bench, "rounds", type=int, default=5, help="interleaved timing rounds per engine")
+    add_flag(bench, "rounds", type=int, default=7, help="interleaved timing rounds per engine")
     add_flag(bench, "json", default=None, type=path_text, help="also write every row (and the GEMM peak) to this JSON file")
 
     vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
@@ -674,15 +682,17 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     for cell in cells:
         require(cell in CELLS, f"unknown cell {cell!r} in --cells: use {', '.join(CELLS)}")
+    require(args.layers > 0, f"--layers must be > 0, got {args.layers}")
+    require(args.threads is None or args.threads > 0, f"--threads must be > 0, got {args.threads}")
     if args.shapes:
-        shapes = [bench.Shape.parse(s.strip()) for s in args.shapes.split(",") if s.strip()]
+        shapes = [bench.Shape.parse(s.strip(), args.layers) for s in args.shapes.split(",") if s.strip()]
     else:
         shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
     require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
     have = available_memory()
     for cell in cells:
         for shape in shapes:
-            config = ModelConfig(bench.VOCAB, cell, shape.hidden)
+            config = ModelConfig(bench.VOCAB, cell, shape.hidden, shape.layers)
             need = training_bytes(config, shape.batch, shape.seq, 4, 2)
             require(have is None or need <= have / 2,     # /2: a framework engine holds more than NumPy's
                     f"shape {shape} needs about {format_bytes(need)} per engine for {cell}, more than half the "
@@ -695,12 +705,13 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 
     def on_row(row):
-        print(f"  {row['cell']:>4} {row['hidden']}/{row['batch']}/{row['seq']:<4} {row['engine']:>6}: "
-              f"{row['tokens_per_s']:>10,.0f} tok/s  {row['gflops']:6.1f} GFLOP/s  {row['peak_rss_mb']:6.0f} MB",
-              file=sys.stderr, flush=True)
+        shape = bench.Shape(row["hidden"], row["batch"], row["seq"], row["layers"])
+        print(f"  {row['cell']:>4} {str(shape):<12} {row['engine']:>13}: {row['tokens_per_s']:>10,.0f} tok/s  "
+              f"{row['gflops']:6.1f} GFLOP/s  {row['peak_rss_mb']:6.0f} MB  spread {100 * row['spread']:3.0f} %"
+              f"{' (noisy)' if row['noisy'] else ''}", file=sys.stderr, flush=True)
 
     result = bench.run_bench(cells, shapes, engines, rounds, round_s, fresh_workers=not args.quick, on_row=on_row,
-                             device=args.device)
+                             device=args.device, threads=args.threads)
     print(bench.format_table(result))
     if args.json:
         atomic_write_bytes(args.json, json.dumps(result, indent=1).encode("utf-8"), "--json")

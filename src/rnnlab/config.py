@@ -51,6 +51,7 @@ class TrainConfig:
     engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
     device: str = "auto"                # torch engine: auto (CUDA if there is one) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"             # torch engine: fp32 | bf16 | fp16 (torch.autocast; docs/gpu.md)
+    threads: int | None = None          # numpy engine: threads per step (parallel.py); None: the cores available
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
@@ -89,6 +90,7 @@ class TrainConfig:
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length",
                      "hidden_size", "num_layers"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        require(self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}")
         for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
                      "learning_rate", "min_learning_rate", "encoder_hidden", "attention_size", "max_output_length"):
             value = getattr(self, name)

@@ -33,15 +33,19 @@ from . import model as charmodel
 from . import seq2seq
 from .errors import RnnlabError, TrainingDiverged
 from .optim import clip_by_global_norm, clip_by_value, global_norm
-from .recurrence import Workspace
+from .parallel import ShardedSteps, min_shard_rows, resolve_threads
 
 
 def train_step(params, model_config, optimizer, opt_state, batch, state, clip_value=None, clip_norm=None,
-               dropout_rng=None, ws=None):
-    """One optimisation step on one batch -> (loss, final state). The whole flow, in order."""
-    loss, grads, state = charmodel.loss_and_grads(                 # forward, loss (+dy), da, BPTT,
-        params, model_config, batch.ids, batch.targets, state,     # output-layer grads
-        mask=batch.mask, dropout_rng=dropout_rng, ws=ws)
+               dropout_rng=None, ws=None, shards: ShardedSteps | None = None):
+    """One optimisation step on one batch -> (loss, final state). The whole flow, in order. With ``shards``
+    the first part runs as batch shards on threads (``parallel.py``), with the same result."""
+    if shards is None:
+        loss, grads, state = charmodel.loss_and_grads(             # forward, loss (+dy), da, BPTT,
+            params, model_config, batch.ids, batch.targets, state,  # output-layer grads
+            mask=batch.mask, dropout_rng=dropout_rng, ws=ws)
+    else:
+        loss, grads, state = shards.loss_and_grads(params, model_config, batch, state, dropout_rng)
     apply_gradients(params, grads, loss, optimizer, opt_state, clip_value, clip_norm)
     return loss, state
 
@@ -60,29 +64,38 @@ def apply_gradients(params, grads, loss, optimizer, opt_state, clip_value=None, 
 
 
 class NumpyEngine:
-    """The from-scratch engine: parameters and optimizer moments are dicts of NumPy arrays."""
+    """The from-scratch engine: parameters and optimizer moments are dicts of NumPy arrays.
+
+    ``train_config.threads`` (None: every core available) is how many threads a step may use: a batch big
+    enough is split into shards run side by side (``parallel.py``), a smaller one runs unsplit with BLAS on
+    that many threads. ``shard_rows`` (the fewest rows per shard; default: ``parallel.min_shard_rows`` of
+    the model's width; None: never shard) is for tests and benchmarks."""
 
     name = "numpy"
     device = "cpu"
     loss_read_every = 1
 
-    def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+    def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator,
+                 shard_rows: int | None | str = "auto"):
         self.model_config, self.params, self.optimizer = model_config, params, optimizer
         self.opt_state = optimizer.init(params)
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
         self.dropout_rng = dropout_rng
         self.dtype = next(iter(params.values())).dtype
-        self.workspace = Workspace()   # the step's large arrays, reused from one step to the next
+        self.threads = resolve_threads(getattr(train_config, "threads", None))
+        if shard_rows == "auto":
+            shard_rows = min_shard_rows(model_config.hidden_size)
+        self.shards = ShardedSteps(self.threads, shard_rows)   # with the step's Workspace(s), kept between steps
 
     def zero_state(self, batch_size: int):
         return charmodel.zero_state(self.model_config, batch_size, self.dtype)
 
     def train_step(self, batch, state):
         return train_step(self.params, self.model_config, self.optimizer, self.opt_state, batch, state,
-                          self.clip_value, self.clip_norm, self.dropout_rng, self.workspace)
+                          self.clip_value, self.clip_norm, self.dropout_rng, shards=self.shards)
 
     def evaluate(self, batch, state):
-        return charmodel.evaluate_loss(self.params, self.model_config, batch.ids, batch.targets, state, batch.mask)
+        return self.shards.evaluate(self.params, self.model_config, batch, state)
 
     def numpy_params(self) -> dict:
         return self.params
@@ -108,7 +121,11 @@ class NumpyEngine:
 class Seq2SeqEngine(NumpyEngine):
     """The translator's engine (``seq2seq.py``, a ``pairs`` dataset): the same optimizer state, clipping,
     learning-rate and checkpoint interface as NumpyEngine. Batches are ``pairs.PairBatch``; no hidden state
-    is carried from one batch to the next, so the state is always None."""
+    is carried from one batch to the next, so the state is always None. Its steps are not split into batch
+    shards."""
+
+    def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+        super().__init__(model_config, params, optimizer, train_config, dropout_rng, shard_rows=None)
 
     def zero_state(self, batch_size: int):
         return None

@@ -9,6 +9,9 @@ For logits z (V values) and target class k at each of N positions, with mask m_n
 The gradient of softmax followed by -log is simply ``p - onehot``: the softmax Jacobian and the 1/p of the
 log cancel. L is the mean over real characters, so it is in **nats per character**; padded positions
 (m = 0) add nothing to the loss and nothing to the gradient.
+
+``count`` overrides M: a shard of a batch (``parallel.py``) divides by the *whole* batch's number of real
+characters, so the shards' losses and gradients simply add up to those of the whole batch.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import math
 import numpy as np
 
 
-def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
-    """-> ``(loss, dlogits)`` for logits (..., V), integer targets (...) and an optional 0/1 mask (...)."""
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None,
+                          count: float | None = None):
+    """-> ``(loss, dlogits)`` for logits (..., V), integer targets (...) and an optional 0/1 mask (...);
+    ``count``: the M to divide by (default: the mask's sum, this batch's real characters)."""
     V = logits.shape[-1]
     z = logits.reshape(-1, V)                                    # (N, V)
     k = targets.reshape(-1)                                      # (N,)
     m = np.ones(k.shape, dtype=z.dtype) if mask is None else mask.reshape(-1).astype(z.dtype)  # (N,)
-    count = m.sum()
+    count = m.sum() if count is None else m.dtype.type(count)   # the same float type either way
     if count == 0:
         return 0.0, np.zeros_like(logits)
     rows = np.arange(len(k))

@@ -128,10 +128,27 @@ class ForwardCache:
     top_hidden: np.ndarray | None = None               # h of the last layer, (T, B, H)
 
 
+def dropout_mask(config: ModelConfig, shape: tuple, rng: np.random.Generator, dtype) -> np.ndarray:
+    """One inverted-dropout mask: 1/keep with probability keep = 1 - dropout, else 0 (shape (T, B, H))."""
+    keep = 1.0 - config.dropout
+    return (rng.random(shape) < keep).astype(dtype) / keep
+
+
+def draw_dropout_masks(config: ModelConfig, shape: tuple, rng: np.random.Generator | None, dtype) -> list | None:
+    """Every mask one training step draws, in the order :func:`forward` draws them (one (T, B, H) mask per
+    layer below the top), or None when the step has no dropout. A batch split into shards draws them once
+    for the whole batch, so each shard uses its rows of the very masks the unsplit step would use."""
+    if rng is None or config.dropout == 0 or config.num_layers == 1:
+        return None
+    return [dropout_mask(config, shape, rng, dtype) for _ in range(config.num_layers - 1)]
+
+
 def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
-            dropout_rng: np.random.Generator | None = None, ws: Workspace | None = None):
-    """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given.
-    With a workspace ``ws`` the large per-step arrays are reused from the previous call (see Workspace)."""
+            dropout_rng: np.random.Generator | None = None, ws: Workspace | None = None,
+            dropout_masks: list | None = None):
+    """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given
+    (each mask drawn as its layer is reached) or ``dropout_masks`` are (drawn beforehand, one per layer below
+    the top). With a workspace ``ws`` the large per-step arrays are reused from the previous call."""
     cell = CELLS[config.cell]
     cache = ForwardCache()
     x = ids
@@ -145,9 +162,11 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
         cache.sequences.append(steps)
         final_state.append(last)
         mask = None
-        if layer < config.num_layers - 1 and config.dropout > 0 and dropout_rng is not None:
-            keep = 1.0 - config.dropout
-            mask = (dropout_rng.random(hs.shape) < keep).astype(hs.dtype) / keep  # (T, B, H)
+        if dropout_masks is not None and layer < config.num_layers - 1:
+            mask = dropout_masks[layer]                          # (T, B, H)
+        elif layer < config.num_layers - 1 and config.dropout > 0 and dropout_rng is not None:
+            mask = dropout_mask(config, hs.shape, dropout_rng, hs.dtype)  # (T, B, H)
+        if mask is not None:
             hs = hs * mask
         cache.dropout_masks.append(mask)
         x = hs
@@ -175,20 +194,23 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
 
 
 def evaluate_loss(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
-                  mask: np.ndarray | None = None):
-    """Forward only (no dropout) -> (loss in nats/char, final state): for validation."""
+                  mask: np.ndarray | None = None, count: float | None = None):
+    """Forward only (no dropout) -> (loss in nats/char, final state): for validation. ``count``: as in
+    :func:`loss_and_grads`."""
     logits, final_state, _ = forward(params, config, ids, state)
-    return softmax_cross_entropy(logits, targets, mask)[0], final_state
+    return softmax_cross_entropy(logits, targets, mask, count)[0], final_state
 
 
 def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: np.ndarray, state: list,
                    mask: np.ndarray | None = None, dropout_rng: np.random.Generator | None = None,
-                   ws: Workspace | None = None):
+                   ws: Workspace | None = None, count: float | None = None, dropout_masks: list | None = None):
     """-> (loss in nats/char, grads, final state). The learning signal of one step, in order.
     ``ws``: reuse large arrays between calls (the training engine keeps one); the grads stay valid only
-    until the next call with the same workspace."""
-    logits, final_state, cache = forward(params, config, ids, state, dropout_rng, ws)  # 1. forward
-    loss, dy = softmax_cross_entropy(logits, targets, mask)                           # 2. loss (+ dy)
+    until the next call with the same workspace. ``count`` (the characters the loss is a mean over; default
+    this batch's) and ``dropout_masks`` (see :func:`forward`) let a shard of a batch compute its exact share
+    of the whole batch's loss and gradients (``parallel.py``)."""
+    logits, final_state, cache = forward(params, config, ids, state, dropout_rng, ws, dropout_masks)  # 1. forward
+    loss, dy = softmax_cross_entropy(logits, targets, mask, count)                    # 2. loss (+ dy)
     da = workspace_empty(ws, "da", (*ids.shape, config.hidden_size), dy.dtype)
     project_logit_grad_to_hidden(dy, params["Wy"], da)                                # 3. project to da
     grads = backward(da, cache, params, config, ws)                                   # 4. BPTT

@@ -103,6 +103,13 @@ def workspace_empty(ws: Workspace | None, name: str, shape: tuple, dtype) -> np.
     return np.empty(shape, dtype=dtype) if ws is None else ws.empty(name, shape, dtype)
 
 
+def with_transposed_weights(p: dict, steps: int) -> dict:
+    """p plus ``WhT``, a C-contiguous copy of Wh^T made once for the whole sequence (the products of every
+    step run faster from it: ``cells.recurrent_weights_transposed``). A single step -- sampling, one
+    character at a time -- would spend more on the copy than it saves, and keeps the view."""
+    return {**p, "WhT": np.ascontiguousarray(p["Wh"].T)} if steps > 1 else p    # (GH, H)
+
+
 @dataclass
 class SequenceCache:
     h_prev: np.ndarray      # (T, B, H): the hidden state entering each step (h_0 .. h_{T-1})
@@ -129,6 +136,7 @@ def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Wor
         else:
             caches.append(workspace_empty(ws, f"{name}cache{k}", (T, B, width * H), zx.dtype))
     state, steps = (hs_all[0], *state0[1:]), []
+    p = with_transposed_weights(p, T)
     for t in range(T):
         out = (hs_all[t + 1], *(cache[t] for cache in caches))
         state, step_cache = cell.step_forward(zx[t], state, p, out)
@@ -149,6 +157,7 @@ def sequence_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
     dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
+    p = with_transposed_weights(p, T)
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
