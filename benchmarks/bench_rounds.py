@@ -46,7 +46,8 @@ def main(argv=None) -> None:
             worker.kill()
     print(f"load average after: {os.getloadavg()[0]:.1f}\n")
     rounds = {row["engine"]: np.asarray(row["round_seconds_per_step"]) for row in rows}
-    ratio_all = statistics.median(rounds[engines[1]]) / statistics.median(rounds[engines[0]]) if len(engines) > 1 else None
+    ratio_all = (statistics.median(rounds[engines[1]]) / statistics.median(rounds[engines[0]])
+                 if len(engines) > 1 else None)
     rng = np.random.default_rng(0)
     print(f"| k rounds | {engines[0]} median vs all rounds (5-95 %) | " +
           (f"{engines[0]} ÷ {engines[1]} vs all rounds (5-95 %) | " if ratio_all else "") +

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
+from rnnlab import model as charmodel
 from rnnlab.activations import sigmoid
 from rnnlab.cells import CELLS
-from rnnlab import model as charmodel
 from rnnlab.recurrence import Workspace, embedding_grad, sequence_forward
 
 T, B, H, V = 100, 64, 256, 65
@@ -117,9 +117,9 @@ def recurrent_products_plain():
 
 
 def recurrent_products_transposed_copy():
-    Wh_T_once = np.ascontiguousarray(p_lstm["Wh"].T)             # once per sequence (recurrence.with_transposed_weights)
+    Wh_T_once = np.ascontiguousarray(p_lstm["Wh"].T)             # once per sequence (with_transposed_weights)
     for _ in range(T):
-        (Wh_T_once @ h_batch.T).T                                # forward  (Wh^T h^T)^T
+        Wh_T_once @ h_batch.T                                    # forward  (Wh^T h^T), transposed back as a view
         dz_batch @ Wh_T_once                                     # backward dz Wh^T
 
 

@@ -26,9 +26,8 @@ import time
 
 import numpy as np
 
-from rnnlab.cells import CELLS, _lstm_block_constants, new_grad_out, new_step_out, LSTM_CACHE
+from rnnlab.cells import CELLS, LSTM_CACHE, _lstm_block_constants, new_grad_out, new_step_out
 from rnnlab.parallel import blas_threads
-
 
 # ---- the step as it was before issue 17 (for the byte count and the timing) -----------------------------
 
@@ -237,7 +236,8 @@ def main(argv=None) -> None:
                   f"{100 * rate / cache:.0f} | {1e3 * real:.2f} |")
     for name in ("before", "after"):
         for direction in ("forward", "backward"):
-            print(f"\n{name}, {direction}: " + ", ".join(f"{call} {(r + w) >> 10}K" for call, r, w in counts[name][direction]))
+            calls = ", ".join(f"{call} {(r + w) >> 10}K" for call, r, w in counts[name][direction])
+            print(f"\n{name}, {direction}: {calls}")
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ def main(argv=None) -> None:
                     step()
                 times[name].append((time.perf_counter() - start) / args.steps)
         median = {name: statistics.median(t) for name, t in times.items()}
-        paired = sorted(u / s for u, s in zip(times["unsplit"], times["shards"]))
-        versus_one = statistics.median(o / s for o, s in zip(times["one"], times["shards"]))
+        paired = sorted(u / s for u, s in zip(times["unsplit"], times["shards"], strict=True))
+        versus_one = statistics.median(o / s for o, s in zip(times["one"], times["shards"], strict=True))
         fastest = {name: min(t) for name, t in times.items()}
         print(f"| {spec} | {1e3 * median['one']:.1f} | {1e3 * median['unsplit']:.1f} | {1e3 * median['shards']:.1f} | "
               f"**{statistics.median(paired):.2f}×** ({paired[0]:.2f}–{paired[-1]:.2f}) | {versus_one:.2f}× | "

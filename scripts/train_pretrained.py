@@ -1,6 +1,6 @@
 """Train and export the pretrained models shipped in src/rnnlab/pretrained/.
 
-    python scripts/train_pretrained.py                     # both (about an hour on a quiet 2-core CPU)
+    python scripts/train_pretrained.py                     # both (about 20 minutes on a quiet 2-core CPU)
     python scripts/train_pretrained.py --only shakespeare-gru --runs runs/pretrained
 
 Each model is trained by the `rnnlab train` command in :data:`RECIPES` (its best checkpoint by validation
@@ -22,9 +22,9 @@ COMMON = ["--dataset", "shakespeare", "--num_layers", "2", "--hidden_size", "256
           "--seq_length", "64", "--optimizer", "adam", "--lr_schedule", "cosine", "--clip_value", "none",
           "--clip_norm", "5", "--eval_every", "500", "--sample_every", "1000", "--seed", "0"]
 RECIPES = {
-    "shakespeare-lstm": (["--cell", "lstm", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "12000",
+    "shakespeare-lstm": (["--cell", "lstm", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "5000",
                           *COMMON], "2-layer LSTM-256 on the shipped Shakespeare"),
-    "shakespeare-gru": (["--cell", "gru", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "9000",
+    "shakespeare-gru": (["--cell", "gru", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "4000",
                          *COMMON], "2-layer GRU-256 on the shipped Shakespeare"),
 }
 PRETRAINED = Path(__file__).resolve().parent.parent / "src" / "rnnlab" / "pretrained"

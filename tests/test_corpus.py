@@ -270,7 +270,7 @@ def test_progress_is_reported_while_encoding(big_text, tmp_path):
     seen = []
     load_corpus(str(big_text), cache_dir=tmp_path / "cache", on_progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1]
-    assert all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+    assert all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:], strict=True))
 
 
 def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_path):

@@ -102,7 +102,7 @@ def runs(tmp_path_factory):
 def test_columns_split_a_batch_into_contiguous_blocks_that_cover_it_once(n, size):
     blocks = [World(rank, size).columns(n) for rank in range(size)]
     assert blocks[0].start == 0 and blocks[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=True))
     widths = [b.stop - b.start for b in blocks]
     assert max(widths) - min(widths) <= 1
 

@@ -98,8 +98,8 @@ def test_workspace_step_equals_fresh_arrays(cell_name):
         assert reused[1].keys() == fresh[1].keys()
         for name in fresh[1]:
             np.testing.assert_allclose(reused[1][name], fresh[1][name], rtol=1e-12, atol=1e-15, err_msg=name)
-        for layer_fresh, layer_reused in zip(fresh[2], reused[2]):
-            for a, b in zip(layer_fresh, layer_reused):
+        for layer_fresh, layer_reused in zip(fresh[2], reused[2], strict=True):
+            for a, b in zip(layer_fresh, layer_reused, strict=True):
                 np.testing.assert_allclose(b, a, rtol=1e-12)
     assert ws.nbytes > 0
 
@@ -116,8 +116,8 @@ def test_workspace_final_state_is_not_overwritten_by_the_next_call():
     _, _, state = loss_and_grads(params, config, ids[:-1], ids[1:], zero_state(config, 2, np.float64), ws=ws)
     kept = [tuple(part.copy() for part in layer) for layer in state]
     loss_and_grads(params, config, ids[::-1][:-1], ids[::-1][1:], state, ws=ws)
-    for layer, layer_kept in zip(state, kept):
-        for part, part_kept in zip(layer, layer_kept):
+    for layer, layer_kept in zip(state, kept, strict=True):
+        for part, part_kept in zip(layer, layer_kept, strict=True):
             np.testing.assert_array_equal(part, part_kept)
 
 

@@ -13,7 +13,7 @@ from rnnlab.batches import Batch
 from rnnlab.cells import CELLS
 from rnnlab.engines import NumpyEngine
 from rnnlab.errors import RnnlabError
-from rnnlab.model import ModelConfig, init_params, loss_and_grads, evaluate_loss, zero_state
+from rnnlab.model import ModelConfig, evaluate_loss, init_params, loss_and_grads, zero_state
 from rnnlab.optim import make_optimizer
 from rnnlab.parallel import ShardedSteps, plan_shards
 from rnnlab.train import TrainConfig
@@ -93,8 +93,8 @@ def test_sharded_validation_equals_unsplit(cell):
     loss_a, state_a = evaluate_loss(params, config, batch.ids, batch.targets, state, batch.mask)
     loss_b, state_b = ShardedSteps(3, min_rows=2).evaluate(params, config, batch, state)
     assert loss_b == pytest.approx(loss_a, rel=RTOL)
-    for layer_a, layer_b in zip(state_a, state_b):
-        for part_a, part_b in zip(layer_a, layer_b):
+    for layer_a, layer_b in zip(state_a, state_b, strict=True):
+        for part_a, part_b in zip(layer_a, layer_b, strict=True):
             np.testing.assert_allclose(part_b, part_a, rtol=RTOL)
 
 

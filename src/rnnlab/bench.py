@@ -27,6 +27,7 @@ is not counted.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -45,8 +46,8 @@ from .blas import openblas_kernels
 from .cells import CELLS
 from .engines import engine_class
 from .errors import RnnlabError, require
-from .model import ModelConfig, init_params
 from .frameworks import engine_optimizer_options
+from .model import ModelConfig, init_params
 from .optim import make_optimizer
 from .parallel import resolve_threads
 from .train import TrainConfig
@@ -56,7 +57,8 @@ VOCAB = 65
 SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1), (256, 64, 100, 1), (512, 64, 100, 1), (256, 32, 64, 2))
 QUICK_SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1))
 DEFAULT_ROUNDS = 7   # more rounds narrowed the median little beyond 7 (benchmarks/bench_rounds.py, performance.md)
-SPREAD_LIMIT = 0.15  # (slowest - fastest round) / median above this: flagged; the targets turn on ratios near 1.0x and 1.5x
+# (slowest - fastest round) / median above this: flagged; the targets turn on ratios near 1.0x and 1.5x
+SPREAD_LIMIT = 0.15
 # Pause before each timing round: PyTorch's OpenMP and TensorFlow's Eigen threads spin-wait for a while after
 # their work ends, and would otherwise steal the CPU from whichever engine is timed next.
 SETTLE_S = 0.3
@@ -73,7 +75,7 @@ class Shape:
     layers: int = 1
 
     @classmethod
-    def parse(cls, text: str, layers: int = 1) -> "Shape":
+    def parse(cls, text: str, layers: int = 1) -> Shape:
         """HIDDEN/BATCH/SEQ (``layers`` stacked layers) or HIDDEN/BATCH/SEQ/LAYERS."""
         try:
             sizes = [int(part) for part in text.split("/")]
@@ -155,7 +157,7 @@ def worker(engine_name: str, threads: int, device: str = "cpu") -> None:
             how = shards.describe(shape.batch) if shards is not None else f"{threads} threads"
             print(json.dumps({"built": True, "parallelism": how}), flush=True)
         elif command[0] == "time":
-            seconds = _timed(lambda: steps(int(command[1])))
+            seconds = _timed(functools.partial(steps, int(command[1])))
             print(json.dumps({"seconds": seconds}), flush=True)
         elif command[0] in ("rss", "quit"):
             print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
@@ -262,7 +264,7 @@ def add_ratios(rows: list[dict]) -> None:
         if numpy_row is not None and row is not numpy_row:
             numpy_row[f"speedup_vs_{row['engine']}"] = numpy_row["tokens_per_s"] / row["tokens_per_s"]
             paired = [other / mine for mine, other in zip(numpy_row["round_seconds_per_step"],
-                                                          row["round_seconds_per_step"])]
+                                                          row["round_seconds_per_step"], strict=True)]
             numpy_row[f"speedup_range_vs_{row['engine']}"] = [min(paired), max(paired)]
             numpy_row[f"rss_ratio_vs_{row['engine']}"] = numpy_row["peak_rss_mb"] / row["peak_rss_mb"]
 
@@ -280,8 +282,8 @@ def run_bench(cells, shapes, engines, rounds: int = DEFAULT_ROUNDS, round_s: flo
               device: str = "cpu") -> dict:
     """Every (shape, cell) for every installed engine, each with ``threads`` threads (None: the cores
     available), the torch engine on ``device``. With ``fresh_workers`` each (shape, cell) gets new worker
-    processes, so peak RSS is that configuration's own; without (``--quick``) the workers are reused and the reported peak RSS is the
-    largest seen so far in that worker."""
+    processes, so peak RSS is that configuration's own; without (``--quick``) the workers are reused and the
+    reported peak RSS is the largest seen so far in that worker."""
     engines = available_engines(engines)
     threads = resolve_threads(threads)
     load_before = load_average()
@@ -329,10 +331,12 @@ def format_table(result: dict) -> str:
              f"(OpenBLAS kernels: {kernels}); {result.get('threads', '?')} threads per engine "
              f"({result.get('cores_available', '?')} cores available); load average before, after: {load}",
              f"ms/step: median (fastest-slowest) of {result['rows'][0]['rounds'] if result['rows'] else 0} "
-             f"interleaved rounds; ! = rounds spread by more than {100 * result.get('spread_limit', SPREAD_LIMIT):.0f} % "
+             f"interleaved rounds; ! = rounds spread by more than "
+             f"{100 * result.get('spread_limit', SPREAD_LIMIT):.0f} % "
              "of the median: the load changed, measure that row again; [a-b]: the range of the per-round speed-ups",
              "",
-             "| cell | H/B/T[/L] | engine | threads | ms/step | tokens/s | GFLOP/s | % peak | peak RSS MB | numpy speed-up |",
+             "| cell | H/B/T[/L] | engine | threads | ms/step | tokens/s | GFLOP/s | % peak | peak RSS MB "
+             "| numpy speed-up |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         speedups = ", ".join(f"{r[k]:.2f}x vs {k[len('speedup_vs_'):]}" + paired_range(r, k[len('speedup_vs_'):])

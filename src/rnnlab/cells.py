@@ -164,7 +164,7 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     c_prev, gates, tc = cache
     H = tc.shape[1]
     _, offset, scale2 = _lstm_block_constants(H, gates.dtype)
-    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views: dz may overwrite them
+    i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]   # views
     dc = np.multiply(tc, tc)                                     # (B, H)
     np.subtract(1.0, dc, out=dc)                                 # 1 - tanh(c_t)^2
     dc *= o
@@ -177,9 +177,9 @@ def lstm_cell_step_backward(dstate, cache, p, out=None):
     np.multiply(dc, i, out=dgates[:, 2 * H:3 * H])               #   dg (reads i: dgates is not the slot of gates)
     np.multiply(dh, tc, out=dgates[:, 3 * H:])                   #   do
     dz, _ = out or new_grad_out(tc, 4, False)                    # (B, 4H), may be the slot of `gates`:
-    np.subtract(gates, offset, out=dz)                           # order: every read of i, f, g, o is above
+    np.subtract(gates, offset, out=dz)                           # order: every read of i, f, g, o (views) is above
     np.square(dz, out=dz)
-    np.subtract(scale2, dz, out=dz)                              # every gate's local derivative scale^2 - (gates - offset)^2
+    np.subtract(scale2, dz, out=dz)                              # local derivatives scale^2 - (gates - offset)^2
     dz *= dgates                                                 # dz = [di, df, dg, do] * local derivative
     return dz, dz, (dz @ recurrent_weights_transposed(p), dc_prev)
 

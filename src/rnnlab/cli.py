@@ -21,24 +21,33 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint as ckpt
 from . import distributed
 from .cells import CELLS
-from . import checkpoint as ckpt
 from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
 from .config import TrainConfig, config_for_mode
+from .corpus import load_corpus
 from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import (DirectoryLock, atomic_write_bytes, check_path_text, os_error_message, prepare_directory,
-                    read_bytes, refuse_overwriting_inputs, regular_file, same_file)
+from .files import (
+    DirectoryLock,
+    atomic_write_bytes,
+    check_path_text,
+    os_error_message,
+    prepare_directory,
+    read_bytes,
+    refuse_overwriting_inputs,
+    regular_file,
+    same_file,
+)
 from .initializers import INIT_SCHEMES
+from .model import ModelConfig, training_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
+from .pairs import SHIPPED_PAIRS
 from .sampling import sample
 from .seq2seq import ATTENTION_KINDS
 from .tasks import pairs_mode
-from .corpus import load_corpus
-from .pairs import SHIPPED_PAIRS
 from .text import DATA_MODES, SHIPPED_DATASETS
-from .model import ModelConfig, training_bytes
 from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
 
 EXIT_USAGE = 2
@@ -167,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="the cosine schedule's final rate (default: learning rate / 20)")
     add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
              help="clip each gradient entry to [-v, v] (v > 0); 'none' turns it off")
-    add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm, help="clip the global gradient norm (> 0); 'none' turns it off")
+    add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm,
+             help="clip the global gradient norm (> 0); 'none' turns it off")
     add_flag(train, "val_fraction", type=finite_float, default=d.val_fraction,
              help="held-out share (lines: by line; stream: the end of the text); default 0.1 where it fits")
     add_flag(train, "eval_every", type=int, default=d.eval_every,
@@ -221,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="(one-name-per-line corpora) report the share of samples not in the training text")
 
     exp = sub.add_parser("export", help="write a checkpoint's weights alone (no optimizer state), e.g. as float16: "
-                         "a small model to sample from, visualise or ship", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         "a small model to sample from, visualise or ship",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flag(exp, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
     add_flag(exp, "out", required=True, type=path_text, help="the folder to write latest.json and its arrays into")
     add_flag(exp, "dtype", default="float16", choices=["float16", "float32", "float64"], help="the weights' type")
@@ -260,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="where the torch engine is timed (the others always run on the CPU): cpu, auto, cuda, cuda:N, mps")
     add_flag(bench, "quick", action="store_true", help="small shapes, fewer rounds: under a minute")
     add_flag(bench, "rounds", type=int, default=7, help="interleaved timing rounds per engine")
-    add_flag(bench, "json", default=None, type=path_text, help="also write every row (and the GEMM peak) to this JSON file")
+    add_flag(bench, "json", default=None, type=path_text,
+             help="also write every row (and the GEMM peak) to this JSON file")
 
     vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
                          "quotes, lines, brackets ..., and the next-character predictions",

@@ -21,8 +21,8 @@ from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_tor
 from .errors import RnnlabError, require
 from .initializers import INIT_SCHEMES
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
-from .seq2seq import ATTENTION_KINDS
 from .schema import SchemaError, dataclass_schema
+from .seq2seq import ATTENTION_KINDS
 from .text import DATA_MODES
 
 DTYPES = {"float32": np.float32, "float64": np.float64}

@@ -6,11 +6,11 @@ from a healthy one, and a third says why:
 1. **Worse than guessing.** A model that knows nothing predicts the uniform distribution and scores
    ln V nats/char on any text (V = vocabulary size); a freshly initialised one scores up to ~0.2 nats more
    (its output weights are random: tests/test_model.py). Validation above ln V + :data:`UNIFORM_MARGIN`
-   = 0.25 once the run is past 10 % of its steps means the parameters have learnt something that does *not* transfer -- with a falling training
-   loss, typically predictions that work only from the hidden state carried through training: the
-   validation runs start from a zero state, and a model whose carried LSTM cell state has grown to
-   hundreds is confidently wrong from there (measured: validation 6.16 nats, worse than ln 68 = 4.22, while
-   training said 3.13; docs/results.md).
+   = 0.25 once the run is past 10 % of its steps means the parameters have learnt something that does *not*
+   transfer -- with a falling training loss, typically predictions that work only from the hidden state
+   carried through training: the validation runs start from a zero state, and a model whose carried LSTM
+   cell state has grown to hundreds is confidently wrong from there (measured: validation 6.16 nats, worse
+   than ln 68 = 4.22, while training said 3.13; docs/results.md).
 2. **A gap.** Validation more than :data:`MAX_GAP` = 0.5 nats/char above the smoothed training loss. On the
    shipped texts a healthy run's gap stays below ~0.1 nats through the first thousands of steps (the same
    distribution on both sides of the split; docs/results.md), while memorising a small corpus opens it

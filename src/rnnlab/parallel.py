@@ -93,7 +93,7 @@ def plan_shards(batch: int, threads: int, min_rows: int) -> list[slice]:
     if n > 1 and blas_controller() is None:
         n = 1
     bounds = np.linspace(0, batch, n + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def shard_state(state: list, rows: slice) -> list:
@@ -103,7 +103,8 @@ def shard_state(state: list, rows: slice) -> list:
 
 def stack_states(states: list) -> list:
     """The shards' final states, stacked back by rows in shard order: per layer, a tuple of (B, H) arrays."""
-    return [tuple(np.concatenate(parts, axis=0) for parts in zip(*layers)) for layers in zip(*states)]
+    return [tuple(np.concatenate(parts, axis=0) for parts in zip(*layers, strict=True))
+            for layers in zip(*states, strict=True)]
 
 
 def real_count(batch, dtype) -> float:
@@ -166,7 +167,7 @@ class ShardedSteps:
 
         results = self._map(run, shards)
         loss, grads = 0.0, results[0][1]                         # shard 0's grads are fresh arrays: add into them
-        for shard_loss, shard_grads, _ in results:
+        for shard_loss, _, _ in results:
             loss += shard_loss
         for _, shard_grads, _ in results[1:]:
             for name, grad in shard_grads.items():
