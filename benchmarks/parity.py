@@ -3,11 +3,16 @@
     python benchmarks/parity.py                                   # rnn, lstm, gru x seeds 0-2, 1,000 steps
     python benchmarks/parity.py --cells lstm --seeds 0 --init blockorth --engines rnnlab   # one ablation row
     python benchmarks/parity.py --quick                           # smoke test: tiny model, seconds
+    python benchmarks/parity.py --cells lstm --seeds 0 --engines torch --steps 5000 --eval_every 500 \
+        --learning_rate 0.003 --dropout 0.25 --lr_schedule cosine   # PyTorch beside a pretrained model's recipe
 
 What is the same on both sides: the corpus, its train/validation split, the (T, B) windows in the same
 order (rnnlab's ``StreamBatches``, the state carried from window to window and reset at the same places),
 the validation pass (state carried through the validation text), and the hyper-parameters -- Adam with
-PyTorch's defaults (betas 0.9/0.999, eps 1e-8), a global-norm clip, no per-entry clip, no dropout.
+PyTorch's defaults (betas 0.9/0.999, eps 1e-8), a global-norm clip, no per-entry clip, dropout between
+the stacked layers only (``--dropout``, default none; off while validating) and the learning-rate schedule
+(``--lr_schedule cosine``: rnnlab's formula, decaying to lr / 20 over --steps, applied to torch.optim's
+learning rate before each step).
 
 What is independent: the PyTorch side is written here with ``torch.nn`` layers and PyTorch's own defaults,
 not rnnlab's engine or converted weights -- a one-hot input, ``nn.RNN/LSTM/GRU(num_layers=L)`` with its own
@@ -32,6 +37,7 @@ import time
 
 import numpy as np
 
+from rnnlab.optim import scheduled_learning_rate
 from rnnlab.train import TrainConfig, Trainer
 
 QUICK = dict(cells="rnn,lstm,gru", seeds="0", steps=20, eval_every=10, hidden_size=16, num_layers=2,
@@ -55,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--clip_norm", type=float, default=5.0)
+    parser.add_argument("--dropout", type=float, default=0.0, help="between the stacked layers, training only")
+    parser.add_argument("--lr_schedule", choices=("constant", "cosine"), default="constant",
+                        help="cosine: from --learning_rate down to a twentieth of it over --steps")
     parser.add_argument("--init", default="rnnlab",
                         help="rnnlab's initialisation scheme (rnnlab train --init); several, comma-separated, "
                              "train one rnnlab model each, side by side")
@@ -107,7 +116,8 @@ class RnnlabRun:
                              num_layers=args.num_layers, iterations=args.steps, batch_size=args.batch_size,
                              seq_length=args.seq_length, optimizer="adam", learning_rate=args.learning_rate,
                              clip_value=None, clip_norm=args.clip_norm, val_fraction=args.val_fraction,
-                             seed=seed, init=scheme, forget_bias=args.forget_bias)
+                             seed=seed, init=scheme, forget_bias=args.forget_bias, dropout=args.dropout,
+                             lr_schedule=args.lr_schedule)
         self.trainer = Trainer(config)
         self.train_windows = copy.deepcopy(self.trainer.batches)   # the same windows, untouched, for torch
         self.seconds, self.tokens, self.max_state = 0.0, 0, None
@@ -140,7 +150,7 @@ class TorchRun:
         torch.manual_seed(seed)
         self.cell, self.V = cell, vocab_size
         module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = module(vocab_size, args.hidden_size, num_layers=args.num_layers)   # time first
+        self.rnn = module(vocab_size, args.hidden_size, num_layers=args.num_layers, dropout=args.dropout)
         self.head = nn.Linear(args.hidden_size, vocab_size)
         if args.torch_one_bias and cell != "gru":                # the GRU needs both (r multiplies bias_hh_n)
             with torch.no_grad():
@@ -151,6 +161,8 @@ class TorchRun:
                     b_hh.requires_grad_(False)
         self.parameters = [p for p in (*self.rnn.parameters(), *self.head.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=args.learning_rate)
+        self.schedule = (args.lr_schedule, args.steps, args.learning_rate, args.learning_rate / 20)
+        self.step = 0
         self.clip_norm = args.clip_norm
         self.train_windows, self.val_windows = train_windows, val_windows
         self.state, self.seconds, self.tokens, self.max_state = None, 0.0, 0, None
@@ -175,6 +187,10 @@ class TorchRun:
             batch = next(self.train_windows)
             if self.state is None or batch.reset_state or not self.carry:
                 self.state = self.zero_state(batch.ids.shape[1])
+            self.step += 1
+            schedule, total, lr, floor = self.schedule
+            for group in self.optimizer.param_groups:
+                group["lr"] = scheduled_learning_rate(schedule, self.step, total, lr, floor)
             loss, state = self.forward(batch, self.state)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,12 +205,14 @@ class TorchRun:
 
     def validation_loss(self) -> float:
         total, count, state = 0.0, 0, None
+        self.rnn.eval()                                          # no dropout while validating
         with self.torch.no_grad():
             for batch in self.val_windows:
                 if state is None or batch.reset_state:
                     state = self.zero_state(batch.ids.shape[1])
                 loss, state = self.forward(batch, state)
                 total, count = total + float(loss) * batch.n_tokens, count + batch.n_tokens
+        self.rnn.train()
         return total / count
 
 
@@ -305,6 +323,8 @@ def main(argv=None) -> int:
           f"{args.seq_length}, Adam {args.learning_rate:g}, clip-norm {args.clip_norm:g}, {args.steps} steps; "
           f"rnnlab --init {','.join(args.init)}"
           + ("" if args.forget_bias is None else f" --forget_bias {args.forget_bias:g}")
+          + ("" if not args.dropout else f", dropout {args.dropout:g}")
+          + ("" if args.lr_schedule == "constant" else f", {args.lr_schedule} schedule")
           + ("; state reset every window" if args.no_carry else "")
           + ("; torch with one trainable bias" if args.torch_one_bias else ""),
           flush=True)

@@ -24,7 +24,7 @@ COMMON = ["--dataset", "shakespeare", "--num_layers", "2", "--hidden_size", "256
 RECIPES = {
     "shakespeare-lstm": (["--cell", "lstm", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "5000",
                           *COMMON], "2-layer LSTM-256 on the shipped Shakespeare"),
-    "shakespeare-gru": (["--cell", "gru", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "4000",
+    "shakespeare-gru": (["--cell", "gru", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "9000",
                          *COMMON], "2-layer GRU-256 on the shipped Shakespeare"),
 }
 PRETRAINED = Path(__file__).resolve().parent.parent / "src" / "rnnlab" / "pretrained"

@@ -213,6 +213,9 @@ def export_weights(checkpoint: Checkpoint, directory, dtype: str, val_loss: floa
     ship. ``val_loss`` is what those cast weights score on the run's validation split."""
     meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "arrays", "arrays_sha256",
                                                                   "optimizer_slots", "optimizer_step", "export")}
+    # where the run wrote its files means nothing to whoever loads the export (and names a folder of this machine)
+    meta["train"] = {**meta["train"], **{k: None for k in ("checkpoint_dir", "metrics_file", "cache_dir")
+                                         if k in meta["train"]}}
     meta["export"] = {"val_loss": val_loss, "val_tokens": val_tokens, "dtype": dtype,
                       "source": f"{checkpoint.path.name} at step {meta['step']}", "description": description}
     params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
