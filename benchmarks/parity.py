@@ -76,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads for numpy and torch (restarts the script with OPENBLAS_NUM_THREADS)")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--metrics_dir", default=None,
+                        help="also write each run's validation curve as ENGINE-CELL-seedS.jsonl in this folder, "
+                             "in --metrics_file's format, for `rnnlab plot A.jsonl B.jsonl`")
     parser.add_argument("--from_json", nargs="+", default=None, metavar="FILE",
                         help="train nothing: print the table of earlier --json files (e.g. one per seed), merged")
     parser.add_argument("--quick", action="store_true",
@@ -308,6 +311,18 @@ def merge_json(paths: list[str]):
     return args, results
 
 
+def write_curves(folder: str, results: dict) -> None:
+    """One JSONL per run, a {"step", "val_loss"} line per evaluation (what rnnlab plot reads)."""
+    os.makedirs(folder, exist_ok=True)
+    for cell, seeds in results.items():
+        for seed, runs in seeds.items():
+            for engine, run in runs.items():
+                lines = [json.dumps({"step": step, "val_loss": loss}) for step, loss in sorted(run["val"].items())]
+                path = os.path.join(folder, f"{engine.replace(':', '-')}-{cell}-seed{seed}.jsonl")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -338,6 +353,8 @@ def main(argv=None) -> int:
             print(f"  {cell} seed {seed}: " + ", ".join(f"{e} {v:.3f}" for e, v in last.items())
                   + f" at step {args.steps} ({time.perf_counter() - started:.0f} s)", flush=True)
     print(report(args, results))
+    if args.metrics_dir:
+        write_curves(args.metrics_dir, results)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, f, indent=1)

@@ -32,3 +32,32 @@ def test_bad_metrics_file_is_one_line(tmp_path, content, message):
         metrics.write_text(content)
     result = rnnlab("plot", metrics, "--out", tmp_path / "x.png")
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def write_run(path, slope):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": s, "smooth_loss": 3 - s / slope, "val_loss": 3.1 - s / slope}) + "\n"
+                            for s in range(100, 1100, 100)))
+    return path
+
+
+def test_several_metrics_files_are_overlaid_in_one_figure(tmp_path):
+    """Two runs (e.g. rnnlab and PyTorch at equal steps) on one panel, labelled by --labels."""
+    a, b = write_run(tmp_path / "lstm" / "metrics.jsonl", 800), write_run(tmp_path / "torch.jsonl", 900)
+    out = tmp_path / "both.png"
+    result = rnnlab("plot", a, b, "--out", out, "--labels", "rnnlab LSTM,PyTorch LSTM")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_several_metrics_files_default_labels_and_errors(tmp_path):
+    from rnnlab.plot import run_label
+
+    assert run_label(tmp_path / "lstm" / "metrics.jsonl") == "lstm" and run_label(tmp_path / "t.jsonl") == "t"
+    a = write_run(tmp_path / "a.jsonl", 800)
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"step": 1, "val_loss": "x"}\n')
+    result = rnnlab("plot", a, bad, "--out", tmp_path / "x.png")
+    assert result.returncode == 2 and "b.jsonl line 1" in result.stderr and not (tmp_path / "x.png").exists()
+    result = rnnlab("plot", a, a, "--out", tmp_path / "x.png", "--labels", "one")
+    assert result.returncode == 2 and "--labels names 1 runs but 2 metrics files" in result.stderr

@@ -251,9 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw train/validation loss curves from a --metrics_file",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    plot.add_argument("metrics", type=path_text, help="a JSONL file written by rnnlab train --metrics_file")
+    plot.add_argument("metrics", type=path_text, nargs="+",
+                      help="a JSONL file written by rnnlab train --metrics_file; several: their curves overlaid")
     add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
+    add_flag(plot, "labels", default=None,
+             help="comma-separated names for several metrics files (default: each file's name, or its folder's "
+                  "when the file is called metrics.jsonl)")
 
     bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -683,7 +687,11 @@ def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
 def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
     from .plot import plot_metrics
 
-    path = plot_metrics(args.metrics, args.out, args.title)
+    labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
+    require(labels is None or len(labels) == len(args.metrics),
+            f"--labels names {len(labels or [])} runs but {len(args.metrics)} metrics files are given: give one "
+            "label per file")
+    path = plot_metrics(args.metrics, args.out, args.title, labels)
     print(f"rnnlab: wrote {path}")
     return 0
 

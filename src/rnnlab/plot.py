@@ -53,9 +53,22 @@ def check_plot_path(out_path) -> Path:
     return out_path
 
 
-def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
+def run_label(path) -> str:
+    """A run's name in a legend: the file's stem, or its folder's name for a file called metrics.jsonl."""
+    path = Path(path)
+    return path.parent.name or path.stem if path.name == "metrics.jsonl" else path.stem
+
+
+def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[str] | None = None) -> Path:
     """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right. When
-    the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it."""
+    the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it.
+    Several metrics files (a list): each run's validation curve (and smoothed training loss, dashed, in the
+    same colour) on one panel, to compare runs at equal steps."""
+    if not isinstance(metrics_path, (str, Path)):
+        paths = list(metrics_path)
+        if len(paths) > 1:
+            return plot_runs(paths, out_path, title, labels or [run_label(p) for p in paths])
+        metrics_path = paths[0]
     out_path = check_plot_path(out_path)
     plt = pyplot("rnnlab plot")
     records = read_metrics(metrics_path)
@@ -85,6 +98,30 @@ def plot_metrics(metrics_path, out_path, title: str | None = None) -> Path:
         low.grid(alpha=0.3)
         low.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
+    return save_figure(plt, fig, out_path)
+
+
+def plot_runs(paths: list, out_path, title: str | None, labels: list[str]) -> Path:
+    """Several runs on one panel: validation (solid, markers) and smoothed training loss (dashed)."""
+    out_path = check_plot_path(out_path)
+    plt = pyplot("rnnlab plot")
+    runs = [read_metrics(path) for path in paths]                # every file checked before drawing
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for number, (records, label) in enumerate(zip(runs, labels, strict=True)):
+        colour = colours[number % len(colours)]
+        for key, suffix, style in (("val_loss", "validation", dict(lw=1.8, marker="o", ms=3)),
+                                   ("smooth_loss", "train (smoothed)", dict(lw=1.0, ls="--", alpha=0.7))):
+            points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=colour, label=f"{label}: {suffix}", **style)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / character)")
+    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
+    right.set_ylabel("bits / character")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or " vs ".join(labels))
     return save_figure(plt, fig, out_path)
 
 
