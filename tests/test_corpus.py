@@ -3,6 +3,8 @@ memory-mapped cache that makes the next start fast."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -270,7 +272,7 @@ def test_progress_is_reported_while_encoding(big_text, tmp_path):
     seen = []
     load_corpus(str(big_text), cache_dir=tmp_path / "cache", on_progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1]
-    assert all(b - a >= 0 for (a, _), (b, _) in zip(seen, seen[1:], strict=True))
+    assert all(b - a >= 0 for (a, _), (b, _) in pairwise(seen))
 
 
 def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_path):

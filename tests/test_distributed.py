@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def runs(tmp_path_factory):
 def test_columns_split_a_batch_into_contiguous_blocks_that_cover_it_once(n, size):
     blocks = [World(rank, size).columns(n) for rank in range(size)]
     assert blocks[0].start == 0 and blocks[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=True))
+    assert all(a.stop == b.start for a, b in pairwise(blocks))
     widths = [b.stop - b.start for b in blocks]
     assert max(widths) - min(widths) <= 1
 

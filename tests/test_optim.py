@@ -6,6 +6,7 @@ order of float64 operations.
 """
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -139,7 +140,7 @@ def test_cosine_schedule_runs_from_lr_to_min_lr():
     from rnnlab.optim import scheduled_learning_rate
     lrs = [scheduled_learning_rate("cosine", step, 101, 1.0, 0.1) for step in range(1, 102)]
     assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.55)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=True))
+    assert all(a >= b for a, b in pairwise(lrs))
     assert scheduled_learning_rate("constant", 50, 101, 1.0, 0.1) == 1.0
 
 

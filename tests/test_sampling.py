@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -156,7 +158,7 @@ def test_distribution_entropy_rises_with_temperature():
     """Entropy strictly increases with temperature: low T sharpens towards argmax, high T flattens to uniform."""
     temperatures = [0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 50.0]
     entropies = [entropy(next_char_distribution(LOGITS, t)) for t in temperatures]
-    assert all(a < b for a, b in zip(entropies, entropies[1:], strict=True)), entropies
+    assert all(a < b for a, b in pairwise(entropies)), entropies
     assert entropies[-1] < np.log(len(LOGITS))  # never beyond uniform
 
 
