@@ -61,3 +61,17 @@ def test_several_metrics_files_default_labels_and_errors(tmp_path):
     assert result.returncode == 2 and "b.jsonl line 1" in result.stderr and not (tmp_path / "x.png").exists()
     result = rnnlab("plot", a, a, "--out", tmp_path / "x.png", "--labels", "one")
     assert result.returncode == 2 and "--labels names 1 runs but 2 metrics files" in result.stderr
+
+
+def test_records_a_resumed_or_restarted_run_repeated_are_replaced_by_the_later_ones():
+    """The metrics file is appended to: steps repeated after a resume, or a new run from step 1 in the same
+    file, replace the earlier records from that step on (a plot shows the run as it stands)."""
+    from rnnlab.plot import superseded_dropped
+
+    steps = lambda records: [r.get("step") for r in records]  # noqa: E731
+    resumed = [{"step": s} for s in (100, 200, 300, 200, 300, 400)]
+    assert steps(superseded_dropped(resumed)) == [100, 200, 300, 400]
+    restarted = [{"step": s} for s in (500, 1000, 500, 1000, 1500)]
+    assert steps(superseded_dropped(restarted)) == [500, 1000, 1500]
+    assert superseded_dropped(restarted)[0] is restarted[2]
+    assert steps(superseded_dropped([{"step": 5}, {"note": "x"}, {"step": 6}])) == [5, None, 6]

@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="characters per sample (stream corpora)")
     add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
     add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
-    add_flag(train, "metrics_file", default=None, type=path_text, help="append one JSON object per report to this file")
+    add_flag(train, "metrics_file", default=None, type=path_text,
+             help="append one JSON object per report to this file (for a step a resumed or restarted run "
+                  "repeats, rnnlab plot shows the latest)")
     add_flag(train, "checkpoint_dir", default=d.checkpoint_dir, type=path_text,
              help="save checkpoints here: latest.json (every --save_every steps, at the end, on Ctrl-C) "
                   "and best.json (best validation loss)")

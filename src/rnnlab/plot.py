@@ -43,6 +43,20 @@ def read_metrics(path) -> list[dict]:
     return records
 
 
+def superseded_dropped(records: list[dict]) -> list[dict]:
+    """The records as the run stands now. The file is appended to: a run resumed from an earlier checkpoint
+    repeats the steps after it, and a new run in the same file starts again from its first step. When the
+    step goes back to s, the records before it with step >= s are replaced by what follows."""
+    kept: list[dict] = []
+    for record in records:
+        step = record.get("step")
+        if step is not None:
+            while kept and kept[-1].get("step") is not None and kept[-1]["step"] >= step:
+                kept.pop()
+        kept.append(record)
+    return kept
+
+
 def check_plot_path(out_path) -> Path:
     """--out must name a .png, .svg or .pdf file in an existing folder (checked before any drawing)."""
     out_path = Path(out_path)
@@ -71,7 +85,7 @@ def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[
         metrics_path = paths[0]
     out_path = check_plot_path(out_path)
     plt = pyplot("rnnlab plot")
-    records = read_metrics(metrics_path)
+    records = superseded_dropped(read_metrics(metrics_path))
     states = [(r["step"], r["state_max"]) for r in records if valid_state_max(r.get("state_max"))]
     fig, axes = plt.subplots(2 if states else 1, 1, figsize=(8, 6.5 if states else 4.5), dpi=110, sharex=True,
                              squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if states else [1]})
@@ -105,7 +119,7 @@ def plot_runs(paths: list, out_path, title: str | None, labels: list[str]) -> Pa
     """Several runs on one panel: validation (solid, markers) and smoothed training loss (dashed)."""
     out_path = check_plot_path(out_path)
     plt = pyplot("rnnlab plot")
-    runs = [read_metrics(path) for path in paths]                # every file checked before drawing
+    runs = [superseded_dropped(read_metrics(path)) for path in paths]   # every file checked before drawing
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (records, label) in enumerate(zip(runs, labels, strict=True)):
