@@ -3,6 +3,7 @@ memory-mapped cache that makes the next start fast."""
 
 from __future__ import annotations
 
+import os
 from itertools import pairwise
 
 import numpy as np
@@ -292,3 +293,67 @@ def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_
     resumed.run()
     for name, value in full.params.items():
         np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+
+
+# ---- bounded memory: one chunk at a time, mapped pages released ------------------------------------------
+
+def test_a_file_is_read_one_chunk_at_a_time(tmp_path, monkeypatch):
+    """Encoding pulls the next chunk of the file only after the previous one's code points were used: the
+    text is never held whole (a 300 MB file once peaked at 362 MB of memory when every chunk was read first)."""
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 64)
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefgh" * 100)
+    pulled = []
+    real = corpus_module.read_chunks
+
+    def counting(source):
+        for chunk in real(source):
+            pulled.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(corpus_module, "read_chunks", counting)
+    _, _, sources = corpus_module.find_sources(str(path))
+    stream = corpus_module.code_points(sources)
+    first = next(stream)
+    assert len(pulled) == 1 and len(first) == 64
+    assert sum(len(part) for part in stream) == 800 - 64 and len(pulled) == 800 // 64 + 1
+
+
+def resident_kb(path) -> int:
+    """This process's resident pages of the mapping of ``path`` (Linux: /proc/self/smaps)."""
+    total, current = 0, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:
+                current = head[5] if len(head) > 5 else None
+            elif head[0] == "Rss:" and current == str(path):
+                total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not hasattr(corpus_module.mmap, "MADV_DONTNEED") or not os.path.exists("/proc/self/smaps"),
+                    reason="Linux: madvise and /proc/self/smaps")
+def test_release_pages_unmaps_what_a_memory_mapped_corpus_touched(tmp_path):
+    path = tmp_path / "ids.bin"
+    np.arange(4 << 20, dtype=np.uint8).tofile(path)              # 4 MB
+    ids = np.memmap(path, dtype=np.uint8, mode="r")
+    assert int(ids[::4096].astype(np.int64).sum()) >= 0          # touch every page
+    assert resident_kb(path) >= 4000
+    corpus_module.release_pages(ids[100:])                       # a view of it releases the whole mapping
+    assert resident_kb(path) < 100
+    assert ids[5000] == 5000 % 256                               # and reads on afterwards
+    corpus_module.release_pages(np.zeros(3))                     # not a memory map: nothing happens
+
+
+def test_batches_release_the_mapped_pages_every_so_often(monkeypatch):
+    from rnnlab import batches as batches_module
+    from rnnlab.batches import StreamBatches
+
+    released = []
+    monkeypatch.setattr(batches_module, "release_pages", lambda data: released.append(data))
+    monkeypatch.setattr(batches_module, "RELEASE_EVERY", 4)
+    stream = StreamBatches(np.arange(1000) % 7, batch_size=2, seq_length=5)
+    for _ in range(12):
+        next(stream)
+    assert len(released) == 3 and all(data is stream.data for data in released)

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .corpus import release_pages
 from .errors import RnnlabError, require
+
+RELEASE_EVERY = 64   # batches between unmapping the touched pages of a memory-mapped corpus (corpus.release_pages)
 
 
 @dataclass
@@ -75,6 +78,8 @@ class LineBatches:
             self.order = self._new_order()
         chosen = [self.examples[i] for i in self.order[self.position:self.position + self.batch_size]]
         self.position += self.batch_size
+        if self.position % (RELEASE_EVERY * self.batch_size) < self.batch_size:
+            release_pages(getattr(self.examples, "ids", None))
         return self.collate(chosen, self.epoch)
 
     @staticmethod
@@ -131,6 +136,8 @@ class StreamBatches:
             self.epoch, self.position = self.epoch + 1, 0
         start = self.position
         self.position += self.seq_length
+        if start % (RELEASE_EVERY * self.seq_length) == 0:
+            release_pages(self.data)
         return Batch(*self.window(start), None, start == 0, self.epoch)
 
     def state_dict(self) -> dict:
