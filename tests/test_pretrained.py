@@ -36,7 +36,7 @@ def test_both_models_are_in_the_package_small_and_float16():
         with np.load(arrays) as npz:
             assert all(npz[key].dtype == np.float16 for key in npz.files)
         # nothing in the shipped JSON names a folder of the machine that trained it
-        assert all(meta["train"][key] is None for key in ("checkpoint_dir", "metrics_file", "cache_dir"))
+        assert all(meta["train"].get(key) is None for key in ("checkpoint_dir", "metrics_file", "cache_dir"))
 
 
 def test_sample_list_names_them_with_their_validation_loss(capsys):
