@@ -357,3 +357,20 @@ def test_batches_release_the_mapped_pages_every_so_often(monkeypatch):
     for _ in range(12):
         next(stream)
     assert len(released) == 3 and all(data is stream.data for data in released)
+
+
+def test_line_batches_release_the_mapped_pages_of_their_examples(monkeypatch):
+    from rnnlab import batches as batches_module
+    from rnnlab.batches import LineBatches
+    from rnnlab.splits import LineExamples
+
+    released = []
+    monkeypatch.setattr(batches_module, "release_pages", lambda data: released.append(data))
+    monkeypatch.setattr(batches_module, "RELEASE_EVERY", 2)
+    ids = np.tile(np.array([1, 2, 3, 0]), 50)                   # 50 lines "abc" ended by id 0
+    starts = np.arange(50) * 4
+    examples = LineExamples(ids, starts, starts + 3, 0)
+    batches = LineBatches(examples, batch_size=5, rng=np.random.default_rng(0))
+    for _ in range(8):
+        next(batches)
+    assert len(released) == 4 and all(data is ids for data in released)
