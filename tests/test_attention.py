@@ -8,6 +8,7 @@ rnnlab.gradcheck); the bound 1e-6 is far above that and far below what a missing
 import numpy as np
 import pytest
 
+from finite_differences import BOUND, EPS
 from rnnlab.attention import (
     SCORES,
     attend,
@@ -20,8 +21,6 @@ from rnnlab.attention import (
 from rnnlab.errors import RnnlabError
 from rnnlab.gradcheck import numerical_gradient, relative_error
 
-EPS = 1e-6
-BOUND = 1e-6
 B, S, HQ, A = 3, 5, 4, 6
 KINDS = sorted(SCORES)
 

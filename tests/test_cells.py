@@ -9,6 +9,7 @@ rounding in a different order: rtol 1e-12 (about 1e4 ulp) is far above that and 
 import numpy as np
 import pytest
 
+from finite_differences import BOUND, EPS, random_layer
 from rnnlab.cells import CELLS, lstm_reference_step_backward, lstm_reference_step_forward
 from rnnlab.gradcheck import numerical_gradient, relative_error
 from rnnlab.recurrence import Workspace, project_inputs, sequence_backward, sequence_forward
@@ -84,20 +85,6 @@ def test_textbook_lstm_step_backward_matches_finite_differences():
     assert relative_error(dh_prev, numerical_gradient(loss, state[0])) < 1e-6
     assert relative_error(dc_prev, numerical_gradient(loss, state[1])) < 1e-6
     assert relative_error(state[0].T @ dzh, numerical_gradient(loss, p["Wh"])) < 1e-6
-
-
-# Finite differences: central differences with eps = 1e-6 in float64 carry ~1e-10 relative error (see
-# rnnlab.gradcheck), so a correct gradient has relative error far below the bound of 1e-6, and any missing
-# term would exceed it by orders of magnitude. Parameters are random *nonzero*, biases included: a zero
-# bias hides bias-gradient bugs.
-EPS = 1e-6
-BOUND = 1e-6
-
-
-def random_layer(cell, input_size, hidden, rng):
-    """A layer's parameters with every entry random and nonzero, biases included."""
-    p = cell.init(input_size, hidden, rng)
-    return {name: rng.normal(0.0, 0.5, size=value.shape) for name, value in p.items()}
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from finite_differences import BOUND, EPS, nonzero_like
 from rnnlab import model as charmodel
 from rnnlab.batches import pad_sequences
 from rnnlab.cells import CELLS
@@ -93,14 +94,9 @@ def test_check_params_names_the_mismatch():
         charmodel.check_params(config, params)
 
 
-# Finite differences in float64 (eps 1e-6, bound 1e-6: see tests/test_cells.py), random nonzero parameters.
-EPS = 1e-6
-BOUND = 1e-6
-
-
 def random_params(config, rng):
-    params = charmodel.init_params(config, rng, dtype=np.float64)
-    return {name: rng.normal(0.0, 0.5, size=value.shape) for name, value in params.items()}
+    """Finite-difference parameters: the model's names and shapes, every entry random and nonzero."""
+    return nonzero_like(charmodel.init_params(config, rng, dtype=np.float64), rng)
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

@@ -4,22 +4,10 @@ on character ids and on dense inputs, with the gradient arriving at every step a
 import numpy as np
 import pytest
 
+from finite_differences import BOUND, EPS, random_layer
 from rnnlab.cells import CELLS
 from rnnlab.gradcheck import numerical_gradient, relative_error
 from rnnlab.recurrence import input_grads, project_inputs, sequence_backward, sequence_forward
-
-# Finite differences: central differences with eps = 1e-6 in float64 carry ~1e-10 relative error (see
-# rnnlab.gradcheck), so a correct gradient has relative error far below the bound of 1e-6, and any missing
-# term would exceed it by orders of magnitude. Parameters are random *nonzero*, biases included: a zero
-# bias hides bias-gradient bugs.
-EPS = 1e-6
-BOUND = 1e-6
-
-
-def random_layer(cell, input_size, hidden, rng):
-    """A layer's parameters with every entry random and nonzero, biases included."""
-    p = cell.init(input_size, hidden, rng)
-    return {name: rng.normal(0.0, 0.5, size=value.shape) for name, value in p.items()}
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
