@@ -48,22 +48,21 @@ def health_warnings(step: int, total_steps: int, val_loss: float | None, smooth_
     """One line per new problem (kinds already in ``warned`` are skipped; new kinds are added to it)."""
     found = []
     runaway = max(largest_state, default=0.0) > STATE_RUNAWAY
-    state_hint = (f"; the carried state has grown to |state| = {max(largest_state):,.0f}, so the model predicts "
-                  "from it, not from the text" if runaway else "")
+    runaway_cause = (f"; the carried state has grown to |state| = {max(largest_state):,.0f}, so the model "
+                     "predicts from it, not from the text: lower --learning_rate or use --init rnnlab (forget bias 0)"
+                     if runaway else None)
     uniform = math.log(vocab_size)
     if (val_loss is not None and step >= EARLIEST * total_steps and val_loss > uniform + UNIFORM_MARGIN
             and "uniform" not in warned):
         warned.add("uniform")
-        cause = (f"{state_hint}: lower --learning_rate or use --init rnnlab (forget bias 0)" if runaway else
-                 ": the model is confidently wrong on held-out text -- check that the held-out part is the same "
-                 "kind of text (--val_fraction), and lower --learning_rate")
+        cause = runaway_cause or (": the model is confidently wrong on held-out text -- check that the held-out "
+                                  "part is the same kind of text (--val_fraction), and lower --learning_rate")
         found.append(f"validation loss {val_loss:.3f} is worse than a uniform guess (ln {vocab_size} = "
                      f"{uniform:.3f}) at step {step:,}{cause}")
     if val_loss is not None and val_loss - smooth_loss > MAX_GAP and "gap" not in warned:
         warned.add("gap")
-        cause = (f"{state_hint}: lower --learning_rate or use --init rnnlab (forget bias 0)" if runaway else
-                 " -- the model is memorising the training text: keep best.json (--checkpoint_dir), add "
-                 "--dropout, or train fewer steps")
+        cause = runaway_cause or (" -- the model is memorising the training text: keep best.json "
+                                  "(--checkpoint_dir), add --dropout, or train fewer steps")
         found.append(f"validation loss {val_loss:.3f} is {val_loss - smooth_loss:.2f} nats above training "
                      f"({smooth_loss:.3f}) at step {step:,}{cause}")
     return found

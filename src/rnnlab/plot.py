@@ -57,6 +57,19 @@ def superseded_dropped(records: list[dict]) -> list[dict]:
     return kept
 
 
+def curve(records: list[dict], key: str) -> list[tuple]:
+    """(step, value) of every record that has both."""
+    return [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+
+
+def loss_axes(ax) -> None:
+    """Nats on the left axis, bits/char on the right, a light grid."""
+    ax.set_ylabel("loss (nats / character)")
+    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
+    right.set_ylabel("bits / character")
+    ax.grid(alpha=0.3)
+
+
 def check_plot_path(out_path) -> Path:
     """--out must name a .png, .svg or .pdf file in an existing folder (checked before any drawing)."""
     out_path = Path(out_path)
@@ -93,13 +106,10 @@ def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[
     for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
                               ("smooth_loss", "train (smoothed)", dict(lw=1.6)),
                               ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
-        points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+        points = curve(records, key)
         if points:
             ax.plot(*zip(*points, strict=True), label=label, **style)
-    ax.set_ylabel("loss (nats / character)")
-    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
-    right.set_ylabel("bits / character")
-    ax.grid(alpha=0.3)
+    loss_axes(ax)
     ax.legend()
     ax.set_title(title or Path(metrics_path).name)
     if states:
@@ -126,14 +136,11 @@ def plot_runs(paths: list, out_path, title: str | None, labels: list[str]) -> Pa
         colour = colours[number % len(colours)]
         for key, suffix, style in (("val_loss", "validation", dict(lw=1.8, marker="o", ms=3)),
                                    ("smooth_loss", "train (smoothed)", dict(lw=1.0, ls="--", alpha=0.7))):
-            points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+            points = curve(records, key)
             if points:
                 ax.plot(*zip(*points, strict=True), color=colour, label=f"{label}: {suffix}", **style)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / character)")
-    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
-    right.set_ylabel("bits / character")
-    ax.grid(alpha=0.3)
+    loss_axes(ax)
     ax.legend(fontsize=8)
     ax.set_title(title or " vs ".join(labels))
     return save_figure(plt, fig, out_path)
