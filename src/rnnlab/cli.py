@@ -617,7 +617,8 @@ def list_shipped() -> int:
 def run_export(args: argparse.Namespace, typed: set[str]) -> int:
     """Measure the cast weights on the run's validation split, then write them alone into --out."""
     checkpoint = load_checkpoint(args.checkpoint)
-    require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model")
+    require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model: give the "
+                                             "checkpoint of the training run it came from")
     other_runs_checkpoints(args.out, args.overwrite)
     trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
     cast = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
