@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from rnnlab import files
+
 MUST_RUN_IN_CI = ("torch", "tensorflow", "keras", "chromium", "chromedriver", "selenium", "matplotlib")
 
 
@@ -26,3 +28,11 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nCI: {len(bad)} test(s) were skipped for a missing framework or browser; in CI they must run "
               "(install the [test] extra and chromium)")
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def fresh_file_session():
+    """Each test is a command of its own: the inputs noted by the output guard (files.py) start empty, as
+    they do for every ``rnnlab`` command."""
+    files.new_session()
+    yield

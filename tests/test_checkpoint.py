@@ -22,9 +22,10 @@ def metrics_by_step(reports):
 
 def run(config, resume_from=None):
     reports = []
-    trainer = Trainer(config, reports.append)
-    if resume_from is not None:
-        trainer.restore(load_checkpoint(resume_from))
+    checkpoint = None if resume_from is None else load_checkpoint(resume_from)
+    trainer = Trainer(config, reports.append, continues=checkpoint)   # a run continued in its own folder
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
     trainer.run()
     return trainer, metrics_by_step(reports)
 

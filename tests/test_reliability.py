@@ -64,6 +64,7 @@ SAMPLE = ["--num_samples", "2", "--length", "20"]
 # command that hangs (e.g. opening a FIFO for reading) fails the test instead of blocking the whole suite.
 PROCESS_TIMEOUT_S = 60
 ENV = {key: value for key, value in os.environ.items() if key != "RNNLAB_DEBUG"}   # no tracebacks on purpose
+REAL_OS_OPEN = os.open                      # snapshots read with it: a test's deny_open patches os.open
 
 
 # ---- running rnnlab ------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def snapshot(root: Path, skip=()) -> dict:
                 seen[rel] = ("dir",)
             elif stat.S_ISREG(st_.st_mode):
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = REAL_OS_OPEN(path, os.O_RDONLY)
                 except PermissionError:
                     seen[rel] = ("unreadable", st_.st_size, st_.st_mtime_ns)
                     continue
@@ -207,8 +208,18 @@ def deny_open(monkeypatch, *paths) -> None:
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file, flags, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)):
+            full = os.path.abspath(os.fsdecode(file))
+            if any(full == t or full.startswith(t + os.sep) for t in targets):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(file))
+        return real_os_open(file, flags, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded_open)   # open() in rnnlab's modules
     monkeypatch.setattr(io, "open", guarded_open)         # Path.open / read_bytes / write_text
+    monkeypatch.setattr(os, "open", guarded_os_open)      # the output guard's descriptors (files.py)
 
 
 @pytest.fixture
@@ -492,10 +503,13 @@ CASES = {
     # 5. --checkpoint_dir is proven writable before the first step
     "read-only --checkpoint_dir": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "ro"], 2,
                                        "cannot be written", steps(mkdir("ro"), deny("ro"))),
-    "--checkpoint_dir is a file": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2,
-                                       "a file of that name is in the way"),
+    "--checkpoint_dir is a file": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt"],
+                                       2, "a file of that name is in the way"),
+    "--checkpoint_dir is the dataset": Case(
+        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2,
+        "is inside the dataset, which this run reads"),
     "--checkpoint_dir under a file": Case(
-        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt/sub"], 2, "cannot be written"),
+        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt/sub"], 2, "is in the way"),
     "--checkpoint_dir is a FIFO": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "fifo"], 2,
                                        "in the way", mkfifo("fifo"), process=True),
     # 9. non-UTF-8 names (bytes in argv need a real process)
@@ -555,7 +569,7 @@ CASES = {
                                             lambda ws, mp: replace_member_raw(ws / "run", "param/Wy.npy",
                                                                               npy_claiming((10 ** 9, 10 ** 9)))),
     ".npy state header claims a huge shape": Case(
-        ["sample", "--checkpoint", "run"], 2, "header claims",
+        ["sample", "--checkpoint", "run"], 2, "a carried state holds at most the run's 1 rows",
         lambda ws, mp: replace_member_raw(ws / "run", "state/0/0.npy", npy_claiming((10 ** 9, 8)))),
     "integer weights": Case(["sample", "--checkpoint", "run"], 2, "has dtype int64",
                             with_param("Wy", lambda a: a.astype(np.int64))),
@@ -630,12 +644,13 @@ CASES = {
     "--dropout with one layer": Case(["train", "--dataset", "names.txt", *TINY, "--dropout", "0.3"], 0,
                                      "does nothing with one layer", stdout_empty=False),
     "--metrics_file is the dataset": Case(["train", "--dataset", "names.txt", *TINY, "--metrics_file", "names.txt"],
-                                          2, "same file as the dataset", check=unchanged_text("names.txt", NAMES_TEXT)),
+                                          2, "is the dataset, which this run reads", check=unchanged_text("names.txt", NAMES_TEXT)),
     "--metrics_file is the dataset by another path": Case(
-        ["train", "--dataset", "names.txt", *TINY, "--metrics_file", "link.txt"], 2, "same file as the dataset",
+        ["train", "--dataset", "names.txt", *TINY, "--metrics_file", "link.txt"], 2,
+        "is the dataset, which this run reads",
         lambda ws, mp: (ws / "link.txt").symlink_to(ws / "names.txt")),
     "--metrics_file is the checkpoint": Case([*RESUME, "--metrics_file", "run/latest.json"], 2,
-                                             "same file as the checkpoint"),
+                                             "is the checkpoint, which this run reads"),
 }
 
 

@@ -282,12 +282,18 @@ def test_layer_choice_and_single_state_cells():
         page_data(vis, layer=2)
 
 
-def test_write_html_replaces_atomically(tmp_path):
+def test_write_html_replaces_atomically_only_a_page_rnnlab_wrote(tmp_path):
     out = tmp_path / "page.html"
-    out.write_text("old")
+    old = '<meta name="generator" content="rnnlab">old'
+    out.write_text(old)
     write_html(out, "<!DOCTYPE html>new")
     assert out.read_text() == "<!DOCTYPE html>new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no temporary file left behind
+    with pytest.raises(RnnlabError, match="is not a page written by rnnlab"):   # now it is not rnnlab's page
+        write_html(out, "x")
+    assert out.read_text() == "<!DOCTYPE html>new"
+    write_html(out, "x", overwrite=True)
+    assert out.read_text() == "x"
     with pytest.raises(RnnlabError, match="does not exist"):
         write_html(tmp_path / "nowhere" / "page.html", "x")
 

@@ -41,9 +41,9 @@ def render_attention_html(translations: list, title: str = "rnnlab attention") -
     return render_template("attention.html", title, attention_page_data(translations))
 
 
-def write_attention_html(path, translations: list, title: str = "rnnlab attention") -> Path:
-    """Write the page atomically."""
-    return write_html(path, render_attention_html(translations, title))
+def write_attention_html(path, translations: list, title: str = "rnnlab attention", overwrite: bool = False) -> Path:
+    """Write the page through the output guard, atomically."""
+    return write_html(path, render_attention_html(translations, title), overwrite)
 
 
 def shown(ch: str) -> str:
@@ -51,7 +51,7 @@ def shown(ch: str) -> str:
     return "\u2423" if ch == " " else ch
 
 
-def write_attention_png(path, translation, title: str | None = None) -> Path:
+def write_attention_png(path, translation, title: str | None = None, overwrite: bool = False) -> Path:
     """One translation's weights as an image: output characters down, source characters across."""
     plt = pyplot("the attention image (--png)")
     t = translation
@@ -66,7 +66,7 @@ def write_attention_png(path, translation, title: str | None = None) -> Path:
     ax.set_ylabel("output")
     ax.set_title(title or f"{t.source} -> {t.output}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="attention weight")
-    return save_figure(plt, fig, path)
+    return save_figure(plt, fig, path, "--png", overwrite)
 
 
 def attention_text(translation, decimals: int = 2) -> str:

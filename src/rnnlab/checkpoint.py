@@ -10,11 +10,17 @@ A checkpoint folder holds, per *tag* (``latest``, ``best``):
                              hidden state carried between windows ``state/<layer>/<k>``
     .rnnlab.lock             held by the run that writes the folder (files.DirectoryLock)
 
-Writing. The arrays go to a new file (written to a temporary name, flushed, then renamed), and only then is
-the JSON atomically replaced to point at it; the previous arrays file is deleted last. A kill at any moment
-leaves a JSON that points to a complete arrays file; the leftovers of a killed save (temporary files, an
-arrays file no JSON names) are removed by the next run that takes the folder's lock. Non-finite arrays are
-never written.
+Owning a folder. :class:`CheckpointFolder` is the one owner of a checkpoint folder: training, resuming and
+exporting all go through it. It refuses another run's checkpoint unless ``--overwrite`` (and then deletes it
+only once it holds the lock), refuses to replace a later point of the run it continues, creates and locks the
+folder, and removes what killed saves left behind.
+
+Writing. Every file goes through the output guard (``files.write_file``, kind ``files.CHECKPOINT``). The
+arrays go to a new file (written to a temporary name, fsynced, then renamed), and only then is the JSON
+atomically replaced to point at it; the previous arrays file is deleted last. A kill at any moment leaves a
+JSON that points to a complete arrays file; the leftovers of a killed save (temporary files, an arrays file
+no JSON names) are removed by the next run that takes the folder's lock. Non-finite arrays are never
+written.
 
 Reading (the trust model). A checkpoint folder may have been edited, damaged or crafted, so nothing in it
 is believed before it is checked, and nothing outside the folder is ever read, written or deleted:
@@ -26,11 +32,17 @@ is believed before it is checked, and nothing outside the folder is ever read, w
 3. the archive must hold exactly the arrays the config implies: each member's ``.npy`` header is read
    *before* its data, and its dtype (float32/float64), shape and byte count must be the expected ones --
    so a header claiming a huge shape allocates nothing -- pickled objects are refused;
-4. every array must be finite.
+4. every array must be finite;
+5. sizes have a budget: the archive's declared sizes must fit in the memory available before any member is
+   decompressed, and a carried hidden state may hold at most the run's batch of rows.
+
+Reading a checkpoint notes its files, its folder and its recorded corpus as inputs of the run
+(``files.note_read``): no output of the command that reads it may replace them.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -47,14 +59,31 @@ from . import schema as s
 from .cells import CELLS
 from .config import TrainConfig
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import TMP_SUFFIX, atomic_write_bytes, read_bytes, regular_file
+from .files import (
+    CHECKPOINT,
+    DirectoryLock,
+    check_folder,
+    check_output,
+    note_checkpoint_read,
+    note_read,
+    note_read_pattern,
+    prepare_folder,
+    read_bytes,
+    regular_file,
+    remove_file,
+    remove_stale_temps,
+    same_file,
+    write_file,
+)
+from .memory import require_memory
 from .optim import OPTIMIZERS, make_optimizer
 from .tasks import TASKS
 
 FORMAT_VERSION = 2
 TAGS = ("latest", "best")
 ARRAYS_NAME = re.compile(r"(latest|best)-(\d{6,})(b?)\.npz")      # the only arrays names rnnlab writes
-TMP_NAME = re.compile(r"\.(latest|best)(\.json|-\d{6,}b?\.npz)\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX))
+# the temporary names of rnnlab versions before the output guard (files.TEMP_NAME is today's)
+OLD_TMP_NAME = re.compile(r"\.(latest|best)(\.json|-\d{6,}b?\.npz)\.[0-9a-f]{8}\.tmp")
 MAX_JSON_BYTES = 64 * 2 ** 20
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))   # float16: exported weights
 U128 = 2 ** 128 - 1
@@ -206,26 +235,24 @@ def with_prefix(arrays: dict, prefix: str) -> dict:
 
 # ---- writing -------------------------------------------------------------------------------------------
 
-def export_weights(checkpoint: Checkpoint, directory, dtype: str, val_loss: float | None, val_tokens: int,
-                   description: str) -> Path:
-    """Write ``checkpoint``'s parameters alone (no optimizer moments, no carried state), cast to ``dtype``,
-    as ``<directory>/latest.json`` marked ``export``: a model to sample from and visualise, small enough to
-    ship. ``val_loss`` is what those cast weights score on the run's validation split."""
+def export_document(checkpoint: Checkpoint, dtype: str, val_loss: float | None, val_tokens: int,
+                    description: str) -> dict:
+    """The JSON of ``checkpoint``'s weights alone, marked ``export``: what the run was, without where it wrote
+    its files (that means nothing to whoever loads the export, and names a folder of this machine)."""
     meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "arrays", "arrays_sha256",
                                                                   "optimizer_slots", "optimizer_step", "export")}
-    # where the run wrote its files means nothing to whoever loads the export (and names a folder of this machine)
     meta["train"] = {**meta["train"], **{k: None for k in ("checkpoint_dir", "metrics_file", "cache_dir")
                                          if k in meta["train"]}}
     meta["export"] = {"val_loss": val_loss, "val_tokens": val_tokens, "dtype": dtype,
                       "source": f"{checkpoint.path.name} at step {meta['step']}", "description": description}
-    params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
-    return save_checkpoint(directory, "latest", meta, params, {"step": meta["step"]})
+    return meta
 
 
 def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_state: dict,
-                    hidden_state: list | None = None) -> Path:
-    """Write ``<directory>/<tag>.json`` and its arrays file atomically; returns the JSON path. The folder
-    must exist (see files.prepare_directory); non-finite arrays raise TrainingDiverged and nothing is written."""
+                    hidden_state: list | None = None, flag: str = "--checkpoint_dir") -> Path:
+    """Write ``<directory>/<tag>.json`` and its arrays file atomically, through the output guard; returns the
+    JSON path. The folder must exist (see :class:`CheckpointFolder`); non-finite arrays raise
+    TrainingDiverged and nothing is written."""
     require(tag in TAGS, f"checkpoint tag must be one of {TAGS}")
     directory = Path(directory)
     arrays = flatten_arrays(params, optimizer_state, hidden_state)
@@ -242,14 +269,15 @@ def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_sta
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
-    atomic_write_bytes(directory / arrays_name, data, "checkpoint")
+    write_file(directory / arrays_name, data, CHECKPOINT, flag, overwrite=True)
     document = {**meta, "format_version": FORMAT_VERSION, "arrays": arrays_name,
                 "arrays_sha256": hashlib.sha256(data).hexdigest(),
                 "optimizer_slots": sorted(k for k in optimizer_state if k != "step"),
                 "optimizer_step": int(optimizer_state.get("step", 0))}
-    atomic_write_bytes(json_path, json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), "checkpoint")
+    write_file(json_path, json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), CHECKPOINT, flag,
+               overwrite=True)
     if previous and previous != arrays_name:
-        (directory / previous).unlink(missing_ok=True)          # a bare rnnlab name: inside the folder
+        remove_file(directory / previous, CHECKPOINT, flag)     # a bare rnnlab name: inside the folder
     return json_path
 
 
@@ -257,28 +285,112 @@ def arrays_name_in(json_path: Path) -> str | None:
     """The arrays file a checkpoint JSON names -- only if it is a bare name of the form rnnlab writes, so
     that what the JSON says can never point outside its folder. None for anything else."""
     try:
-        name = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False)).get("arrays")
+        name = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False, note=False)).get("arrays")
     except (RnnlabError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) and ARRAYS_NAME.fullmatch(name) else None
 
 
-def clean_directory(directory) -> list[str]:
-    """Remove what killed saves leave in a checkpoint folder: rnnlab's temporary files, and arrays files
-    that no JSON names. Only names of rnnlab's own forms are touched, and only when every JSON of the
-    folder is readable (an unreadable JSON might name any of them). Returns the names removed."""
+def step_in(json_path: Path) -> int | None:
+    """The step a checkpoint JSON records, or None if it is not a readable checkpoint."""
+    try:
+        step = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False, note=False)).get("step")
+    except (RnnlabError, ValueError, AttributeError):
+        return None
+    return step if type(step) is int else None
+
+
+def clean_directory(directory, flag: str = "--checkpoint_dir") -> list[str]:
+    """Remove what killed saves leave in a checkpoint folder: rnnlab's temporary files whose writer is gone,
+    and arrays files that no JSON names. Only names of rnnlab's own forms are touched, and no arrays file
+    while a JSON of the folder is unreadable (it might name any of them). Returns the names removed."""
     directory = Path(directory)
+    removed = remove_stale_temps(directory)
     jsons = [directory / f"{tag}.json" for tag in TAGS]
     named = {arrays_name_in(path) for path in jsons if path.exists()}
     if any(path.exists() for path in jsons) and None in named:
-        return []
-    removed = []
+        return removed
     for path in directory.iterdir():
         orphan = ARRAYS_NAME.fullmatch(path.name) and path.name not in named
-        if (orphan or TMP_NAME.fullmatch(path.name)) and not path.is_dir():
-            path.unlink(missing_ok=True)
+        if (orphan or OLD_TMP_NAME.fullmatch(path.name)) and remove_file(path, CHECKPOINT, flag):
             removed.append(path.name)
     return removed
+
+
+class CheckpointFolder:
+    """The one owner of a checkpoint folder: training, resuming and exporting all write through it.
+
+    ``check`` (before any work: nothing is touched) refuses a folder that holds another run's checkpoint
+    unless ``overwrite``, and refuses to let a run continued from ``best.json`` replace a ``latest.json`` of
+    a later step; the output guard's own rules (not an input, not inside the dataset, not the cache) are
+    checked then too. ``open`` creates the folder, takes its lock (one writer), deletes the other run's
+    checkpoint (``overwrite``: only now that the lock is ours, so never under a live run) and what killed
+    saves left. ``save`` writes a tag; ``close`` gives the lock back (a later ``save`` takes it again)."""
+
+    def __init__(self, directory, flag: str = "--checkpoint_dir", overwrite: bool = False,
+                 continues: Checkpoint | None = None):
+        self.directory, self.flag, self.overwrite = Path(directory), flag, overwrite
+        self.continues = continues if continues is not None and same_file(directory, continues.directory) else None
+        if self.continues is not None:
+            note_checkpoint_read(self.directory, f"the checkpoint {continues.path}", continued=True)
+        self.lock = DirectoryLock(self.directory, flag)
+
+    def others(self) -> list[Path]:
+        """Another run's checkpoint JSONs in the folder (none when this run continues the folder's own)."""
+        if self.continues is not None:
+            return []
+        return [self.directory / f"{tag}.json" for tag in TAGS
+                if (self.directory / f"{tag}.json").exists() or (self.directory / f"{tag}.json").is_symlink()]
+
+    def check(self) -> None:
+        check_folder(self.directory, CHECKPOINT, self.flag)
+        for tag in TAGS:                                         # the guard's rules, before any work
+            check_output(self.directory / f"{tag}.json", CHECKPOINT, self.flag, overwrite=True)
+        existing = [path.name for path in self.others()]
+        require(not existing or self.overwrite,
+                f"{self.flag} {self.directory} already holds a run's checkpoint ({', '.join(existing)}): continue it "
+                f"with --resume {self.directory}, or add --overwrite to start over")
+        if self.continues is not None and self.continues.path.name == "best.json" and not self.overwrite:
+            later = step_in(self.directory / "latest.json")
+            step = self.continues.meta["step"]
+            require(later is None or later <= step,
+                    f"--resume {self.continues.path} (step {step:,}) would replace {self.directory / 'latest.json'} "
+                    f"(step {later:,}), a later point of the run: resume from {self.directory} (its latest), "
+                    "branch off with --checkpoint_dir NEW_FOLDER, or add --overwrite to replace it")
+
+    def open(self) -> None:
+        self.check()
+        prepare_folder(self.directory, CHECKPOINT, self.flag)
+        self.lock.acquire()
+        for path in self.others():                              # --overwrite (check refused it otherwise)
+            remove_file(path, CHECKPOINT, self.flag)
+        clean_directory(self.directory, self.flag)
+
+    def save(self, tag: str, meta: dict, params: dict, optimizer_state: dict, hidden_state: list | None = None) -> Path:
+        held = self.lock.held
+        if not held:
+            self.lock.acquire()
+        try:
+            return save_checkpoint(self.directory, tag, meta, params, optimizer_state, hidden_state, self.flag)
+        finally:
+            if not held:
+                self.lock.release()
+
+    def export(self, checkpoint: Checkpoint, dtype: str, val_loss: float | None, val_tokens: int,
+               description: str) -> Path:
+        """Write ``checkpoint``'s parameters alone (no optimizer moments, no carried state), cast to
+        ``dtype``, as ``latest.json`` marked ``export``: a model to sample from and visualise, small enough to
+        ship. ``val_loss`` is what those cast weights score on the run's validation split."""
+        meta = export_document(checkpoint, dtype, val_loss, val_tokens, description)
+        params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
+        self.open()
+        try:
+            return self.save("latest", meta, params, {"step": meta["step"]})
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.lock.release()
 
 
 # ---- reading -------------------------------------------------------------------------------------------
@@ -317,7 +429,8 @@ def resolve(path) -> Path:
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read and check a checkpoint (see the trust model above); every problem is one RnnlabError."""
+    """Read and check a checkpoint (see the trust model above); every problem is one RnnlabError. Its files,
+    folder and recorded corpus become inputs of the run (no output may replace them)."""
     json_path = resolve(path)
     for attempt in range(3):     # a run saving into the folder may replace the arrays between our two reads
         meta = read_document(json_path)
@@ -326,6 +439,8 @@ def load_checkpoint(path) -> Checkpoint:
             break
     require(arrays_path.exists() or arrays_path.is_symlink(),
             f"checkpoint arrays file {arrays_path} is missing: the checkpoint is incomplete; use another one")
+    note_checkpoint_read(json_path.parent, f"the checkpoint {json_path}")
+    note_corpus(meta["corpus"]["path"])
     data = read_bytes(arrays_path, "checkpoint arrays", follow_links=False)
     if hashlib.sha256(data).hexdigest() != meta["arrays_sha256"]:
         raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
@@ -333,7 +448,8 @@ def load_checkpoint(path) -> Checkpoint:
     task = TASKS[meta["task"]]
     config = task.config_class(**meta["model"])
     expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
-    arrays = read_npz(arrays_path, data, expected)
+    state_rows = meta["train"].get("batch_size", TrainConfig.batch_size) if task.kind == "lm" else 0
+    arrays = read_npz(arrays_path, data, expected, (state_rows, getattr(config, "hidden_size", 0)))
     params = {name: value.astype(np.float32) if value.dtype == np.float16 else value   # float16 is storage only
               for name, value in with_prefix(arrays, "param/").items()}
     optimizer_state = {"step": meta["optimizer_step"]}
@@ -344,6 +460,17 @@ def load_checkpoint(path) -> Checkpoint:
                                             "never has: the checkpoint is damaged")
     hidden = hidden_state_from(state, config, arrays_path)
     return Checkpoint(meta, params, optimizer_state, hidden, json_path)
+
+
+def note_corpus(path: str | None) -> None:
+    """The corpus a checkpoint records is the run's data: no output may replace it (a file, a folder's
+    members or a glob's matches; a shipped corpus is inside the package, which is protected anyway)."""
+    if path is None:
+        return
+    if glob.has_magic(path):
+        note_read_pattern(path, f"the training corpus {path}")
+    else:
+        note_read(path, f"the training corpus {path}")
 
 
 def read_document(json_path: Path) -> dict:
@@ -373,13 +500,18 @@ def expected_arrays(shapes: dict, slots: list) -> dict:
 STATE_MEMBER = re.compile(r"state/(\d{1,4})/(\d)")
 
 
-def read_npz(path: Path, data: bytes, expected: dict) -> dict:
-    """The arrays of an .npz archive, each checked against ``expected`` {name: shape} (``state/<l>/<k>``
-    members, whose shape is checked later, may be present too) *before* its data is read; pickled objects
-    are refused. Any damage becomes one clear RnnlabError."""
+def read_npz(path: Path, data: bytes, expected: dict, state_shape: tuple = (0, 0)) -> dict:
+    """The arrays of an .npz archive, each checked against ``expected`` {name: shape} *before* its data is
+    read; ``state/<l>/<k>`` members may be present too, each at most ``state_shape`` (rows, hidden): the
+    run's batch of carried states. The members' declared sizes must fit in memory before any is
+    decompressed (a few KB of deflated zeros can claim gigabytes); pickled objects are refused. Any damage
+    becomes one clear RnnlabError."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = {info.filename: info for info in archive.infolist()}
+        declared = sum(info.file_size for info in members.values())
+        require_memory(declared, f"checkpoint arrays {path}",
+                       "the checkpoint is damaged or crafted, or too large for this machine")
         arrays = {}
         for member, info in members.items():
             require(member.endswith(".npy"), f"{path} holds {member!r}, which is not an array")
@@ -387,7 +519,9 @@ def read_npz(path: Path, data: bytes, expected: dict) -> dict:
             require(name in expected or STATE_MEMBER.fullmatch(name),
                     f"{path} holds an unexpected array {name!r}: it was not written for this model")
             with archive.open(info) as f:
-                arrays[name] = read_npy(f, info.file_size, expected.get(name), f"{path}: array {name}")
+                shape = expected.get(name)
+                arrays[name] = read_npy(f, info.file_size, shape, f"{path}: array {name}",
+                                        None if shape is not None else state_shape)
     except RnnlabError:
         raise
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as err:
@@ -400,8 +534,9 @@ def read_npz(path: Path, data: bytes, expected: dict) -> dict:
     return arrays
 
 
-def read_npy(f, size: int, shape: tuple | None, what: str) -> np.ndarray:
-    """One .npy member: header first (dtype, shape, byte count checked), then exactly that many bytes."""
+def read_npy(f, size: int, shape: tuple | None, what: str, at_most: tuple | None = None) -> np.ndarray:
+    """One .npy member: header first (dtype, shape -- exactly ``shape``, or a (rows, hidden) array of at most
+    ``at_most`` -- and byte count checked), then exactly that many bytes."""
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         header_shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -416,7 +551,11 @@ def read_npy(f, size: int, shape: tuple | None, what: str) -> np.ndarray:
     require(shape is None or tuple(header_shape) == tuple(shape),
             f"{what} has shape {tuple(header_shape)}, the model needs {tuple(shape or ())}: the checkpoint "
             "does not match its own config")
-    require(shape is not None or len(header_shape) == 2, f"{what} must be a (batch, hidden) array")
+    if shape is None:
+        rows, hidden = at_most or (0, 0)
+        require(len(header_shape) == 2 and header_shape[0] <= rows and header_shape[1] == hidden,
+                f"{what} has shape {tuple(header_shape)}: a carried state holds at most the run's {rows} rows of "
+                f"{hidden} units; the checkpoint is damaged")
     count = math.prod(header_shape)
     header_bytes = f.tell()
     require(count * dtype.itemsize == size - header_bytes,

@@ -17,30 +17,20 @@ import signal
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, files
 from .cells import CELLS
-from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
+from .checkpoint import CheckpointFolder, load_checkpoint
 from .config import TrainConfig, config_for_mode
 from .corpus import load_corpus
 from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import (
-    DirectoryLock,
-    atomic_write_bytes,
-    check_path_text,
-    os_error_message,
-    prepare_directory,
-    read_bytes,
-    refuse_overwriting_inputs,
-    regular_file,
-    same_file,
-)
+from .files import check_path_text, os_error_message, read_bytes
 from .initializers import INIT_SCHEMES
+from .memory import require_memory
 from .model import ModelConfig, training_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .pairs import SHIPPED_PAIRS
@@ -48,7 +38,7 @@ from .sampling import sample
 from .seq2seq import ATTENTION_KINDS
 from .tasks import pairs_mode
 from .text import DATA_MODES, SHIPPED_DATASETS
-from .train import DTYPES, Progress, Report, Trainer, available_memory, format_bytes
+from .train import DTYPES, Progress, Report, Trainer
 
 EXIT_USAGE = 2
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -208,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "new_data", action="store_true",
              help="with --resume: continue on a text other than the checkpoint's (same characters), from its start")
     add_flag(train, "overwrite", action="store_true",
-             help="start a new run in a --checkpoint_dir that holds another run's checkpoint, deleting it")
+             help="start a new run in a --checkpoint_dir that holds another run's checkpoint, deleting it (or "
+                  "continue from best.json over a later latest.json); replace a --metrics_file rnnlab did not "
+                  "write")
     add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
 
     smp = sub.add_parser("sample", help="generate text from a checkpoint",
@@ -239,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(exp, "out", required=True, type=path_text, help="the folder to write latest.json and its arrays into")
     add_flag(exp, "dtype", default="float16", choices=["float16", "float32", "float64"], help="the weights' type")
     add_flag(exp, "description", default="", help="one line saying what the model is (shown by sample --list)")
-    add_flag(exp, "overwrite", action="store_true", help="replace a checkpoint already in --out")
+    add_flag(exp, "overwrite", action="store_true",
+             help="replace a checkpoint already in --out (never the one being exported)")
 
     tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
                         "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -257,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a JSONL file written by rnnlab train --metrics_file; several: their curves overlaid")
     add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
+    add_flag(plot, "overwrite", action="store_true", help="replace an existing --out that rnnlab did not write")
     add_flag(plot, "labels", default=None,
              help="comma-separated names for several metrics files (default: each file's name, or its folder's "
                   "when the file is called metrics.jsonl)")
@@ -279,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(bench, "rounds", type=int, default=7, help="interleaved timing rounds per engine")
     add_flag(bench, "json", default=None, type=path_text,
              help="also write every row (and the GEMM peak) to this JSON file")
+    add_flag(bench, "overwrite", action="store_true", help="replace an existing --json that rnnlab did not write")
 
     vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
                          "quotes, lines, brackets ..., and the next-character predictions",
@@ -292,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(vis, "layer", type=int, default=None, help="the layer shown first, 0 = bottom (default: the top layer)")
     add_flag(vis, "png", default=None, type=path_text,
              help="translator checkpoints: also write the first input's attention heatmap as a PNG image")
+    add_flag(vis, "overwrite", action="store_true",
+             help="replace an existing --out (or --png) that rnnlab did not write")
     return parser
 
 
@@ -301,30 +298,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 class MetricsFile:
-    """Appends one JSON object per line; each line is written and flushed whole. Its directory is created
-    (like --checkpoint_dir), and a path that cannot be written fails before training starts."""
+    """Appends one JSON object per line through the output guard (files.Appender): checked when it is
+    opened, so a path that cannot be written fails before training starts; each line is written whole."""
 
-    def __init__(self, path: str | None, inputs: dict):
-        self.path = Path(path) if path else None
-        if self.path is None:
-            return
-        refuse_overwriting_inputs(self.path, "--metrics_file", inputs)
-        if self.path.exists() or self.path.is_symlink():
-            regular_file(self.path, "--metrics_file")           # a FIFO would block, a device is no log
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.open("a").close()  # fail now, not after an hour of training
-        except OSError as err:
-            raise RnnlabError(f"--metrics_file {path} cannot be written ({err.strerror}); "
-                              "give the path of a writable file") from None
+    def __init__(self, path: str | None, overwrite: bool = False):
+        self.out = None if path is None else files.Appender(path, files.METRICS, "--metrics_file", overwrite)
 
     def write(self, record: dict) -> None:
-        if self.path is not None:
-            try:
-                with self.path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            except OSError as err:
-                raise RnnlabError(os_error_message(err, "--metrics_file")) from None
+        if self.out is not None:
+            self.out.write(json.dumps(record) + "\n")
 
 
 def format_report(report: Report) -> str:
@@ -444,28 +426,6 @@ def silence_stdout() -> None:
         pass
 
 
-def training_inputs(config: TrainConfig, checkpoint) -> dict:
-    """Files a training run reads, which none of its outputs may overwrite."""
-    inputs = {"the dataset": None if config.dataset in SHIPPED_DATASETS else config.dataset}
-    if checkpoint is not None:
-        inputs["the checkpoint"] = checkpoint.path
-        inputs["the checkpoint's arrays"] = checkpoint.directory / checkpoint.meta["arrays"]
-    return inputs
-
-
-def other_runs_checkpoints(directory: str | None, overwrite: bool) -> list[Path]:
-    """A fresh run must not silently replace another run's checkpoint (that is someone's work): without
-    --overwrite that is an error; with it, the JSONs to delete once the folder's lock is ours."""
-    if directory is None:
-        return []
-    existing = [Path(directory) / f"{tag}.json" for tag in TAGS
-                if (Path(directory) / f"{tag}.json").exists() or (Path(directory) / f"{tag}.json").is_symlink()]
-    if existing and not overwrite:
-        raise RnnlabError(f"--checkpoint_dir {directory} already holds a run's checkpoint ({existing[0].name}): "
-                          f"continue it with --resume {directory}, or add --overwrite to start over")
-    return existing
-
-
 def run_train(args: argparse.Namespace, typed: set[str]) -> int:
     with distributed.joined(args.device):     # torchrun: meet the other processes first, so errors reach them
         return train_command(args, typed)
@@ -476,18 +436,15 @@ def train_command(args: argparse.Namespace, typed: set[str]) -> int:
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
         overrides = {name: getattr(args, name) for name in typed if name in fields}
-        elsewhere = overrides.get("checkpoint_dir")
-        if elsewhere is not None and not same_file(elsewhere, checkpoint.directory):
-            other_runs_checkpoints(elsewhere, args.overwrite)   # continuing into another run's folder
         trainer_factory = lambda report, progress, load: Trainer.resume(  # noqa: E731
-            checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load)
+            checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load, overwrite=args.overwrite)
     else:
         require(not args.new_data, "--new_data only applies with --resume")
         given = {name: getattr(args, name) for name in typed if name in fields}
         mode = "pairs" if pairs_mode(args.dataset, args.data_mode) else args.data_mode
         config = config_for_mode(mode, {"dataset": args.dataset, **given})
-        other_runs_checkpoints(config.checkpoint_dir, args.overwrite)
-        trainer_factory = lambda report, progress, load: Trainer(config, report, progress, load)  # noqa: E731
+        trainer_factory = lambda report, progress, load: Trainer(  # noqa: E731
+            config, report, progress, load, overwrite=args.overwrite)
     with StopSignals() as stops:                                 # from now on a signal stops, not kills
         return train_until_done_or_stopped(args, checkpoint, trainer_factory, stops)
 
@@ -516,12 +473,7 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock
     bar.clear()
     stops.attach(trainer.request_stop)
-    if writes and (checkpoint is None or not same_file(trainer.config.checkpoint_dir, checkpoint.directory)):
-        for path in other_runs_checkpoints(trainer.config.checkpoint_dir, args.overwrite):
-            path.unlink()                                        # --overwrite; the lock is ours, so no run's
-        if trainer.config.checkpoint_dir is not None:
-            clean_directory(trainer.config.checkpoint_dir)      # ... and its arrays go with them
-    metrics = MetricsFile(args.metrics_file if writes else None, training_inputs(trainer.config, checkpoint))
+    metrics = MetricsFile(args.metrics_file if writes else None, args.overwrite)   # after the data: its inputs known
     notes = list(trainer.notes)
     if checkpoint is not None:
         notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to "
@@ -619,21 +571,13 @@ def run_export(args: argparse.Namespace, typed: set[str]) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model: give the "
                                              "checkpoint of the training run it came from")
-    other_runs_checkpoints(args.out, args.overwrite)
+    folder = CheckpointFolder(args.out, "--out", overwrite=args.overwrite)
+    folder.check()                                               # before the validation pass, not after it
     trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
     cast = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
     trainer.engine.load_state(cast, trainer.engine.optimizer_state())
     val_loss = trainer.validation_loss()
-    prepare_directory(args.out, "--out")
-    lock = DirectoryLock(args.out, "--out")
-    lock.acquire()
-    try:
-        for path in other_runs_checkpoints(args.out, args.overwrite):
-            path.unlink()
-        clean_directory(args.out)
-        path = export_weights(checkpoint, args.out, args.dtype, val_loss, trainer.data.val_tokens, args.description)
-    finally:
-        lock.release()
+    path = folder.export(checkpoint, args.dtype, val_loss, trainer.data.val_tokens, args.description)
     shown = "no validation" if val_loss is None else f"validation {val_loss:.4f} nats/char"
     print(f"rnnlab: wrote {path} ({args.dtype}, {shown} on {trainer.data.val_tokens:,} chars)")
     return 0
@@ -694,7 +638,7 @@ def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
     require(labels is None or len(labels) == len(args.metrics),
             f"--labels names {len(labels or [])} runs but {len(args.metrics)} metrics files are given: give one "
             "label per file")
-    path = plot_metrics(args.metrics, args.out, args.title, labels)
+    path = plot_metrics(args.metrics, args.out, args.title, labels, args.overwrite)
     print(f"rnnlab: wrote {path}")
     return 0
 
@@ -703,6 +647,7 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     from . import bench
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    require(cells, f"--cells {args.cells!r} names no cell: give e.g. rnn,lstm,gru")
     for cell in cells:
         require(cell in CELLS, f"unknown cell {cell!r} in --cells: use {', '.join(CELLS)}")
     require(args.layers > 0, f"--layers must be > 0, got {args.layers}")
@@ -712,20 +657,19 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     else:
         shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
     require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
-    have = available_memory()
     for cell in cells:
         for shape in shapes:
             config = ModelConfig(bench.VOCAB, cell, shape.hidden, shape.layers)
             need = training_bytes(config, shape.batch, shape.seq, 4, 2)
-            require(have is None or need <= have / 2,     # /2: a framework engine holds more than NumPy's
-                    f"shape {shape} needs about {format_bytes(need)} per engine for {cell}, more than half the "
-                    f"{format_bytes(have)} of memory available: give smaller --shapes")
+            require_memory(2 * need, f"timing {cell} at shape {shape} (twice NumPy's memory: a framework engine "
+                           "holds more)", "give smaller --shapes")
     rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    require(engines, f"--engines {args.engines!r} names no engine: give e.g. numpy,torch")
     for engine in engines:
         require_cpu_unless_torch(bench.BENCH_ENGINES.get(engine, engine), args.device, fix="give --engines torch")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        files.check_output(args.json, files.BENCH, "--json", args.overwrite)   # now, not after the timing
 
     def on_row(row):
         shape = bench.Shape(row["hidden"], row["batch"], row["seq"], row["layers"])
@@ -737,7 +681,9 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
                              device=args.device, threads=args.threads)
     print(bench.format_table(result))
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(result, indent=1).encode("utf-8"), "--json")
+        document = {"generator": f"{files.GENERATOR} bench", **result}   # the mark the guard recognises
+        files.write_file(args.json, json.dumps(document, indent=1).encode("utf-8"), files.BENCH, "--json",
+                         args.overwrite)
     return 0
 
 
@@ -746,19 +692,18 @@ def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
 
     checkpoint = load_checkpoint(args.checkpoint)
     text = read_text_argument(args.text, path_like_is_path=checkpoint.meta["task"] == "lm")
-    inputs = {"the --text file": args.text if os.path.exists(args.text) else None, "the checkpoint": checkpoint.path}
-    refuse_overwriting_inputs(args.out, "--out", inputs)
+    files.check_output(args.out, files.PAGE, "--out", args.overwrite)      # before any work
     if checkpoint.meta["task"] == "translate":
-        return visualize_attention(checkpoint, text, args, inputs)
+        return visualize_attention(checkpoint, text, args)
     require(args.png is None, "--png draws a translator's attention; for a language model open the HTML page")
     vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
-    path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer))
+    path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer), args.overwrite)
     shown = f"{len(vis.text):,}" + (f" of {vis.total_chars:,}" if vis.total_chars > len(vis.text) else "")
     print(f"rnnlab: wrote {path} ({shown} characters)")
     return 0
 
 
-def visualize_attention(checkpoint, text: str, args, inputs: dict) -> int:
+def visualize_attention(checkpoint, text: str, args) -> int:
     """``visualize`` on a translator: an HTML page of attention heatmaps (one per source line), and a PNG."""
     from .attention_map import write_attention_html, write_attention_png
     from .plot import check_plot_path
@@ -767,13 +712,14 @@ def visualize_attention(checkpoint, text: str, args, inputs: dict) -> int:
     sources = [line for line in text.split("\n") if line.strip()][:args.max_chars]
     require(sources, "--text has no line to translate")
     if args.png is not None:
-        check_plot_path(args.png)
-        refuse_overwriting_inputs(args.png, "--png", {**inputs, "--out": args.out})
+        require(files.resolved(args.png) != files.resolved(args.out), "--png and --out name the same file: give "
+                                                                      "two names")
+        check_plot_path(args.png, "--png", args.overwrite)
     results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, sources)
-    path = write_attention_html(args.out, results, f"rnnlab attention: {checkpoint.path}")
+    path = write_attention_html(args.out, results, f"rnnlab attention: {checkpoint.path}", args.overwrite)
     print(f"rnnlab: wrote {path} ({len(results)} attention map(s))")
     if args.png is not None:
-        print(f"rnnlab: wrote {write_attention_png(args.png, results[0])}")
+        print(f"rnnlab: wrote {write_attention_png(args.png, results[0], overwrite=args.overwrite)}")
     return 0
 
 
@@ -786,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     OS error on a file, not enough memory), 128 + N after signal N, 1 for a bug in rnnlab (set
     RNNLAB_DEBUG=1 to see its traceback)."""
     argv = sys.argv[1:] if argv is None else argv
+    files.new_session()                                          # this command's inputs, for the output guard
     args = build_parser().parse_args(argv)
     for name, value in vars(args).items():                       # one check for every text flag: argv bytes
         if isinstance(value, str):                               # that are not UTF-8 cannot be printed or saved

@@ -13,18 +13,30 @@ that holds the vocabulary, to a cache file that training opens with ``np.memmap`
 touches are ever read. A ``lines`` corpus also keeps two int64 arrays, the start and end of every non-blank
 line, instead of a list of strings.
 
-The cache (``--cache_dir``; default ``$XDG_CACHE_HOME/rnnlab`` or ``~/.cache/rnnlab``, never beside the
-data) holds, per text, ``<key>.ids`` and ``<key>.json``, where the key is the SHA-256 of the text's bytes
-plus the format version. A small ``stat-<key>.json`` per set of source files maps their (path, size,
-mtime, inode) to that key, so a warm start reads no text at all; when a file changes, its stat entry no
-longer matches and the text is hashed again. Cache files are written atomically and are untrusted when
-read back: the JSON is checked against a schema and the ids file's size and largest id against it; a
-stale or damaged entry is rebuilt. Texts smaller than :data:`CACHE_MIN_BYTES` are encoded in memory (in
+The cache (``--cache_dir``; default ``$XDG_CACHE_HOME/rnnlab`` or ``~/.cache/rnnlab``, never beside or
+inside the data) is a folder marked by a ``CACHEDIR.TAG`` that holds, per text, ``<key>.ids`` and
+``<key>.json``, where the key is the SHA-256 of the text's bytes plus the format version. A small
+``stat-<key>.json`` per set of source files maps their (path, size, mtime, *ctime*, inode, device) to that
+key, so a warm start reads almost no text; when a file changes, its stat entry no longer matches and the
+text is hashed again. The change time cannot be set back by a user (``touch`` and ``os.utime`` set only
+mtime and atime; writing a file sets ctime to now), so a file edited in place with its size and mtime
+restored still misses the stat entry.
+
+Cache files are written through the output guard (atomically, under the cache folder's lock, temporary
+files that killed encoders left are removed) and are untrusted when read back. An entry is used only after
+it is checked against itself and against the files: its JSON against a schema; its characters must be
+strictly increasing (a permuted list would garble the text); its per-character counts must sum to its
+length, each be at least 1, and equal the counts of the ids file (read once, in chunks -- which also
+proves every id lies inside the vocabulary); and its sample (the SHA-256 of the text's size, first and
+last 4 KiB) must match the source files now. A stale or damaged entry is rebuilt. ``verify=True`` (a
+resumed run) hashes the whole text again and compares it with the entry: a resume checks what the corpus
+*is*, not what the cache says. Texts smaller than :data:`CACHE_MIN_BYTES` are encoded in memory (in
 milliseconds) and never cached.
 
 A ``--dataset`` may name a shipped corpus, a file, a folder (every non-hidden regular file under it,
-sorted by path) or a glob pattern (``'books/*.txt'``); documents are joined by :data:`DOCUMENT_SEPARATOR`,
-one blank line.
+sorted by path, except rnnlab's own checkpoint and cache folders) or a glob pattern (``'books/*.txt'``);
+documents are joined by :data:`DOCUMENT_SEPARATOR`, one blank line. The files, the folder and the pattern
+are inputs of the run (``files.note_read``): no output may be written there.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import itertools
 import json
 import mmap
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,14 +57,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from . import schema as s
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes, check_path_text, prepare_directory, read_bytes, regular_file
+from .files import check_path_text, read_bytes, regular_file
 from .text import DATA_MODES, NEWLINE, SHIPPED_DATASETS, CharTokenizer, guess_mode
 
 CHUNK_BYTES = 8 * 2 ** 20
 CACHE_MIN_BYTES = int(os.environ.get("RNNLAB_CACHE_MIN_BYTES", 8 * 2 ** 20))   # smaller texts: in memory
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+SAMPLE_BYTES = 4096        # the head and tail of a text that an entry's sample covers
 DOCUMENT_SEPARATOR = "\n\n"
 MAX_CODE_POINT = 0x10FFFF
 LINES_AUTO_MAX = 100       # `auto` reads a text as a list when every line is 1..100 characters (text.guess_mode)
@@ -71,7 +86,7 @@ class Source:
     name: str
     path: Path | None
     size: int
-    stat_key: tuple            # (path, size, mtime_ns, inode): a changed file changes this
+    stat_key: tuple            # (path, size, mtime_ns, ctime_ns, inode, device): a changed file changes this
 
 
 def find_sources(dataset: str) -> tuple[str, str | None, list[Source]]:
@@ -82,26 +97,35 @@ def find_sources(dataset: str) -> tuple[str, str | None, list[Source]]:
     check_path_text(dataset, "--dataset")
     path = Path(dataset)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts)
-                       and not p.is_dir())
-        require(files, f"dataset folder {dataset!r} holds no files: give a folder of UTF-8 text files")
+        files.note_read(path, f"the dataset folder {dataset}")
+        found = sorted(p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts)
+                       and not p.is_dir() and not inside_rnnlab_folder(p, path))
+        require(found, f"dataset folder {dataset!r} holds no files: give a folder of UTF-8 text files")
     elif glob.has_magic(dataset):
-        files = sorted(Path(p) for p in glob.glob(dataset, recursive=True) if not os.path.isdir(p))
-        require(files, f"dataset pattern {dataset!r} matches no files: check the pattern (quote it so the shell "
+        files.note_read_pattern(dataset, f"the dataset pattern {dataset}")
+        found = sorted(Path(p) for p in glob.glob(dataset, recursive=True) if not os.path.isdir(p))
+        require(found, f"dataset pattern {dataset!r} matches no files: check the pattern (quote it so the shell "
                        "does not expand it)")
     elif not path.exists() and not path.is_symlink():
         names = ", ".join(SHIPPED_DATASETS)
         hint = "a path to a UTF-8 text file" if path.suffix or "/" in dataset else f"one of {names} or a file path"
         raise RnnlabError(f"dataset {dataset!r} not found: give {hint}")
     else:
-        files = [path]
+        found = [path]
     sources = []
-    for file in files:
-        regular_file(file, "dataset file" if len(files) > 1 else "dataset")
+    for file in found:
+        regular_file(file, "dataset file" if len(found) > 1 else "dataset")
+        files.note_read(file, "the dataset" if len(found) == 1 else f"a file of the dataset {dataset}")
         st = os.stat(file)
         sources.append(Source(file.name, file.resolve(), st.st_size,
-                              (str(file.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)))
+                              (str(file.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)))
     return (path.name or dataset), str(Path(dataset).absolute()), sources
+
+
+def inside_rnnlab_folder(path: Path, top: Path) -> bool:
+    """Whether ``path`` lies in a checkpoint or cache folder of rnnlab's under ``top`` (never corpus text)."""
+    return any(files.is_checkpoint_folder(folder) or files.is_cache_folder(folder)
+               for folder in path.parents if folder == top or top in folder.parents)
 
 
 def read_chunks(source: Source):
@@ -296,15 +320,16 @@ def id_dtype(vocab_size: int):
 
 
 def load_corpus(dataset: str, mode: str = "auto", cache_dir=None,
-                on_progress: Callable[[int, int], None] | None = None) -> Corpus:
+                on_progress: Callable[[int, int], None] | None = None, verify: bool = False) -> Corpus:
     """Load a shipped corpus, a UTF-8 file, a folder or a glob as ids (see the module docstring).
 
-    ``on_progress(bytes_done, bytes_total)`` is called while a large text is read and encoded."""
+    ``on_progress(bytes_done, bytes_total)`` is called while a large text is read and encoded. ``verify``
+    hashes a cached text again instead of trusting its stat entry (a resumed run compares what it *is*)."""
     require(mode in DATA_MODES, f"unknown data mode {mode!r}: use one of {', '.join(DATA_MODES)}")
     name, path, sources = find_sources(dataset)
     total = sum(source.size for source in sources)
     if total >= CACHE_MIN_BYTES:
-        ids, tokenizer, n_bytes, sha, cached, guessed = cached_ids(sources, cache_dir, on_progress)
+        ids, tokenizer, n_bytes, sha, cached, guessed = cached_ids(sources, cache_dir, on_progress, verify)
     else:
         ids, tokenizer, n_bytes, sha = encode_in_memory(sources)
         cached, guessed = None, None
@@ -360,24 +385,85 @@ def encode_in_memory(sources) -> tuple[np.ndarray, CharTokenizer, int, str]:
 # ---- the cache -----------------------------------------------------------------------------------------
 
 ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sha256": s.Str(pattern=r"[0-9a-f]{64}"),
-                  "bytes": s.Int(0), "length": s.Int(0), "dtype": s.Str(choices=["uint8", "uint16", "uint32"]),
+                  "bytes": s.Int(0), "length": s.Int(1), "dtype": s.Str(choices=["uint8", "uint16", "uint32"]),
                   "guessed_mode": s.Str(choices=["lines", "stream"]),
-                  "chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=MAX_CODE_POINT + 1)})
+                  "chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=MAX_CODE_POINT + 1),
+                  "counts": s.ListOf(s.Int(1), max_len=MAX_CODE_POINT + 1),
+                  "sample": s.Str(pattern=r"[0-9a-f]{64}")})
 STAT_ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sources": s.ListOf(s.ListOf(s.Any())),
                        "sha256": s.Str(pattern=r"[0-9a-f]{64}")})
+CACHE_NAME = re.compile(r"[0-9a-f]{32}\.(ids|json)|stat-[0-9a-f]{32}\.json|" + re.escape(files.CACHE_TAG) + "|"
+                        + re.escape(files.LOCK_NAME) + "|" + files.TEMP_NAME.pattern)
 
 
 def _key(text: str) -> str:
     return hashlib.sha256(f"rnnlab-cache-{CACHE_FORMAT}:{text}".encode()).hexdigest()[:32]
 
 
-def cached_ids(sources, cache_dir, on_progress) -> tuple[np.ndarray, CharTokenizer, int, str, Path, str]:
-    """The ids of ``sources`` from the cache, building the entry first if it is missing or stale."""
-    cache_dir = prepare_directory(cache_dir if cache_dir is not None else default_cache_dir(), "--cache_dir")
-    stat_path = cache_dir / f"stat-{_key(json.dumps([list(x.stat_key) for x in sources]))}.json"
-    sha = _read_json(stat_path, STAT_ENTRY, lambda e: e["sources"] == [list(x.stat_key) for x in sources])
-    if sha is not None:
-        entry = open_entry(cache_dir, sha["sha256"])
+def open_cache_folder(cache_dir) -> Path:
+    """``--cache_dir`` as rnnlab's cache folder: created and marked with a CACHEDIR.TAG; a folder that holds
+    anything but cache files is refused (the cache removes what it does not recognise as live)."""
+    folder = files.prepare_folder(cache_dir if cache_dir is not None else default_cache_dir(), files.CACHE,
+                                  "--cache_dir")
+    if not files.is_cache_folder(folder):
+        strangers = sorted(p.name for p in folder.iterdir() if not CACHE_NAME.fullmatch(p.name))
+        require(not strangers, f"--cache_dir {folder} holds files that are not rnnlab's cache (e.g. {strangers[:1]}): "
+                               "give an empty folder or an rnnlab cache folder")
+        files.write_file(folder / files.CACHE_TAG, files.CACHE_TAG_TEXT.encode(), files.CACHE, "--cache_dir")
+    return folder
+
+
+def text_sample(sources) -> str:
+    """SHA-256 of the text's size in bytes, its first and its last :data:`SAMPLE_BYTES` (documents joined by
+    the separator, as the text's own SHA-256 sees them): cheap to recompute from the files on a warm start,
+    and different for any other text that differs in size, beginning or end."""
+    separator = DOCUMENT_SEPARATOR.encode("utf-8")
+    parts = []
+    for number, source in enumerate(sources):
+        if number:
+            parts.append((len(separator), separator, separator))
+        parts.append((source.size, *_head_and_tail(source)))
+    total = sum(size for size, _, _ in parts)
+    head = b"".join(first for _, first, _ in parts)[:SAMPLE_BYTES]
+    tail = b"".join(last for _, _, last in parts)[-SAMPLE_BYTES:]
+    return hashlib.sha256(total.to_bytes(8, "little") + head + tail).hexdigest()
+
+
+def _head_and_tail(source: Source) -> tuple[bytes, bytes]:
+    """The first and last SAMPLE_BYTES of one source (the whole file when it is smaller)."""
+    if source.path is None:
+        data = resources.files("rnnlab.data").joinpath(SHIPPED_DATASETS[source.name][0]).read_bytes()
+        return data[:SAMPLE_BYTES], data[-SAMPLE_BYTES:]
+    try:
+        with open(source.path, "rb") as f:
+            head = f.read(SAMPLE_BYTES)
+            f.seek(max(source.size - SAMPLE_BYTES, 0))
+            return head, f.read(SAMPLE_BYTES)
+    except OSError as err:
+        raise RnnlabError(f"dataset file {source.path}: {err.strerror}: check its permissions") from None
+
+
+def hash_text(sources) -> str:
+    """The SHA-256 of the text's bytes (documents and separators), read again from the files."""
+    digest = hashlib.sha256()
+    for number, source in enumerate(sources):
+        if number:
+            digest.update(DOCUMENT_SEPARATOR.encode("utf-8"))
+        for chunk in read_chunks(source):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_ids(sources, cache_dir, on_progress, verify: bool = False):
+    """The ids of ``sources`` from the cache, building the entry first if it is missing, stale or damaged.
+    -> (ids memmap, tokenizer, bytes, sha256, path, guessed mode)."""
+    cache_dir = open_cache_folder(cache_dir)
+    keys = [list(x.stat_key) for x in sources]
+    stat_path = cache_dir / f"stat-{_key(json.dumps(keys))}.json"
+    sample = text_sample(sources)
+    known = _read_json(stat_path, STAT_ENTRY, lambda e: e["sources"] == keys)
+    if known is not None and (not verify or hash_text(sources) == known["sha256"]):
+        entry = open_entry(cache_dir, known["sha256"], sample)
         if entry is not None:
             return entry
     total = sum(source.size for source in sources)
@@ -389,75 +475,85 @@ def cached_ids(sources, cache_dir, on_progress) -> tuple[np.ndarray, CharTokeniz
             on_progress(done[0], 2 * total)
 
     tokenizer, n_bytes, sha256, n_chars = scan_vocabulary(sources, on_bytes)
-    entry = open_entry(cache_dir, sha256)                        # the same text under another name or date
-    if entry is None:
-        write_entry(cache_dir, sha256, n_bytes, n_chars, tokenizer, encode_chunks(sources, tokenizer, on_bytes))
-        entry = open_entry(cache_dir, sha256)
-        require(entry is not None, f"the cache entry just written in {cache_dir} cannot be read back: "
-                                   "check the disk, or give another --cache_dir")
-    document = {"format": CACHE_FORMAT, "sources": [list(x.stat_key) for x in sources], "sha256": sha256}
-    atomic_write_bytes(stat_path, json.dumps(document).encode("utf-8"), "--cache_dir file")
+    lock = files.DirectoryLock(cache_dir, "--cache_dir")
+    lock.acquire()                                               # one encoder at a time writes the folder
+    try:
+        files.remove_stale_temps(cache_dir)                      # what killed encoders left
+        entry = open_entry(cache_dir, sha256, sample)            # the same text under another name or date
+        if entry is None:
+            write_entry(cache_dir, sha256, n_bytes, n_chars, tokenizer, sample,
+                        encode_chunks(sources, tokenizer, on_bytes))
+            entry = open_entry(cache_dir, sha256, sample)
+            require(entry is not None, f"the cache entry just written in {cache_dir} cannot be read back: "
+                                       "check the disk, or give another --cache_dir")
+        document = {"format": CACHE_FORMAT, "sources": keys, "sha256": sha256}
+        files.write_file(stat_path, json.dumps(document).encode("utf-8"), files.CACHE, "--cache_dir")
+    finally:
+        lock.release()
     return entry
 
 
 def _read_json(path: Path, schema: s.Object, accept) -> dict | None:
     """A cache JSON if it exists, is valid and ``accept`` says it applies; else None (rebuild)."""
     try:
-        document = json.loads(read_bytes(path, "cache file", 2 ** 26, follow_links=False))
+        document = json.loads(read_bytes(path, "cache file", 2 ** 26, follow_links=False, note=False))
         schema.check(document, "")
     except (RnnlabError, ValueError, RecursionError):
         return None
     return document if accept(document) else None
 
 
-def write_entry(cache_dir: Path, sha256: str, n_bytes: int, n_chars: int, tokenizer: CharTokenizer, parts) -> None:
-    """Stream the ids into ``<key>.ids`` (under a temporary name, renamed when complete), then the JSON."""
+def write_entry(cache_dir: Path, sha256: str, n_bytes: int, n_chars: int, tokenizer: CharTokenizer, sample: str,
+                parts) -> None:
+    """Stream the ids into ``<key>.ids`` through the output guard (a temporary file, renamed when complete),
+    counting every id on the way, then write the JSON that describes them."""
     key = _key(sha256)
-    final = cache_dir / f"{key}.ids"
-    tmp = cache_dir / f".{key}.ids.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise RnnlabError(f"--cache_dir {cache_dir} cannot be written ({err.strerror}): free some space or give "
-                          "another --cache_dir") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+
+    def counted():
+        for part in parts:
+            counts[:] += np.bincount(part, minlength=tokenizer.vocab_size)
+            yield part.tobytes()
+
+    final = files.write_file(cache_dir / f"{key}.ids", counted(), files.CACHE, "--cache_dir")
     ids = np.memmap(final, dtype=id_dtype(tokenizer.vocab_size), mode="r", shape=(n_chars,))
     document = {"format": CACHE_FORMAT, "sha256": sha256, "bytes": n_bytes, "length": n_chars,
                 "dtype": np.dtype(ids.dtype).name, "guessed_mode": guess_mode_from_ids(ids, tokenizer),
-                "chars": tokenizer.chars}
+                "chars": tokenizer.chars, "counts": counts.tolist(), "sample": sample}
     del ids
-    atomic_write_bytes(cache_dir / f"{key}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"),
-                       "--cache_dir file")
+    files.write_file(cache_dir / f"{key}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"),
+                     files.CACHE, "--cache_dir")
 
 
-def open_entry(cache_dir: Path, sha256: str):
-    """-> (ids memmap, tokenizer, bytes, sha256, path, guessed mode) of a valid entry, or None (missing,
-    stale, damaged: rebuild). The ids file's size must match its JSON, and every id must lie inside the
-    vocabulary -- checked with plain reads, so the check does not map the whole file into this process."""
+def open_entry(cache_dir: Path, sha256: str, sample: str):
+    """-> (ids memmap, tokenizer, bytes, sha256, path, guessed mode) of an entry that passes every check
+    against itself and the files (module docstring), or None (missing, stale, damaged: rebuild). The ids
+    are counted with plain chunked reads, so the check does not map the whole file into this process."""
     key = _key(sha256)
-    entry = _read_json(cache_dir / f"{key}.json", ENTRY, lambda e: e["sha256"] == sha256)
+    entry = _read_json(cache_dir / f"{key}.json", ENTRY, lambda e: e["sha256"] == sha256 and e["sample"] == sample)
     if entry is None:
+        return None
+    chars, counts = entry["chars"], entry["counts"]
+    increasing = all(a < b for a, b in zip(chars, chars[1:], strict=False))       # sorted, no repeat
+    if len(chars) != len(counts) or not increasing or sum(counts) != entry["length"]:
         return None
     path = cache_dir / f"{key}.ids"
     try:
-        tokenizer = CharTokenizer(entry["chars"])
+        tokenizer = CharTokenizer(chars)
         dtype = np.dtype(entry["dtype"])
         st = os.lstat(path)
         if (not stat.S_ISREG(st.st_mode) or st.st_size != entry["length"] * dtype.itemsize
-                or dtype != id_dtype(tokenizer.vocab_size) or entry["length"] == 0):
+                or dtype != id_dtype(tokenizer.vocab_size)):
             return None                                          # truncated, replaced or not ours: rebuild
+        seen = np.zeros(tokenizer.vocab_size, dtype=np.int64)
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK_BYTES - CHUNK_BYTES % 4):
-                if int(np.frombuffer(chunk, dtype=dtype).max()) >= tokenizer.vocab_size:
-                    return None                                  # damaged contents
+                found = np.bincount(np.frombuffer(chunk, dtype=dtype))
+                if len(found) > tokenizer.vocab_size:
+                    return None                                  # an id outside the vocabulary
+                seen[:len(found)] += found
+        if seen.tolist() != counts:
+            return None                                          # the ids are not the text the JSON describes
         ids = np.memmap(path, dtype=dtype, mode="r", shape=(entry["length"],))
     except (OSError, ValueError, RnnlabError):
         return None

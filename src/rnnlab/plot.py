@@ -7,8 +7,9 @@ import json
 import math
 from pathlib import Path
 
+from . import files
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes, read_bytes
+from .files import read_bytes
 
 PLOT_FORMATS = ("png", "svg", "pdf")
 CURVES = ("train_loss", "smooth_loss", "val_loss")
@@ -70,13 +71,15 @@ def loss_axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def check_plot_path(out_path) -> Path:
-    """--out must name a .png, .svg or .pdf file in an existing folder (checked before any drawing)."""
+def check_plot_path(out_path, flag: str = "--out", overwrite: bool = False) -> Path:
+    """``flag`` must name a .png, .svg or .pdf file in an existing folder that the output guard lets this run
+    write (checked before any drawing)."""
     out_path = Path(out_path)
     fmt = out_path.suffix.lower().lstrip(".")
-    require(fmt in PLOT_FORMATS, f"--out {out_path}: rnnlab writes {', '.join('.' + f for f in PLOT_FORMATS)} "
+    require(fmt in PLOT_FORMATS, f"{flag} {out_path}: rnnlab writes {', '.join('.' + f for f in PLOT_FORMATS)} "
                                  "images; give a file name with one of those endings")
-    require(out_path.parent.is_dir(), f"--out {out_path}: directory {out_path.parent} does not exist")
+    require(out_path.parent.is_dir(), f"{flag} {out_path}: directory {out_path.parent} does not exist")
+    files.check_output(out_path, files.IMAGE, flag, overwrite)
     return out_path
 
 
@@ -86,7 +89,8 @@ def run_label(path) -> str:
     return path.parent.name or path.stem if path.name == "metrics.jsonl" else path.stem
 
 
-def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[str] | None = None) -> Path:
+def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[str] | None = None,
+                 overwrite: bool = False) -> Path:
     """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right. When
     the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it.
     Several metrics files (a list): each run's validation curve (and smoothed training loss, dashed, in the
@@ -94,11 +98,11 @@ def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[
     if not isinstance(metrics_path, (str, Path)):
         paths = list(metrics_path)
         if len(paths) > 1:
-            return plot_runs(paths, out_path, title, labels or [run_label(p) for p in paths])
+            return plot_runs(paths, out_path, title, labels or [run_label(p) for p in paths], overwrite)
         metrics_path = paths[0]
-    out_path = check_plot_path(out_path)
+    records = superseded_dropped(read_metrics(metrics_path))      # read first: the guard then knows the input
+    out_path = check_plot_path(out_path, overwrite=overwrite)
     plt = pyplot("rnnlab plot")
-    records = superseded_dropped(read_metrics(metrics_path))
     states = [(r["step"], r["state_max"]) for r in records if valid_state_max(r.get("state_max"))]
     fig, axes = plt.subplots(2 if states else 1, 1, figsize=(8, 6.5 if states else 4.5), dpi=110, sharex=True,
                              squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if states else [1]})
@@ -122,14 +126,14 @@ def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[
         low.grid(alpha=0.3)
         low.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
-    return save_figure(plt, fig, out_path)
+    return save_figure(plt, fig, out_path, overwrite=overwrite)
 
 
-def plot_runs(paths: list, out_path, title: str | None, labels: list[str]) -> Path:
+def plot_runs(paths: list, out_path, title: str | None, labels: list[str], overwrite: bool = False) -> Path:
     """Several runs on one panel: validation (solid, markers) and smoothed training loss (dashed)."""
-    out_path = check_plot_path(out_path)
-    plt = pyplot("rnnlab plot")
     runs = [superseded_dropped(read_metrics(path)) for path in paths]   # every file checked before drawing
+    out_path = check_plot_path(out_path, overwrite=overwrite)
+    plt = pyplot("rnnlab plot")
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (records, label) in enumerate(zip(runs, labels, strict=True)):
@@ -143,7 +147,7 @@ def plot_runs(paths: list, out_path, title: str | None, labels: list[str]) -> Pa
     loss_axes(ax)
     ax.legend(fontsize=8)
     ax.set_title(title or " vs ".join(labels))
-    return save_figure(plt, fig, out_path)
+    return save_figure(plt, fig, out_path, overwrite=overwrite)
 
 
 def valid_state_max(value) -> bool:
@@ -163,11 +167,14 @@ def pyplot(what: str):
     return plt
 
 
-def save_figure(plt, fig, out_path) -> Path:
-    """Write ``fig`` in the format of ``out_path``'s suffix (png without one), atomically, and close it."""
+def save_figure(plt, fig, out_path, flag: str = "--out", overwrite: bool = False) -> Path:
+    """Write ``fig`` in the format of ``out_path``'s suffix (png without one) through the output guard,
+    atomically (an old plot is never half-overwritten), marked as rnnlab's, and close it."""
     out_path = Path(out_path)
+    fmt = out_path.suffix.lower().lstrip(".") or "png"
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=out_path.suffix.lower().lstrip("."))
+    mark = {"Software": files.GENERATOR} if fmt == "png" else {"Creator": files.GENERATOR}  # files.IMAGE's mark
+    fig.savefig(buffer, format=fmt, metadata=mark)
     plt.close(fig)
-    return atomic_write_bytes(out_path, buffer.getvalue(), "--out")  # an old plot is never half-overwritten
+    return files.write_file(out_path, buffer.getvalue(), files.IMAGE, flag, overwrite)

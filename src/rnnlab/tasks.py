@@ -43,11 +43,12 @@ def pairs_mode(dataset: str, data_mode: str) -> bool:
     return data_mode == "pairs" or (data_mode == "auto" and looks_like_pairs(dataset))
 
 
-def make_task(config, on_load=None):
-    """The task ``config`` describes: a translator for pairs data, else a language model."""
+def make_task(config, on_load=None, verify: bool = False):
+    """The task ``config`` describes: a translator for pairs data, else a language model. ``verify``: read
+    the corpus as it is now, not as the cache remembers it (a resumed run)."""
     if pairs_mode(config.dataset, config.data_mode):
         return TranslationTask(config)
-    return LanguageModelTask(config, on_load)
+    return LanguageModelTask(config, on_load, verify)
 
 
 class LanguageModelTask:
@@ -57,9 +58,9 @@ class LanguageModelTask:
     config_class = charmodel.ModelConfig
     tokenizer_schema = CHAR_TOKENIZER
 
-    def __init__(self, config, on_load=None):
+    def __init__(self, config, on_load=None, verify: bool = False):
         require(config.data_mode != "pairs", "--data_mode pairs trains a translator")
-        self.corpus = load_corpus(config.dataset, config.data_mode, config.cache_dir, on_load)
+        self.corpus = load_corpus(config.dataset, config.data_mode, config.cache_dir, on_load, verify)
         self.tokenizer = self.corpus.tokenizer
         self.name, self.mode, self.chars = self.corpus.name, self.corpus.mode, len(self.corpus)
 

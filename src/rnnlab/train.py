@@ -33,14 +33,14 @@ from .batches import set_generator_state
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import DirectoryLock, prepare_directory
 from .frameworks import engine_optimizer_options
 from .health import health_warnings, state_max
 from .losses import bits_per_char, perplexity
+from .memory import format_bytes, require_memory
 from .optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 from .tasks import make_task
 
-__all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate"]
+__all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate", "format_bytes"]
 
 
 @dataclass
@@ -96,29 +96,6 @@ def evaluate(engine, batches, should_stop: Callable[[], bool] = lambda: False) -
     return sum(float(loss) * n for loss, n in losses) / count
 
 
-def format_bytes(n: float) -> str:
-    """1.5 GiB, 830 MiB; absurd sizes in powers of ten (2.4e+29 bytes)."""
-    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
-        if size <= n < 1024 * 2 ** 40:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n:.2g} bytes" if n >= 1024 * 2 ** 40 else f"{n / 2 ** 20:.2f} MiB"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux: MemAvailable; else physical memory), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 class Trainer:
     """Holds everything a run needs -- data, parameters, optimizer state, RNGs, counters -- and steps it.
 
@@ -132,15 +109,20 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, on_report: Callable[[Report], None] | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_load: Callable[[int, int], None] | None = None):
+                 on_load: Callable[[int, int], None] | None = None, overwrite: bool = False,
+                 continues: ckpt.Checkpoint | None = None):
         self.config = config
         self.world = distributed.join(config.device)            # one process, or one of torchrun's
         require(self.world.size == 1 or config.engine == "torch",
                 f"data-parallel training ({self.world.size} processes from torchrun) runs on the torch engine: "
                 "add --engine torch")
+        self.folder = None                                       # rank 0 owns the checkpoint folder
+        if config.checkpoint_dir is not None and self.world.writes:
+            self.folder = ckpt.CheckpointFolder(config.checkpoint_dir, overwrite=overwrite, continues=continues)
+            self.folder.check()                                  # another run's folder fails before the data loads
         self.on_report = on_report or (lambda report: None)
         self.on_progress = on_progress or (lambda progress: None)
-        self.task = make_task(config, on_load)                 # a language model, or a translator (tasks.py)
+        self.task = make_task(config, on_load, verify=continues is not None)   # a language model or a translator
         self.tokenizer = self.task.tokenizer
         init_seed, data_seed, dropout_seed, sample_seed = np.random.SeedSequence(config.seed).spawn(4)
         self.dropout_rng = np.random.default_rng(dropout_seed)
@@ -155,12 +137,8 @@ class Trainer:
         self.data = self.task.data(config, np.random.default_rng(data_seed))
         self.notes: list[str] = config.notes() + self.data.notes
         self._check_memory()
-        self.checkpoint_lock = None
-        if config.checkpoint_dir is not None and self.world.writes:  # rank 0's; proven writable now, not after the run,
-            prepare_directory(config.checkpoint_dir, "--checkpoint_dir")
-            self.checkpoint_lock = DirectoryLock(config.checkpoint_dir)
-            self.checkpoint_lock.acquire()                       # and ours alone until the run ends
-            ckpt.clean_directory(config.checkpoint_dir)         # what a killed save left behind
+        if self.folder is not None:       # proven writable now, not after the run, and ours alone until it ends
+            self.folder.open()
         params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
         self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                             self.dropout_rng)
@@ -186,12 +164,8 @@ class Trainer:
         batch = self.data.batches.batch_size if self.task.mode != "stream" else c.batch_size
         need = self.task.training_bytes(self.model_config, batch, self.data.longest_example,
                                         np.dtype(self.dtype).itemsize, len(self.optimizer.init({})) - 1)
-        have = available_memory()
-        if have is not None and need > have:
-            raise RnnlabError(
-                f"training the {c.cell} {c.num_layers}x{c.hidden_size} model with batch {batch} needs about "
-                f"{format_bytes(need)}, more than the {format_bytes(have)} of memory available: "
-                "use a smaller --hidden_size, --num_layers, --batch_size or --seq_length")
+        require_memory(need, f"training the {c.cell} {c.num_layers}x{c.hidden_size} model with batch {batch}",
+                       "use a smaller --hidden_size, --num_layers, --batch_size or --seq_length")
 
     # ---- the loop --------------------------------------------------------------------------------------
     def run(self) -> Report | None:
@@ -385,28 +359,20 @@ class Trainer:
             return None
         self.read_losses()                                       # the smoothed loss is part of the checkpoint
         hidden = None if self.state is None else self.engine.state_to_numpy(self.state)  # (gathered: all ranks)
-        if not self.world.writes:                                # rank 0 owns the checkpoint folder
+        if self.folder is None:                                  # rank 0 owns the checkpoint folder
             return None
-        held = self.checkpoint_lock is None or self.checkpoint_lock.held
-        if not held:
-            self.checkpoint_lock.acquire()
-        try:
-            path = ckpt.save_checkpoint(self.config.checkpoint_dir, tag, self.meta(), self.engine.numpy_params(),
-                                        self.engine.optimizer_state(), hidden)
-        finally:
-            if not held:
-                self.checkpoint_lock.release()
+        path = self.folder.save(tag, self.meta(), self.engine.numpy_params(), self.engine.optimizer_state(), hidden)
         self.saved[tag] = path
         return path
 
     def close(self) -> None:
         """Give up the checkpoint folder's lock (``run`` does this when it ends; a later save takes it again)."""
-        if self.checkpoint_lock is not None:
-            self.checkpoint_lock.release()
+        if self.folder is not None:
+            self.folder.close()
 
     @classmethod
     def resume(cls, checkpoint: ckpt.Checkpoint, overrides: dict | None = None, on_report=None, on_progress=None,
-               new_data: bool = False, on_load=None) -> Trainer:
+               new_data: bool = False, on_load=None, overwrite: bool = False) -> Trainer:
         """A Trainer that continues ``checkpoint``'s run with the settings in ``overrides`` changed (those
         the user gave; :data:`config.LOCKED_ON_RESUME` ones may not change).
 
@@ -422,7 +388,7 @@ class Trainer:
                                               "--dataset with the same text")
             overrides["dataset"] = recorded
         config, notes = resume_config(checkpoint.meta["train"], overrides)
-        trainer = cls(config, on_report, on_progress, on_load)
+        trainer = cls(config, on_report, on_progress, on_load, overwrite=overwrite, continues=checkpoint)
         trainer.restore(checkpoint, new_data)
         trainer.notes.extend(notes)
         return trainer

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from . import model as charmodel
 from .activations import softmax
 from .cells import CELLS
 from .errors import RnnlabError, require
-from .files import atomic_write_bytes, read_bytes
+from .files import read_bytes
 from .output import output_forward
 from .recurrence import project_inputs
 from .text import NEWLINE, CharTokenizer
@@ -294,6 +295,6 @@ def render_template(name: str, title: str, data: dict) -> str:
     return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], page)  # one pass: no re-substitution
 
 
-def write_html(path, page: str) -> Path:
-    """Write the page atomically (a reader never sees a half-written page)."""
-    return atomic_write_bytes(path, page.encode("utf-8"), "--out")
+def write_html(path, page: str, overwrite: bool = False) -> Path:
+    """Write the page through the output guard, atomically (a reader never sees a half-written page)."""
+    return files.write_file(path, page.encode("utf-8"), files.PAGE, "--out", overwrite)
