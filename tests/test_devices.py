@@ -159,6 +159,13 @@ def test_a_divergence_is_caught_when_the_losses_are_read_and_nothing_diverged_is
 
 # ---- precision ---------------------------------------------------------------------------------------------
 
+CPU_BF16 = rtorch.cpu_bf16_supported()
+# A hardware feature, not a missing tool: tests/conftest.py's CI guard lets a skip starting "needs a CPU" pass.
+needs_cpu_bf16 = pytest.mark.skipif(not CPU_BF16, reason="needs a CPU with AVX-512 for bf16 recurrent kernels; "
+                                                         "this one has AVX2 at most")
+
+
+@needs_cpu_bf16
 def test_bf16_autocast_trains_float32_parameters_close_to_fp32():
     """bf16 has 8 bits of mantissa: after 12 steps the losses are within a few hundredths of fp32's, and
     parameters and optimizer state stay float32."""
@@ -169,6 +176,19 @@ def test_bf16_autocast_trains_float32_parameters_close_to_fp32():
     for a, b in zip(bf16, fp32, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.05)
     assert bf16[-1]["train_loss"] < bf16[0]["train_loss"]
+
+
+@pytest.mark.skipif(CPU_BF16, reason="this CPU runs bf16 recurrent kernels, so bf16 is not refused here")
+def test_bf16_on_a_cpu_without_avx512_is_one_clear_refusal():
+    with pytest.raises(RnnlabError, match="--precision bf16 on the CPU needs a CPU with AVX-512"):
+        Trainer(TrainConfig(**SMALL, precision="bf16"))
+
+
+def test_bf16_refusal_follows_the_cpu_features(monkeypatch):
+    """Whatever this machine has: without the feature, bf16 on the CPU is refused before any step."""
+    monkeypatch.setattr(rtorch, "cpu_bf16_supported", lambda: False)
+    with pytest.raises(RnnlabError, match="use --precision fp32 here, or a GPU"):
+        Trainer(TrainConfig(**SMALL, precision="bf16"))
 
 
 # ---- sampling on the device --------------------------------------------------------------------------------

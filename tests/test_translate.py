@@ -111,7 +111,7 @@ def test_attention_rows_are_distributions_over_the_source_characters():
 def test_batching_changes_no_translation():
     params, config = model("additive", seed=3)
     together = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2)
-    one_by_one = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2, batch_size=1)
+    one_by_one = translate(params, config, TOKENIZERS, SOURCES * 3, beam_size=2, max_batch=1)
     for a, b in zip(together, one_by_one, strict=True):
         assert (a.source, a.output, a.finished) == (b.source, b.output, b.finished)
         assert a.logprob == pytest.approx(b.logprob, rel=1e-10)

@@ -281,22 +281,26 @@ def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_sta
     return json_path
 
 
+def field_in(json_path: Path, key: str):
+    """One field of a checkpoint JSON that the folder's owner reads to manage the folder (not an input of
+    the run), or None if the JSON is missing or not readable."""
+    try:
+        document = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False, note=False))
+        return document.get(key)
+    except (RnnlabError, ValueError, AttributeError, RecursionError):
+        return None
+
+
 def arrays_name_in(json_path: Path) -> str | None:
     """The arrays file a checkpoint JSON names -- only if it is a bare name of the form rnnlab writes, so
     that what the JSON says can never point outside its folder. None for anything else."""
-    try:
-        name = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False, note=False)).get("arrays")
-    except (RnnlabError, ValueError, AttributeError):
-        return None
+    name = field_in(json_path, "arrays")
     return name if isinstance(name, str) and ARRAYS_NAME.fullmatch(name) else None
 
 
 def step_in(json_path: Path) -> int | None:
     """The step a checkpoint JSON records, or None if it is not a readable checkpoint."""
-    try:
-        step = json.loads(read_bytes(json_path, "checkpoint", MAX_JSON_BYTES, follow_links=False, note=False)).get("step")
-    except (RnnlabError, ValueError, AttributeError):
-        return None
+    step = field_in(json_path, "step")
     return step if type(step) is int else None
 
 

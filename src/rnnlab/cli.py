@@ -9,6 +9,7 @@ closed output), so a script can tell an interrupted run from a finished one.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import os
@@ -28,13 +29,13 @@ from .config import TrainConfig, config_for_mode
 from .corpus import load_corpus
 from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import check_path_text, os_error_message, read_bytes
+from .files import check_path_text, os_error_message
 from .initializers import INIT_SCHEMES
 from .memory import require_memory
 from .model import ModelConfig, training_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .pairs import SHIPPED_PAIRS
-from .sampling import sample
+from .sampling import generate
 from .seq2seq import ATTENTION_KINDS
 from .tasks import pairs_mode
 from .text import DATA_MODES, SHIPPED_DATASETS
@@ -54,7 +55,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        line = f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+        line = f"{one_line(f'{self.prog}: error: {message} (see {self.prog} --help)')}\n"
         self.exit(EXIT_USAGE, line if distributed.may_print_error() else None)   # torchrun: rank 0 says it
 
 
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "precision", default=d.precision, choices=list(PRECISIONS),
              help="torch engine: bf16 / fp16 run the forward pass under torch.autocast (a GPU speed-up; none on "
                   "the CPU), fp16 with loss scaling")
+    add_flag(train, "dist_timeout", type=finite_float, default=d.dist_timeout,
+             help="torchrun: seconds the processes wait for each other to meet before one names who is missing")
     add_flag(train, "threads", type=int, default=d.threads,
              help="numpy engine: threads per training step (default: the cores available to this process)")
     add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
@@ -427,7 +430,9 @@ def silence_stdout() -> None:
 
 
 def run_train(args: argparse.Namespace, typed: set[str]) -> int:
-    with distributed.joined(args.device):     # torchrun: meet the other processes first, so errors reach them
+    require(0 < args.dist_timeout <= 86400, f"--dist_timeout must be between 0 and 86400 seconds, got "
+                                            f"{args.dist_timeout}")
+    with distributed.joined(args.device, args.dist_timeout):   # torchrun: meet the others first, so errors reach them
         return train_command(args, typed)
 
 
@@ -536,25 +541,61 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     require_cpu_unless_torch(args.engine, args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("lm", "rnnlab sample")
+    require(args.length > 0, f"--length must be > 0, got {args.length}")
     if args.beam_size is not None:
         return print_beam(checkpoint, args)
     names = checkpoint.meta["corpus"]["mode"] == "lines"
     n = args.num_samples if args.num_samples is not None else (10 if names else 1)
     require(n > 0, f"--num_samples must be > 0, got {n}")
-    seen = training_names(checkpoint) if args.novelty else None   # checked before any sampling
+    seen = None
+    if args.novelty:                                             # the samples are kept, to compare: a budget
+        require_memory(n * (args.length + len(args.prime)) * 8, f"--novelty over {n:,} samples of up to "
+                       f"{args.length:,} characters", "give fewer --num_samples or a smaller --length")
+        seen = training_names(checkpoint)                        # checked before any sampling
     forward = None
     if args.engine == "torch":
         from .frameworks import load_framework
         forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
     rng = np.random.default_rng(args.seed)
-    texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
-                    temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
-                    stop_at_newline=names, forward=forward) for _ in range(n)]
-    print("\n".join(texts) if names else "\n\n".join(texts))
+    kept, done = [], 0
+    with StopSignals() as stops:                                 # a signal stops between two characters
+        for number in range(n):
+            text = stream_sample(generate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng,
+                                          length=args.length, temperature=args.temperature, top_k=args.top_k,
+                                          greedy=args.greedy, prime=args.prime, stop_at_newline=names,
+                                          forward=forward),
+                                 ("" if number == 0 else "\n" if names else "\n\n") + args.prime, stops,
+                                 keep=seen is not None)
+            if stops.status is not None:
+                say_error(f"rnnlab: interrupted by {stops.name} after {done:,} of {n:,} samples", stops.status)
+                return stops.status
+            done += 1
+            if seen is not None:
+                kept.append(args.prime + text)
+    sys.stdout.write("\n")
     if seen is not None:
-        novel = sum(text not in seen for text in texts)
+        novel = sum(text not in seen for text in kept)
         print(f"novelty: {novel}/{n} samples ({novel / n:.0%}) are not in the training text")
     return 0
+
+
+def stream_sample(chars, lead: str, stops: StopSignals, keep: bool, flush_every: int = 64) -> str:
+    """Print ``lead`` and then each character as it comes (flushed every ``flush_every`` and at the end);
+    stop early when a signal arrives. -> the characters, if ``keep`` (else "")."""
+    out, kept, pending = sys.stdout, [], 0
+    out.write(lead)
+    for char in chars:
+        out.write(char)
+        if keep:
+            kept.append(char)
+        pending += 1
+        if pending >= flush_every:
+            out.flush()
+            pending = 0
+        if stops.status is not None:
+            break
+    out.flush()
+    return "".join(kept)
 
 
 def list_shipped() -> int:
@@ -595,22 +636,51 @@ def print_beam(checkpoint, args) -> int:
     return 0
 
 
-def read_translate_inputs(args) -> list[str]:
-    """The texts of `rnnlab translate`: the arguments, or the lines of --input (a file, or '-' for stdin)."""
+TRANSLATE_WINDOW = 256          # input lines translated (and printed) together
+MAX_INPUT_LINE = 1 << 20        # characters: a translator's input is a short text, not a book
+
+
+def translate_inputs(args):
+    """The texts of `rnnlab translate` in windows of TRANSLATE_WINDOW: the arguments, or the lines of --input
+    (a file, or '-' for stdin) read as they come, so that output starts before the input ends and a huge
+    input is never held whole."""
     require(bool(args.texts) != bool(args.input), "give the texts to translate as arguments or with --input "
                                                   "(one of the two)")
     if args.texts:
-        return list(args.texts)
+        yield list(args.texts)
+        return
     if args.input == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        data = read_bytes(args.input, "--input")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RnnlabError(f"--input is not valid UTF-8 (bad byte at offset {err.start}): convert it, e.g. with "
-                          "`iconv -t utf-8`") from None
-    return text.replace("\r\n", "\n").split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+        yield from windows_of_lines(sys.stdin.buffer)
+        return
+    path = files.regular_file(args.input, "--input")
+    files.note_read(path, "the --input file")
+    with open(path, "rb") as stream:
+        yield from windows_of_lines(stream)
+
+
+def windows_of_lines(stream):
+    """UTF-8 lines of a byte stream (a byte-order mark dropped, \\r\\n -> \\n), TRANSLATE_WINDOW at a time."""
+    decoder, offset, pending, window, any_line = codecs.getincrementaldecoder("utf-8-sig")(), 0, "", [], False
+    for chunk in [*iter(lambda: stream.read(1 << 16), b""), None]:
+        try:
+            pending += decoder.decode(b"" if chunk is None else chunk, final=chunk is None)
+        except UnicodeDecodeError as err:
+            raise RnnlabError(f"--input is not valid UTF-8 (bad byte at offset {offset + max(err.start, 0)}): "
+                              "convert it, e.g. with `iconv -t utf-8`") from None
+        offset += 0 if chunk is None else len(chunk)
+        *lines, pending = pending.split("\n")
+        if chunk is None and (pending or not any_line):
+            lines.append(pending)                                # the last line, without its newline
+        require(len(pending) <= MAX_INPUT_LINE, f"--input has a line longer than {MAX_INPUT_LINE:,} characters: "
+                                               "a translator reads short texts, one per line")
+        for line in lines:
+            window.append(line.removesuffix("\r"))
+            any_line = True
+            if len(window) == TRANSLATE_WINDOW:
+                yield window
+                window = []
+    if window:
+        yield window
 
 
 def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
@@ -619,15 +689,20 @@ def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
 
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("translate", "rnnlab translate")
-    texts = read_translate_inputs(args)
-    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
-                        beam_size=args.beam_size, length_penalty=args.length_penalty)
-    lines = []
-    for result in results:
-        lines.append(result.output)
-        if args.show_attention:
-            lines.append(attention_text(result))
-    print("\n".join(lines))
+    done = 0
+    with StopSignals() as stops:                                 # a signal stops between two windows
+        for texts in translate_inputs(args):
+            results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
+                                beam_size=args.beam_size, length_penalty=args.length_penalty, first=done + 1)
+            lines = []
+            for result in results:
+                lines.append(result.output)
+                if args.show_attention:
+                    lines.append(attention_text(result))
+            print("\n".join(lines), flush=True)
+            done += len(texts)
+            if stops.status is not None:
+                return say_error(f"rnnlab: interrupted by {stops.name} after {done:,} inputs", stops.status)
     return 0
 
 
@@ -742,11 +817,12 @@ def main(argv: list[str] | None = None) -> int:
                 return say_error(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only",
                                  EXIT_USAGE)
     try:
+        distributed.environment_world(fresh=True)                # torchrun's variables, validated once
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
             return COMMANDS[args.command](args, typed_flags(argv, args.command))
     except RnnlabError as err:
-        return say_error(f"rnnlab: error: {err}", EXIT_USAGE)
+        return say_error(f"rnnlab: error: {err}", EXIT_USAGE, err)
     except StoppedAtOnce as stop:
         return say_error(f"rnnlab: stopped at once by a second {stop.name}; the last saved checkpoint is kept",
                          stop.status)
@@ -768,11 +844,20 @@ def main(argv: list[str] | None = None) -> int:
                          "RNNLAB_DEBUG=1 for the traceback and report it)", 1)
 
 
-def say_error(line: str, status: int) -> int:
-    """Print the one error line (under torchrun: only the process that failed first, see distributed.py)
-    and return the exit status."""
-    if distributed.may_print_error():
-        print(line, file=sys.stderr)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character shown as an escape (``\\n``, ``\\x1b``): a file
+    name with a newline in it cannot split the error line in two, nor an escape sequence recolour a terminal."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def say_error(line: str, status: int, err: BaseException | None = None) -> int:
+    """Print the one error line (under torchrun: only the process that failed first, or the one whose own
+    problem it is, see distributed.py) and return the exit status."""
+    if distributed.may_print_error(err):
+        print(one_line(line), file=sys.stderr)
     return status
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"                # torch engine: auto (CUDA if there is one) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"             # torch engine: fp32 | bf16 | fp16 (torch.autocast; docs/gpu.md)
     threads: int | None = None          # numpy engine: threads per step (parallel.py); None: the cores available
+    dist_timeout: float = 60.0          # torchrun: seconds the processes wait for each other to meet (distributed.py)
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the optimizer's default (optim.py)
     optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
@@ -102,6 +103,8 @@ class TrainConfig:
         require(self.precision == "fp32" or self.dtype == "float32",
                 f"--precision {self.precision} computes in 16 bits from float32 parameters: use --dtype float32")
         require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
+        require(0 < self.dist_timeout <= 86400, f"--dist_timeout must be between 0 and 86400 seconds, got "
+                                               f"{self.dist_timeout}")
         require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         require(self.val_fraction is None or 0 <= self.val_fraction < 1,
                 f"--val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -144,7 +147,7 @@ def config_for_mode(mode: str, given: dict) -> TrainConfig:
 LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
                     "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads")   # where things are now, never where they once were
+NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads", "dist_timeout")   # where things are now, never where they once were
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
 
 

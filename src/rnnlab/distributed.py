@@ -23,9 +23,16 @@ checkpoint folder (its lock, probe and saves); the others compute and stay silen
 whole batch's hidden state (gathered from every process), so they are the same files one process writes.
 
 One error, one line (:func:`joined`, :func:`may_print_error`): before the processes have met, every one meets
-the same problem (a bad flag), so rank 0 alone reports it; afterwards the first process to fail claims the
-error on torchrun's store and prints its line, and every process that fails after it -- usually because a
-peer vanished from a collective -- exits without a word. torchrun then ends the remaining processes.
+the same problem (a bad flag), so rank 0 alone reports it -- except for a problem only one process can have
+(:class:`RankError`: its environment, or reaching the others), which that process reports itself; afterwards
+the first process to fail claims the error on the store and prints its line, and every process that fails
+after it -- usually because a peer vanished from a collective -- exits without a word. torchrun then ends
+the remaining processes.
+
+The environment is validated once (:func:`environment_world`): numbers, ranges, the rendezvous address. The
+processes then meet under a deadline (``--dist_timeout``, default :data:`DEFAULT_TIMEOUT_S`): each connects to
+the store (retrying in short attempts, so that Ctrl-C is honoured while waiting) and registers its rank;
+when the time is up, the error names the ranks that never came.
 
 Nothing here imports torch until a run has more than one process: one process needs NumPy alone.
 """
@@ -35,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,6 +50,14 @@ from .errors import RnnlabError, require
 
 ERROR_KEY = "rnnlab/first_error"        # on torchrun's store: the rank whose error line is printed
 RANK_0_FIRST_S = 2.0                    # how long the other ranks let rank 0 claim an error first
+DEFAULT_TIMEOUT_S = 60.0                # --dist_timeout: how long the processes wait for each other to meet
+MAX_WORLD_SIZE = 1 << 20
+CONNECT_ATTEMPT_S = 1.0                 # one attempt to reach the store: Ctrl-C is seen between attempts
+
+
+class RankError(RnnlabError):
+    """A problem only this process meets (its environment variables, reaching the others): it prints its own
+    line, whatever its rank."""
 
 
 @dataclass(frozen=True)
@@ -93,23 +109,48 @@ class World:
         return self.sum(whole)
 
 
-def _int_variable(name: str, default: int) -> int:
+def _int_variable(name: str, default: int, low: int, high: int) -> int:
     value = os.environ.get(name)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value.strip())
     except ValueError:
-        raise RnnlabError(f"environment variable {name}={value!r} is not a number: launch with torchrun, "
-                          "which sets it") from None
+        raise RankError(f"environment variable {name}={value[:40]!r} is not a whole number: launch with torchrun, "
+                        "which sets it (or unset it for one process)") from None
+    if not low <= number <= high:
+        raise RankError(f"environment variable {name}={number} must be between {low} and {high}: launch with "
+                        "torchrun, which sets it (or unset it for one process)")
+    return number
 
 
-def environment_world() -> World:
-    """The World torchrun describes in the environment (none of its variables: one process)."""
-    size, rank = _int_variable("WORLD_SIZE", 1), _int_variable("RANK", 0)
-    require(size >= 1 and 0 <= rank < size, f"RANK={rank} and WORLD_SIZE={size} do not fit together: launch "
-                                            "with torchrun, which sets them")
-    return World(rank, size, _int_variable("LOCAL_RANK", 0))
+_environment: World | RankError | None = None
+
+
+def environment_world(fresh: bool = False) -> World:
+    """The World torchrun describes in the environment (none of its variables: one process), validated once
+    (again with ``fresh``: a new command): WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE, 0 <= LOCAL_RANK <
+    LOCAL_WORLD_SIZE (or WORLD_SIZE), and with several processes a MASTER_ADDR and a MASTER_PORT to meet at.
+    A bad value is a RankError."""
+    global _environment
+    if _environment is None or fresh:
+        try:
+            size = _int_variable("WORLD_SIZE", 1, 1, MAX_WORLD_SIZE)
+            rank = _int_variable("RANK", 0, 0, size - 1)
+            local_size = _int_variable("LOCAL_WORLD_SIZE", size, 1, size)
+            local_rank = _int_variable("LOCAL_RANK", 0, 0, local_size - 1)
+            if size > 1:
+                for name in ("MASTER_ADDR", "MASTER_PORT"):
+                    if not os.environ.get(name, "").strip():
+                        raise RankError(f"WORLD_SIZE={size} but {name} is not set: launch with torchrun "
+                                        "--nproc_per_node=N -m rnnlab train ...")
+                _int_variable("MASTER_PORT", 0, 1, 65535)
+            _environment = World(rank, size, local_rank)
+        except RankError as err:
+            _environment = err
+    if isinstance(_environment, RankError):
+        raise _environment
+    return _environment
 
 
 _joined: World | None = None     # the World after join(): one per process
@@ -127,13 +168,14 @@ def backend_for(device: str) -> tuple[str, str]:
     met (by frameworks.torch.resolve_device), so that it is reported once."""
     import torch
     if device != "cpu" and not device.startswith("mps") and torch.cuda.is_available():
-        return "nccl", f"cuda:{_int_variable('LOCAL_RANK', 0)}"
+        return "nccl", f"cuda:{environment_world().local_rank}"
     return "gloo", "cpu"
 
 
-def join(device: str = "auto") -> World:
-    """Meet the other processes of this run (once per process; later calls return the same World). With
-    one process nothing happens and torch is not imported."""
+def join(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
+    """Meet the other processes of this run (once per process; later calls return the same World), waiting
+    at most ``timeout_s`` seconds for them (:func:`meet`). With one process nothing happens and torch is not
+    imported."""
     global _joined
     if _joined is not None:
         return _joined
@@ -144,15 +186,58 @@ def join(device: str = "auto") -> World:
         except ImportError:
             raise RnnlabError(f"WORLD_SIZE={world.size}: data-parallel training needs torch, which is not "
                               "installed: pip install 'rnnlab[torch]'") from None
-        for name in ("MASTER_ADDR", "MASTER_PORT"):
-            require(name in os.environ, f"WORLD_SIZE={world.size} but {name} is not set: launch with "
-                                        "torchrun --nproc_per_node=N -m rnnlab train ...")
         backend, collective_device = backend_for(device)
         if not dist.is_initialized():
-            dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+            store = meet(world, timeout_s)
+            dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size,
+                                    timeout=timedelta(seconds=max(timeout_s, 1800)))
         world = World(world.rank, world.size, world.local_rank, collective_device)
     _joined = world
     return world
+
+
+def meet(world: World, timeout_s: float):
+    """The store every process of the run shares, once all of them have registered on it: rank 0 serves it
+    (or torchrun's agent does), the others connect in short attempts until the deadline -- a Python loop, so
+    Ctrl-C stops the wait. -> a store for the process group. A process that is missing at the deadline is
+    named in a RankError (by the lowest rank that came, or by a rank that could not reach the store)."""
+    import torch.distributed as dist
+    host, port = os.environ["MASTER_ADDR"].strip(), int(os.environ["MASTER_PORT"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"      # torchrun's own store serves all
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    deadline = time.monotonic() + timeout_s
+    serve = world.rank == 0 and not agent
+    store = None
+    while store is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RankError(f"process {world.rank} of {world.size} could not reach the rendezvous at {host}:{port} "
+                            f"within {timeout_s:g} s: start rank 0 (torchrun starts every process), check "
+                            "MASTER_ADDR and MASTER_PORT, or raise --dist_timeout")
+        try:
+            store = dist.TCPStore(host, port, world.size if serve else None, serve,
+                                  timedelta(seconds=max(min(CONNECT_ATTEMPT_S, left), 0.1)),
+                                  wait_for_workers=False, multi_tenant=True)
+        except (RuntimeError, ValueError) as err:
+            if serve:
+                raise RankError(f"rank 0 cannot serve the rendezvous at {host}:{port} ({str(err)[:120]}): give "
+                                "another MASTER_PORT") from None
+            time.sleep(0.1)
+    store = dist.PrefixStore(f"rnnlab/{attempt}", store)
+    store.set(f"joined/{world.rank}", "1")
+    keys = [f"joined/{rank}" for rank in range(world.size)]
+    while not store.check(keys):
+        if time.monotonic() > deadline:
+            came = [rank for rank in range(world.size) if store.check([f"joined/{rank}"])]
+            missing = sorted(set(range(world.size)) - set(came))
+            shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+            error = RankError(f"{len(missing)} of {world.size} processes never joined within {timeout_s:g} s (rank "
+                              f"{shown}): start every process (torchrun --nproc_per_node=N starts them all), or "
+                              "raise --dist_timeout")
+            error.silent = world.rank != min(came)                # the lowest rank that came says it
+            raise error
+        time.sleep(0.05)
+    return store
 
 
 def leave() -> None:
@@ -167,12 +252,15 @@ def leave() -> None:
 
 
 @contextlib.contextmanager
-def joined(device: str = "auto"):
-    """``with joined(device) as world:`` -- meet the other processes first (so that any later error reaches
-    them), claim the error line if this process fails first, and close the group at the end."""
+def joined(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S):
+    """``with joined(device, timeout_s) as world:`` -- meet the other processes first (so that any later error
+    reaches them), claim the error line if this process fails first, and close the group at the end."""
     global _error_claimed
     try:
-        yield join(device)
+        yield join(device, timeout_s)
+    except RankError as err:                                     # this process' own problem: it says so
+        _error_claimed = not getattr(err, "silent", False)
+        raise
     except BaseException:
         _error_claimed = claim_error()
         raise
@@ -214,11 +302,16 @@ def claim_error() -> bool:
         return True
 
 
-def may_print_error() -> bool:
+def may_print_error(err: BaseException | None = None) -> bool:
     """Whether this process prints its error line (see the module docstring)."""
     if _error_claimed is not None:
         return _error_claimed
-    return current().writes
+    if isinstance(err, RankError):
+        return not getattr(err, "silent", False)
+    try:
+        return current().writes
+    except RankError:                                            # a bad environment: every process says it
+        return True
 
 
 def sum_gradients_hook(state, bucket):

@@ -200,7 +200,12 @@ class PairTokenizers:
 
     @classmethod
     def from_dict(cls, data: dict) -> PairTokenizers:
-        return cls(CharTokenizer.from_dict(data["source"]), CharTokenizer.from_dict(data["target"]))
+        """From a checkpoint's JSON (untrusted): the target vocabulary must hold the newline, which starts and
+        ends every target."""
+        target = CharTokenizer.from_dict(data["target"])
+        require(NEWLINE in target.index, "the translator's target vocabulary has no newline, which starts and ends "
+                                         "every output: the checkpoint is damaged")
+        return cls(CharTokenizer.from_dict(data["source"]), target)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ same model on a GPU (``frameworks.torch.device_forward``, ``rnnlab sample --engi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from . import model as charmodel
 from .activations import softmax
 from .errors import require
+from .memory import require_memory
 from .text import NEWLINE, CharTokenizer
 
 
@@ -46,13 +49,14 @@ def prime_context(tokenizer: CharTokenizer, prime: str, stop_at_newline: bool = 
     return (start + prime if stop_at_newline and not prime.startswith(NEWLINE) else prime) or start
 
 
-def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
-           *, length: int = 200, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
-           prime: str = "", stop_at_newline: bool = False, forward=None) -> str:
-    """Generate up to ``length`` characters after ``prime`` and return ``prime`` + the new text.
+def generate(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
+             *, length: int = 200, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
+             prime: str = "", stop_at_newline: bool = False, forward=None) -> Iterator[str]:
+    """Yield up to ``length`` characters after ``prime``, one at a time, as they are drawn: nothing is held,
+    so a caller can print them as they come and stop whenever it likes (a signal, a closed pipe).
 
     With no prime the model starts after a newline (the start symbol of a ``lines`` corpus). With
-    ``stop_at_newline`` generation ends at the first newline, which is not returned (one name per call),
+    ``stop_at_newline`` generation ends at the first newline, which is not yielded (one name per call),
     and a prime is fed after a newline, as the beginning of a name. ``forward(ids (T, 1), state or None) ->
     (logits (T, 1, V), state)`` computes the model (default: the NumPy model of ``params``).
     """
@@ -61,15 +65,21 @@ def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer
     forward = forward or numpy_forward(params, config)
     ids = tokenizer.encode(prime_context(tokenizer, prime, stop_at_newline))
     logits, state = forward(ids.reshape(-1, 1), None)                                 # (T, 1, V)
-    out = []
     for _ in range(length):
         idx = pick(next_char_distribution(logits[-1, 0], temperature, top_k), rng, greedy)
         char = tokenizer.chars[idx]
         if stop_at_newline and char == NEWLINE:
-            break
-        out.append(char)
+            return
+        yield char
         logits, state = forward(np.array([[idx]]), state)
-    return prime + "".join(out)
+
+
+def sample(params: dict, config: charmodel.ModelConfig, tokenizer: CharTokenizer, rng: np.random.Generator,
+           *, length: int = 200, prime: str = "", **options) -> str:
+    """``prime`` + the text :func:`generate` makes (the same keyword options), as one string."""
+    require_memory(4 * (length + len(prime)), f"a sample of {length:,} characters",
+                   "give a smaller --length (or stream it: rnnlab sample prints as it generates)")
+    return prime + "".join(generate(params, config, tokenizer, rng, length=length, prime=prime, **options))
 
 
 def numpy_forward(params: dict, config: charmodel.ModelConfig):

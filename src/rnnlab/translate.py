@@ -16,7 +16,12 @@ hypothesis stays in its beam with its score frozen (it can only be extended by "
     score = log p(y_1 .. y_n | x) / n^length_penalty           (n counts the end symbol)
 
 so that short outputs are not preferred merely for having fewer factors below 1 (length_penalty 0: the raw
-log-probability). As in ``beam.py`` the greedy translation is always among the candidates.
+log-probability; at most :data:`MAX_LENGTH_PENALTY`). As in ``beam.py`` the greedy translation is always
+among the candidates.
+
+Batches are formed under a memory budget (:func:`decode_bytes`): the sources, sorted by length, are cut into
+batches whose decoding fits in half of the memory available, so that a few very long lines do not pad
+every other one to their length; a single source that cannot fit is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ from .activations import log_softmax
 from .batches import pad_sequences
 from .beam import beam_step, first_scores
 from .errors import RnnlabError, require
+from .memory import format_bytes, memory_budget
 from .pairs import PairTokenizers
 from .recurrence import project_inputs
+
+MAX_LENGTH_PENALTY = 10.0   # n^penalty: beyond this every score rounds to 0 (GNMT's useful range is 0.6-2)
+MAX_BATCH = 1000            # rows per batch, whatever the budget allows
 
 
 @dataclass
@@ -143,10 +152,11 @@ def better_of(a: Decoded, b: Decoded, end_id: int, length_penalty: float) -> Dec
     return Decoded(pick(a.tokens, b.tokens, end_id), pick(a.logps, b.logps, 0.0), pick(a.alphas, b.alphas, 0.0))
 
 
-def encode_sources(tokenizers: PairTokenizers, texts: list[str]) -> list[np.ndarray]:
-    """Source ids of every text; a character the translator never saw is an error naming the input."""
+def encode_sources(tokenizers: PairTokenizers, texts: list[str], first: int = 1) -> list[np.ndarray]:
+    """Source ids of every text; a character the translator never saw is an error naming the input (numbered
+    from ``first``)."""
     known = tokenizers.source.index
-    for number, text in enumerate(texts, start=1):
+    for number, text in enumerate(texts, start=first):
         unknown = sorted(set(text) - known.keys())
         if unknown:
             shown = ", ".join(repr(ch) for ch in unknown[:10])
@@ -155,21 +165,61 @@ def encode_sources(tokenizers: PairTokenizers, texts: list[str]) -> list[np.ndar
     return [tokenizers.encode_source(text) for text in texts]
 
 
+def decode_bytes(config: s2s.Seq2SeqConfig, source_length: int, max_length: int, beam_size: int) -> int:
+    """About how many bytes decoding one source of ``source_length`` characters takes, all its hypotheses
+    (the beam's K and the greedy one) together: per step the attention weights over the source, the
+    tokens and log-probabilities kept, the logits; once the encoder's outputs and keys (float64 in places)."""
+    rows = beam_size + (1 if beam_size > 1 else 0)
+    S, L = source_length, max_length
+    He, Hd, V = config.encoder_hidden, config.decoder_hidden, config.target_vocab_size
+    per_hypothesis = 8 * (L * (S + 4) + 3 * V + 6 * Hd + S * (2 * He + config.attention_size))
+    encoder = 8 * S * (2 * He * (CELLS_WIDTH + 2) + config.attention_size)
+    return rows * per_hypothesis + encoder
+
+
+CELLS_WIDTH = 8             # the widest cell's cached arrays per unit (LSTM: gates and states), for the estimate
+
+
+def budget_batches(lengths: list[int], row_bytes, budget: int | None, max_batch: int = MAX_BATCH) -> list[list[int]]:
+    """Indices of the non-empty sources sorted by length, cut into batches that fit ``budget`` bytes (at most
+    ``max_batch`` rows each); ``row_bytes(S)`` is one row's cost at source length S."""
+    order = sorted((i for i in range(len(lengths)) if lengths[i]), key=lambda i: lengths[i])
+    batches, current = [], []
+    for i in order:                               # sorted: the last row of a batch is its longest
+        if current and (len(current) >= max_batch or
+                        (budget is not None and (len(current) + 1) * row_bytes(lengths[i]) > budget)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
+
+
 def translate(params: dict, config: s2s.Seq2SeqConfig, tokenizers: PairTokenizers, texts: list[str], *,
               beam_size: int = 1, max_length: int | None = None, length_penalty: float = 1.0,
-              batch_size: int = 1000) -> list[Translation]:
-    """One Translation per text, in order. An empty text translates to an empty output."""
+              max_batch: int = MAX_BATCH, first: int = 1) -> list[Translation]:
+    """One Translation per text, in order. An empty text translates to an empty output. The texts are
+    decoded in batches that fit the memory budget (module docstring); errors number them from ``first``."""
     require(beam_size > 0, f"--beam_size must be > 0, got {beam_size}")
-    require(batch_size > 0, f"batch size must be > 0, got {batch_size}")
-    require(length_penalty >= 0, f"--length_penalty must be >= 0, got {length_penalty}")
+    require(max_batch > 0, f"batch size must be > 0, got {max_batch}")
+    require(0 <= length_penalty <= MAX_LENGTH_PENALTY,
+            f"--length_penalty must be between 0 and {MAX_LENGTH_PENALTY:g}, got {length_penalty}")
     max_length = config.max_output_length if max_length is None else max_length
     require(max_length > 0, f"--max_length must be > 0, got {max_length}")
     end = tokenizers.end_id
-    ids = encode_sources(tokenizers, texts)
+    ids = encode_sources(tokenizers, texts, first)
+    budget = memory_budget(0.5)
+
+    def row_bytes(S: int) -> int:
+        return decode_bytes(config, S, max_length, beam_size)
+
+    for number, source in enumerate(ids, start=first):
+        if budget is not None and row_bytes(len(source)) > budget:
+            raise RnnlabError(f"input {number} ({len(source):,} characters, up to {max_length:,} output characters) "
+                              f"needs about {format_bytes(row_bytes(len(source)))} to translate, more than the "
+                              f"{format_bytes(budget)} it may use here: give shorter inputs (a translator's "
+                              "checkpoint with a huge max_output_length is damaged)")
     results = [Translation("", "", 0.0, 0.0, np.zeros((0, 0)), True) for _ in texts]
-    order = sorted((i for i in range(len(texts)) if len(ids[i])), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    for chunk in budget_batches([len(x) for x in ids], row_bytes, budget, max_batch):
         source, mask = pad_sequences([ids[i] for i in chunk])   # (S, N)
         memory, _ = s2s.encode_memory(params, config, source, mask)
         decoded = greedy_decode(params, config, memory, end, max_length)

@@ -257,6 +257,15 @@ def resolve_device(name: str, world: distributed.World | None = None) -> torch.d
     return torch.device("cuda", index)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether PyTorch's CPU kernels (oneDNN) run bf16 recurrent layers on this CPU: they need AVX-512 (BW,
+    VL, DQ). The answer follows ONEDNN_MAX_CPU_ISA, so an AVX2-only machine can be emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Precision:
     """``--precision``. fp32 computes in the parameters' dtype. bf16 and fp16 run the forward pass under
     ``torch.autocast``: matrix products and the recurrence in 16 bits; the loss, the parameters, their
@@ -267,6 +276,9 @@ class Precision:
     def __init__(self, name: str, device: torch.device):
         require(name != "fp16" or device.type != "cpu", "--precision fp16 is for GPUs (PyTorch's CPU recurrent "
                                                         "kernels have no fp16 form): on the CPU use bf16 or fp32")
+        require(name != "bf16" or device.type != "cpu" or cpu_bf16_supported(),
+                "--precision bf16 on the CPU needs a CPU with AVX-512 (PyTorch's oneDNN recurrent kernels have no "
+                "bf16 form without it; this CPU has AVX2 at most): use --precision fp32 here, or a GPU")
         self.device_type = device.type
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
