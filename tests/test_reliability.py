@@ -644,7 +644,8 @@ CASES = {
     "--dropout with one layer": Case(["train", "--dataset", "names.txt", *TINY, "--dropout", "0.3"], 0,
                                      "does nothing with one layer", stdout_empty=False),
     "--metrics_file is the dataset": Case(["train", "--dataset", "names.txt", *TINY, "--metrics_file", "names.txt"],
-                                          2, "is the dataset, which this run reads", check=unchanged_text("names.txt", NAMES_TEXT)),
+                                          2, "is the dataset, which this run reads",
+                                          check=unchanged_text("names.txt", NAMES_TEXT)),
     "--metrics_file is the dataset by another path": Case(
         ["train", "--dataset", "names.txt", *TINY, "--metrics_file", "link.txt"], 2,
         "is the dataset, which this run reads",

@@ -147,7 +147,8 @@ def config_for_mode(mode: str, given: dict) -> TrainConfig:
 LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
                     "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads", "dist_timeout")   # where things are now, never where they once were
+# where things are now, never where they once were
+NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads", "dist_timeout")
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
 
 

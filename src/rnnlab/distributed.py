@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .errors import RnnlabError, require
+from .errors import RnnlabError
 
 ERROR_KEY = "rnnlab/first_error"        # on torchrun's store: the rank whose error line is printed
 RANK_0_FIRST_S = 2.0                    # how long the other ranks let rank 0 claim an error first
