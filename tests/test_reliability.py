@@ -46,6 +46,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rnnlab import corpus, files, memory
 from rnnlab import model as charmodel
 from rnnlab.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.cli import main
@@ -88,10 +89,10 @@ def run_in_process(argv: list[str]) -> Result:
     return Result(status, out.getvalue(), err.getvalue())
 
 
-def run_process(argv: list, cwd, timeout: float = PROCESS_TIMEOUT_S) -> Result:
+def run_process(argv: list, cwd, timeout: float = PROCESS_TIMEOUT_S, env: dict | None = None) -> Result:
     """``rnnlab ARGV`` as a real process (argv items may be bytes: names that are not UTF-8)."""
     done = subprocess.run([sys.executable, "-m", "rnnlab.cli", *argv], cwd=cwd, capture_output=True,
-                          timeout=timeout, env=ENV, check=False)
+                          timeout=timeout, env={**ENV, **(env or {})}, check=False)
     return Result(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
 
 
@@ -127,9 +128,9 @@ def snapshot(root: Path, skip=()) -> dict:
     Reads with os.open (so a test's patched ``open`` does not interfere) and never opens a FIFO."""
     root, seen = Path(root), {}
     skip = {str(Path(root, s)) for s in skip}
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
-        for name in dirs + files:
+        for name in dirs + names:
             path = os.path.join(folder, name)
             rel, st_ = os.path.relpath(path, root), os.lstat(path)
             if stat.S_ISLNK(st_.st_mode):
@@ -244,6 +245,7 @@ class Case:
     cwd: str = "."                           # the working folder, relative to ws
     process: bool = False                    # run as a real process (FIFOs, bytes argv, NumPy warnings)
     stdout_empty: bool = True                # an error must come before anything is printed
+    env: dict = dataclasses.field(default_factory=dict)   # environment variables set for the command
 
 
 def write(name: str, content: str | bytes):
@@ -506,8 +508,7 @@ CASES = {
     "--checkpoint_dir is a file": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt"],
                                        2, "a file of that name is in the way"),
     "--checkpoint_dir is the dataset": Case(
-        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2,
-        "is inside the dataset, which this run reads"),
+        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2, "in the way"),
     "--checkpoint_dir under a file": Case(
         ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt/sub"], 2, "is in the way"),
     "--checkpoint_dir is a FIFO": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "fifo"], 2,
@@ -667,7 +668,188 @@ def release(kept) -> None:
             item.release()
 
 
-@pytest.mark.parametrize("case", table(CASES))
+# ---- issue 21: outputs, caches, budgets, the distributed environment ------------------------------------
+
+def books(ws, mp):
+    """A dataset folder (and a glob over it) of two name files."""
+    (ws / "books").mkdir()
+    (ws / "books" / "a.txt").write_text(NAMES_TEXT)
+    (ws / "books" / "b.txt").write_text(NAMES_TEXT[::-1].strip() + "\n")
+
+
+def cache_folder(ws, mp):
+    (ws / "cache").mkdir()
+    (ws / "cache" / "CACHEDIR.TAG").write_text(files.CACHE_TAG_TEXT)
+
+
+def cache_every_text(ws, mp):
+    mp.setattr(corpus, "CACHE_MIN_BYTES", 1)                  # even 10 names go through the cache
+
+
+def best_behind_latest(ws, mp):
+    """best.json at step 3 beside latest.json at step 5 (as a run whose validation stopped improving)."""
+    meta = json.loads((ws / "run" / "latest.json").read_text())
+    (ws / "run" / "best.json").write_text(json.dumps({**meta, "step": 3, "optimizer_step": 3}))
+
+
+def link(name: str, target):
+    def setup(ws, mp):
+        (ws / name).symlink_to(target(ws) if callable(target) else target)
+    return setup
+
+
+def hard_link(name: str, target: str):
+    def setup(ws, mp):
+        (ws / name).unlink(missing_ok=True)
+        os.link(ws / target, ws / name)
+    return setup
+
+
+def deflated_state(rows: int):
+    """The carried state replaced by ``rows`` rows of zeros, deflated (a few KB claiming megabytes)."""
+    def setup(ws, mp):
+        arrays = {**read_arrays(ws / "run"), "state/0/0": np.zeros((rows, 8), np.float32)}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_arrays_bytes(ws / "run", buffer.getvalue())
+    return setup
+
+
+def little_memory(ws, mp):
+    mp.setattr(memory, "available_memory", lambda: 2_000)     # 1.6 KB may be used: less than a checkpoint
+
+
+def still_a_device(path: str):
+    def check(ws, result):
+        assert stat.S_ISCHR(os.lstat(path).st_mode)
+    return check
+
+
+def still_a_link(name: str):
+    def check(ws, result):
+        assert (ws / name).is_symlink()
+    return check
+
+
+def package_untouched(ws, result):
+    assert (files.PACKAGE / "data" / "dinos.txt").read_bytes() == DINOS_BEFORE
+
+
+DINOS_BEFORE = (files.PACKAGE / "data" / "dinos.txt").read_bytes()
+VIS = ["visualize", "--checkpoint", "run", "--text", "anna", "--out"]
+FRESH = ["train", "--dataset", "names.txt", *TINY]
+BENCH = ["bench", "--quick", "--engines", "numpy", "--cells", "rnn", "--shapes", "8/1/4", "--rounds", "1"]
+PEERS = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}
+
+OUTPUT_CASES = {
+    # an output is never what the run reads
+    "visualize --out the checkpoint's arrays": Case([*VIS, f"run/{ARRAYS}"], 2, "which this run reads"),
+    "visualize --out the checkpoint's JSON": Case([*VIS, "run/latest.json"], 2, "which this run reads"),
+    "visualize --out best.json beside it": Case([*VIS, "run/best.json"], 2, "is a file of the checkpoint"),
+    "visualize --out the training corpus": Case([*VIS, "names.txt"], 2, "is the training corpus"),
+    "plot --out its own metrics file": pytest.param(
+        Case(["plot", "m.png", "--out", "m.png"], 2, "is the metrics file, which this run reads",
+             write("m.png", METRICS)), marks=NEEDS_MATPLOTLIB),
+    "bench --json a checkpoint's latest.json": Case([*BENCH, "--json", "run/latest.json"], 2,
+                                                    "is a file of the checkpoint"),
+    "--metrics_file another run's latest.json": Case([*FRESH, "--checkpoint_dir", "new", "--metrics_file",
+                                                      "run/latest.json"], 2, "is a file of the checkpoint"),
+    "--metrics_file a resumed run's arrays": Case([*RESUME, "--metrics_file", f"run/{ARRAYS}"], 2,
+                                                  "which this run reads"),
+    "--metrics_file a best-*.npz of the resumed run": Case(
+        [*RESUME, "--metrics_file", "run/best-000003.npz"], 2, "is a file of the checkpoint"),
+    "--metrics_file inside the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--metrics_file", "books/m.jsonl"], 2,
+        "is inside the dataset folder books, which this run reads", books),
+    "--metrics_file a new match of the --dataset glob": Case(
+        ["train", "--dataset", "books/*.txt", *TINY, "--metrics_file", "books/new.txt"], 2,
+        "is matched by the dataset pattern", books),
+    "--metrics_file the package's dinos.txt": Case(
+        ["train", "--dataset", "dinos", *TINY, "--metrics_file", str(files.PACKAGE / "data" / "dinos.txt")], 2,
+        "rnnlab's installed package", check=package_untouched),
+    "--checkpoint_dir inside the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--checkpoint_dir", "books/run"], 2,
+        "its files would become part of the input", books),
+    "--cache_dir is the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--cache_dir", "books"], 2, "is the dataset folder books",
+        steps(books, cache_every_text)),
+    "export --overwrite into its own --checkpoint folder": Case(
+        ["export", "--checkpoint", "run", "--out", "run", "--overwrite"], 2, "which this run reads"),
+    "export --out another run's folder": Case(["export", "--checkpoint", "run", "--out", "other"], 2,
+                                              "already holds a run's checkpoint", copy_run("other")),
+    "resume from best.json over a later latest.json": Case(
+        ["train", "--resume", "run/best.json", "--iterations", "9", "--quiet"], 2, "a later point of the run",
+        best_behind_latest),
+    "resume from best.json over it with --overwrite": Case(
+        ["train", "--resume", "run/best.json", "--iterations", "9", "--quiet", "--overwrite"], 0, "checkpoint",
+        best_behind_latest, step_of("run", 9), may_change=("run",), stdout_empty=False),
+    # an existing file that rnnlab did not write
+    "visualize --out a file rnnlab did not write": Case([*VIS, "victim.txt"], 2, "is not a page written by rnnlab"),
+    "visualize --out it with --overwrite": Case([*VIS, "victim.txt", "--overwrite"], 0, "wrote",
+                                                may_change=("victim.txt",), stdout_empty=False),
+    "plot --out an image rnnlab did not write": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "photo.png"], 2, "is not an image drawn by rnnlab",
+             steps(write("m.jsonl", METRICS), write("photo.png", b"\x89PNG my photo"))), marks=NEEDS_MATPLOTLIB),
+    "bench --json a file rnnlab did not write": Case([*BENCH, "--json", "victim.txt"], 2,
+                                                     "is not a JSON file written by rnnlab"),
+    "--metrics_file a binary file": Case([*FRESH, "--metrics_file", "blob.bin"], 2,
+                                         "is not an rnnlab metrics file", write("blob.bin", b"\0\1\2 binary")),
+    # special files and links
+    "visualize --out a FIFO nobody reads": Case([*VIS, "fifo"], 2, "is a FIFO that nobody reads", mkfifo("fifo")),
+    "visualize --out /dev/null": Case([*VIS, "/dev/null"], 0, "wrote /dev/null", check=still_a_device("/dev/null"),
+                                      stdout_empty=False),
+    "visualize --out a link to this process' stdout": Case(
+        [*VIS, "out.html"], 0, 'content="rnnlab"', link("out.html", "/proc/self/fd/1"), still_a_link("out.html"),
+        process=True, stdout_empty=False),
+    "visualize --out a link to a file": Case([*VIS, "page.html"], 2, "is a symbolic link",
+                                             link("page.html", lambda ws: ws / "victim.txt")),
+    "visualize --out a hard link": Case([*VIS, "page.html"], 2, "has 2 hard links",
+                                        hard_link("page.html", "victim.txt")),
+    "--metrics_file a link to a file": Case([*FRESH, "--metrics_file", "m.jsonl"], 2, "is a symbolic link",
+                                            link("m.jsonl", lambda ws: ws / "victim.txt")),
+    "lock file hard-linked to a file outside": Case(RESUME, 2, "has 2 hard links, not a lock file of its own",
+                                                    hard_link("run/.rnnlab.lock", "victim.txt")),
+    "lock file a symbolic link": Case(
+        RESUME, 2, "lock file", steps(lambda ws, mp: (ws / "run" / ".rnnlab.lock").unlink(missing_ok=True),
+                                      link("run/.rnnlab.lock", lambda ws: ws / "victim.txt"))),
+    # rnnlab's own folders
+    "visualize --out inside the cache": Case([*VIS, "cache/page.html"], 2, "inside rnnlab's corpus cache",
+                                             cache_folder),
+    "--checkpoint_dir is the cache": Case([*FRESH, "--checkpoint_dir", "cache"], 2, "is rnnlab's corpus cache",
+                                          cache_folder),
+    "--cache_dir holds other files": Case([*FRESH, "--cache_dir", "stuff"], 2, "holds files that are not rnnlab's",
+                                          steps(write("stuff/notes.txt", "mine"), cache_every_text)),
+    "--cache_dir is a checkpoint folder": Case([*FRESH, "--cache_dir", "run"], 2, "holds a checkpoint",
+                                               cache_every_text),
+    # budgets
+    "sample --novelty over 10**9 samples": Case(["sample", "--checkpoint", "run", "--novelty",
+                                                 "--num_samples", str(10 ** 9)], 2, "needs about"),
+    "sample --beam_size 10**8": Case(["sample", "--checkpoint", "run", "--beam_size", str(10 ** 8)], 2, "needs about"),
+    "a deflated state of 10**6 rows": Case(["sample", "--checkpoint", "run"], 2, "a carried state holds at most",
+                                           deflated_state(10 ** 6)),
+    "arrays beyond the memory available": Case(["sample", "--checkpoint", "run"], 2, "needs about", little_memory),
+    # smaller: one line whatever the input
+    "bench --cells ''": Case(["bench", "--cells", "", "--quick"], 2, "names no cell"),
+    "bench --engines ','": Case(["bench", "--engines", ",", "--quick"], 2, "names no engine"),
+    "a checkpoint name with a newline": Case(["sample", "--checkpoint", "bad\nname"], 2, "bad\\nname"),
+    "a checkpoint name with an escape sequence": Case(["sample", "--checkpoint", "x\x1b[31mred"], 2,
+                                                      "x\\x1b[31mred"),
+    "--dist_timeout 0": Case([*FRESH, "--dist_timeout", "0"], 2, "--dist_timeout must be between"),
+    # the distributed environment
+    "WORLD_SIZE garbage": Case(FRESH, 2, "WORLD_SIZE='two' is not a whole number", env={"WORLD_SIZE": "two"}),
+    "RANK >= WORLD_SIZE": Case(FRESH, 2, "RANK=2 must be between 0 and 1",
+                               env={"WORLD_SIZE": "2", "RANK": "2", **PEERS}),
+    "LOCAL_RANK negative": Case(FRESH, 2, "LOCAL_RANK=-1 must be between", env={"LOCAL_RANK": "-1"}),
+    "MASTER_PORT garbage": Case(FRESH, 2, "MASTER_PORT='http'",
+                                env={**PEERS, "WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "http"}),
+    "WORLD_SIZE=2 without MASTER_ADDR": Case(FRESH, 2, "MASTER_ADDR is not set",
+                                             env={"WORLD_SIZE": "2", "RANK": "1"}),
+    "RANK garbage in a real process": Case(FRESH, 2, "RANK='0.5' is not a whole number",
+                                           env={"WORLD_SIZE": "2", "RANK": "0.5", **PEERS}, process=True),
+}
+
+
+@pytest.mark.parametrize("case", table({**CASES, **OUTPUT_CASES}))
 def test_hostile_input_ends_in_one_line_and_touches_nothing_else(case: Case, ws, monkeypatch):
     """Each hostile input ends with the expected exit status and one line naming the problem, and touches
     nothing outside the folders the row allows (a refused command writes nothing at all)."""
@@ -675,9 +857,11 @@ def test_hostile_input_ends_in_one_line_and_touches_nothing_else(case: Case, ws,
     try:
         before = snapshot(ws)
         if case.process:
-            result = run_process(case.argv, ws / case.cwd)
+            result = run_process(case.argv, ws / case.cwd, env=case.env)
         else:
             monkeypatch.chdir(ws / case.cwd)
+            for name, value in case.env.items():
+                monkeypatch.setenv(name, value)
             result = run_in_process(case.argv)
     finally:
         release(kept)                                            # the other writer's lock

@@ -6,6 +6,7 @@ A tiny pairs file (26 letters -> their upper case, twice over) keeps every run t
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_train_reports_exact_match_and_translate_prints_one_line_per_input(tmp_p
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "cab", "bead")
     assert status == 0 and len(out.splitlines()) == 2
     assert set("".join(out.split())) <= set("ABCDE")
-    stdin = type("B", (), {"read": lambda self: b"cab\n\nbad\n"})()
+    stdin = io.BytesIO(b"cab\n\nbad\n")                                    # read as it comes, in chunks
     monkeypatch.setattr("sys.stdin", type("In", (), {"buffer": stdin})())
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "--input", "-")
     assert status == 0 and out.count("\n") == 3 and out.splitlines()[1] == ""    # an empty line stays empty

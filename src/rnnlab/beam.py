@@ -24,7 +24,8 @@ import numpy as np
 
 from . import model as charmodel
 from .activations import log_softmax
-from .errors import require
+from .errors import require, require_finite
+from .memory import require_memory
 from .sampling import prime_context
 from .text import CharTokenizer
 
@@ -57,6 +58,7 @@ def continuations(params: dict, config: charmodel.ModelConfig, logits: np.ndarra
     """A beam of width ``beam_size`` from the prime's last logits (V,) and state -> [(ids, logprob)]."""
     scores = first_scores(1, beam_size)                          # (1, K)
     state = reorder_state(state, np.zeros(beam_size, dtype=np.int64))  # (K, H): K copies of the prime's state
+    require_finite(logits)
     logp = np.tile(log_softmax(logits.astype(np.float64)), (beam_size, 1))  # (K, V)
     sequences = np.zeros((beam_size, 0), dtype=np.int64)         # (K, t)
     for t in range(length):
@@ -65,6 +67,7 @@ def continuations(params: dict, config: charmodel.ModelConfig, logits: np.ndarra
         sequences = np.concatenate([sequences[parents], tokens[:, None]], axis=1)
         if t + 1 < length:
             logits_t, state, _ = charmodel.forward(params, config, tokens[None, :], reorder_state(state, parents))
+            require_finite(logits_t)
             logp = log_softmax(logits_t[0].astype(np.float64))   # (K, V)
     return [(tuple(seq), float(score)) for seq, score in zip(sequences.tolist(), scores[0], strict=True)
             if np.isfinite(score)]
@@ -77,6 +80,9 @@ def beam_search(params: dict, config: charmodel.ModelConfig, tokenizer: CharToke
     starts after the start symbol, as ``sampling.sample`` does."""
     require(beam_size > 0, f"--beam_size must be > 0, got {beam_size}")
     require(length > 0, f"beam search length must be > 0, got {length}")
+    state_numbers = config.num_layers * config.hidden_size * 2 + config.vocab_size
+    require_memory(8 * beam_size * (2 * length + 4 * state_numbers), f"a beam of {beam_size:,} continuations of "
+                   f"{length:,} characters", "give a smaller --beam_size or --length")
     ids = tokenizer.encode(prime_context(tokenizer, prime))
     state = charmodel.zero_state(config, 1, params["Wy"].dtype)
     logits, state, _ = charmodel.forward(params, config, ids.reshape(-1, 1), state)  # (T, 1, V)

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
              help="characters per sample (stream corpora)")
     add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
     add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
-    add_flag(train, "metrics_file", default=None, type=path_text,
+    add_flag(train, "metrics_file", default=d.metrics_file, type=path_text,
              help="append one JSON object per report to this file (for a step a resumed or restarted run "
                   "repeats, rnnlab plot shows the latest)")
     add_flag(train, "checkpoint_dir", default=d.checkpoint_dir, type=path_text,
@@ -298,18 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
     return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
-
-
-class MetricsFile:
-    """Appends one JSON object per line through the output guard (files.Appender): checked when it is
-    opened, so a path that cannot be written fails before training starts; each line is written whole."""
-
-    def __init__(self, path: str | None, overwrite: bool = False):
-        self.out = None if path is None else files.Appender(path, files.METRICS, "--metrics_file", overwrite)
-
-    def write(self, record: dict) -> None:
-        if self.out is not None:
-            self.out.write(json.dumps(record) + "\n")
 
 
 def format_report(report: Report) -> str:
@@ -430,6 +418,7 @@ def silence_stdout() -> None:
 
 
 def run_train(args: argparse.Namespace, typed: set[str]) -> int:
+    distributed.environment_world(fresh=True)                    # torchrun's variables, validated once
     require(0 < args.dist_timeout <= 86400, f"--dist_timeout must be between 0 and 86400 seconds, got "
                                             f"{args.dist_timeout}")
     with distributed.joined(args.device, args.dist_timeout):   # torchrun: meet the others first, so errors reach them
@@ -456,7 +445,7 @@ def train_command(args: argparse.Namespace, typed: set[str]) -> int:
 
 def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSignals) -> int:
     writes = distributed.current().writes          # torchrun: rank 0 prints and writes, the others compute
-    bar, metrics = ProgressBar(enabled=not args.quiet and writes), None
+    bar = ProgressBar(enabled=not args.quiet and writes)
 
     def show(text: str, file=None) -> None:
         if not writes:
@@ -468,7 +457,6 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
             stops.stop("a closed output", SIGPIPE_STATUS)
 
     def on_report(report: Report) -> None:
-        metrics.write(report.metrics())
         bar.clear()
         for warning in report.warnings:                          # the health guard speaks even with --quiet
             show(f"rnnlab: warning: {warning}", sys.stderr)
@@ -478,7 +466,6 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     trainer = trainer_factory(on_report, bar.update, bar.loading)  # takes the checkpoint folder's lock
     bar.clear()
     stops.attach(trainer.request_stop)
-    metrics = MetricsFile(args.metrics_file if writes else None, args.overwrite)   # after the data: its inputs known
     notes = list(trainer.notes)
     if checkpoint is not None:
         notes.insert(0, f"resuming from {checkpoint.path} at step {trainer.step:,}; saving to "
@@ -817,7 +804,6 @@ def main(argv: list[str] | None = None) -> int:
                 return say_error(f"rnnlab: error: --{name} is not valid UTF-8 text: use UTF-8 characters only",
                                  EXIT_USAGE)
     try:
-        distributed.environment_world(fresh=True)                # torchrun's variables, validated once
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
             return COMMANDS[args.command](args, typed_flags(argv, args.command))

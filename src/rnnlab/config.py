@@ -65,6 +65,7 @@ class TrainConfig:
     eval_tokens: int | None = 262_144   # validate on the first N held-out characters (splits.py); None: all
     cache_dir: str | None = None        # encoded large corpora (corpus.py); None: the per-user cache folder
     checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
+    metrics_file: str | None = None     # one JSON line per report is appended here (files.Appender)
     save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
     temperature: float = 1.0
     sample_every: int = 2000
@@ -111,6 +112,7 @@ class TrainConfig:
         require(0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         require(self.dataset.strip() != "", "--dataset is empty: give a shipped corpus name or a file path")
         require(self.cache_dir is None or self.cache_dir != "", "--cache_dir is empty: give a folder")
+        require(self.metrics_file is None or self.metrics_file != "", "--metrics_file is empty: give a file name")
         if self.optimizer_options:
             make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
 
@@ -148,7 +150,7 @@ LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "f
                     "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
 # where things are now, never where they once were
-NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads", "dist_timeout")
+NOT_RESUMED = ("checkpoint_dir", "metrics_file", "cache_dir", "device", "threads", "dist_timeout")
 CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
 
 

@@ -174,11 +174,13 @@ def input_named(full: Path, st: os.stat_result | None) -> str | None:
         if candidate in _reads.paths:
             return _reads.paths[candidate]
         for tree, what in _reads.trees.items():
-            if candidate == tree or tree in candidate.parents:
+            if candidate == tree:
                 return what
+            if tree in candidate.parents:
+                return f"inside {what}"
         for pattern, what in _reads.patterns.items():
             if fnmatch.fnmatchcase(str(candidate), pattern):
-                return what
+                return f"matched by {what}"
     return None
 
 
@@ -611,8 +613,8 @@ def check_folder(directory, kind: Kind, flag: str) -> Path:
     full = resolved(text)
     reads = input_named(full, None)
     if reads is not None:
-        raise RnnlabError(f"{flag} {text} is inside {reads}, which this run reads: its files would become part "
-                          "of the input; give a folder outside it")
+        raise RnnlabError(f"{flag} {text} is {reads}, which this run reads: its files would become part of the "
+                          "input; give a folder outside it")
     if kind.zone != "cache" and (is_cache_folder(full) or is_cache_folder(full.parent)):
         raise RnnlabError(f"{flag} {text} is rnnlab's corpus cache: give another folder")
     if kind.zone == "cache" and full.is_dir() and is_checkpoint_folder(full):

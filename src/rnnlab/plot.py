@@ -14,6 +14,11 @@ from .files import read_bytes
 PLOT_FORMATS = ("png", "svg", "pdf")
 CURVES = ("train_loss", "smooth_loss", "val_loss")
 MAX_METRICS_BYTES = 1 << 30
+# The ranges of what a training run writes: a loss is >= 0 and stays below 3x the first loss (the divergence
+# guard), itself about ln V < 15 nats; a step counts optimisation steps. Anything beyond is a damaged file
+# (and values such as 1e308 would break the axes' arithmetic).
+RANGES = {"step": (0, 10 ** 12), **{key: (0.0, 1e6) for key in CURVES}}
+MAX_STATE = 1e30
 
 
 def read_metrics(path) -> list[dict]:
@@ -35,10 +40,13 @@ def read_metrics(path) -> list[dict]:
         except (ValueError, RecursionError):
             raise RnnlabError(f"{where} is not JSON: give a file written by --metrics_file") from None
         require(isinstance(record, dict), f"{where} is not a JSON object: give a file written by --metrics_file")
-        for key in ("step", *CURVES):                             # absent is fine; present must be a number
+        for key, (low, high) in RANGES.items():                   # absent is fine; present must be a number
             value = record.get(key)
             require(value is None or (type(value) in (int, float) and math.isfinite(value)),
                     f"{where}: {key} is {value!r}, not a finite number: give a file written by --metrics_file")
+            require(value is None or low <= value <= high,
+                    f"{where}: {key} is {value!r}, outside [{low:g}, {high:g}] where a training run's values lie: "
+                    "the file is damaged; give a file written by --metrics_file")
         records.append(record)
     require(any("step" in r for r in records), f"{path} has no metrics records (no 'step' field)")
     return records
@@ -153,7 +161,7 @@ def plot_runs(paths: list, out_path, title: str | None, labels: list[str], overw
 def valid_state_max(value) -> bool:
     """A list of finite non-negative numbers (anything else in a metrics line is left out of the panel)."""
     return (isinstance(value, list) and bool(value) and
-            all(type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in value))
+            all(type(x) in (int, float) and math.isfinite(x) and 0 <= x <= MAX_STATE for x in value))
 
 
 def pyplot(what: str):

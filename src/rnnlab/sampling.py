@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as charmodel
 from .activations import softmax
-from .errors import require
+from .errors import require, require_finite
 from .memory import require_memory
 from .text import NEWLINE, CharTokenizer
 
@@ -26,6 +26,7 @@ from .text import NEWLINE, CharTokenizer
 def next_char_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
     """logits (V,) -> float64 probabilities (V,) after temperature and top-k."""
     z = np.asarray(logits, dtype=np.float64)
+    require_finite(z)
     if top_k is not None:
         require(0 < top_k <= len(z), f"--top_k must be between 1 and the vocabulary size {len(z)}, got {top_k}")
         kth_largest = np.partition(z, -top_k)[-top_k]

@@ -17,6 +17,7 @@ and sampling, so that e.g. sampling more often does not change the trained weigh
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, files
 from . import model as charmodel
 from .batches import set_generator_state
 from .checkpoint import RunState
@@ -137,8 +138,14 @@ class Trainer:
         self.data = self.task.data(config, np.random.default_rng(data_seed))
         self.notes: list[str] = config.notes() + self.data.notes
         self._check_memory()
+        self.metrics = None                                      # --metrics_file, rank 0's (files.Appender)
+        writes_metrics = config.metrics_file is not None and self.world.writes
+        if writes_metrics:                                       # checked now that the inputs are known, before
+            files.check_output(config.metrics_file, files.METRICS, "--metrics_file", overwrite)   # anything is made
         if self.folder is not None:       # proven writable now, not after the run, and ours alone until it ends
             self.folder.open()
+        if writes_metrics:
+            self.metrics = files.Appender(config.metrics_file, files.METRICS, "--metrics_file", overwrite)
         params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
         self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer, config,
                                                             self.dropout_rng)
@@ -196,6 +203,8 @@ class Trainer:
             if due:
                 report = self.report(self.last_loss, batch.epoch, rate)        # validate, sample
                 self.keep_if_best(report)
+                if self.metrics is not None:
+                    self.metrics.write(json.dumps(report.metrics()) + "\n")
                 self.on_report(report)
                 tokens, window_start = 0, time.perf_counter()
             if c.save_every and self.step % c.save_every == 0 and self.step < self.total_steps:
@@ -369,6 +378,8 @@ class Trainer:
         """Give up the checkpoint folder's lock (``run`` does this when it ends; a later save takes it again)."""
         if self.folder is not None:
             self.folder.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     @classmethod
     def resume(cls, checkpoint: ckpt.Checkpoint, overrides: dict | None = None, on_report=None, on_progress=None,

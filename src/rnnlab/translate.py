@@ -34,7 +34,7 @@ from . import seq2seq as s2s
 from .activations import log_softmax
 from .batches import pad_sequences
 from .beam import beam_step, first_scores
-from .errors import RnnlabError, require
+from .errors import RnnlabError, require, require_finite
 from .memory import format_bytes, memory_budget
 from .pairs import PairTokenizers
 from .recurrence import project_inputs
@@ -67,6 +67,7 @@ def next_log_probs(params: dict, config: s2s.Seq2SeqConfig, prev: np.ndarray, st
     zx = project_inputs(prev[None, :], params["dec.Wx"], params["dec.b"])[0]     # (R, G Hd)
     state, context, alpha, _ = s2s.decoder_step(params, config, zx, state, context, memory)
     logits = s2s.output_logits(params, state[0], context)                        # (R, V)
+    require_finite(logits)
     return log_softmax(logits.astype(np.float64)), state, context, alpha
 
 

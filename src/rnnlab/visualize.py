@@ -35,8 +35,9 @@ from . import files
 from . import model as charmodel
 from .activations import softmax
 from .cells import CELLS
-from .errors import RnnlabError, require
+from .errors import RnnlabError, require, require_finite
 from .files import read_bytes
+from .memory import require_memory
 from .output import output_forward
 from .recurrence import project_inputs
 from .text import NEWLINE, CharTokenizer
@@ -228,7 +229,14 @@ def visualization_data(params: dict, config: charmodel.ModelConfig, tokenizer: C
         raise RnnlabError(f"the text has {len(unknown)} character(s) outside the checkpoint's vocabulary: {names}; "
                           "remove them or use a checkpoint trained on text that has them")
     ids = tokenizer.encode(shown)                                # (T,)
+    widths = config.num_layers * config.hidden_size * 2 * 4     # states, their float64 copies, correlations
+    require_memory(8 * len(ids) * (widths + 4 * config.vocab_size + 2 * len(FEATURES)),
+                   f"visualising {len(ids):,} characters", "give a smaller --max_chars")
     layers, logits = layer_states(params, config, ids)
+    require_finite(logits)
+    for layer in layers:
+        for value in layer.values():
+            require_finite(value)
     states = [{name: value.astype(np.float64) for name, value in layer.items()} for layer in layers]
     features = text_features(shown)                              # (F, T)
     top_ids, top_probs = top_predictions(logits)
