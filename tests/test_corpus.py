@@ -3,7 +3,10 @@ memory-mapped cache that makes the next start fast."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from itertools import pairwise
 
 import numpy as np
@@ -293,6 +296,130 @@ def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_
     resumed.run()
     for name, value in full.params.items():
         np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+
+
+# ---- issue 21: a cache that cannot go stale ----------------------------------------------------------------
+
+def cache_files(cache) -> dict:
+    """{kind: path} of a cache holding one text: its ids, its JSON and its stat entry."""
+    found = {p.suffix: p for p in cache.iterdir() if not p.name.startswith(("stat-", ".", "CACHEDIR"))}
+    return {"ids": found[".ids"], "entry": found[".json"], "stat": next(cache.glob("stat-*.json"))}
+
+
+def test_an_edit_in_place_with_size_and_mtime_restored_is_seen(big_text, tmp_path):
+    """The stat key holds the change time, which no user can set back: the edited text is encoded again."""
+    cache = tmp_path / "cache"
+    load_corpus(str(big_text), cache_dir=cache)
+    before = os.stat(big_text)
+    data = bytearray(big_text.read_bytes())
+    data[100:104] = b"WXYZ"                                     # same size
+    big_text.write_bytes(bytes(data))
+    os.utime(big_text, ns=(before.st_atime_ns, before.st_mtime_ns))   # mtime restored; ctime moved on
+    assert os.stat(big_text).st_mtime_ns == before.st_mtime_ns
+    assert load_corpus(str(big_text), cache_dir=cache).text == data.decode()
+
+
+def test_a_cache_entry_whose_characters_were_permuted_is_rebuilt(big_text, tmp_path):
+    cache = tmp_path / "cache"
+    load_corpus(str(big_text), cache_dir=cache)
+    entry = cache_files(cache)["entry"]
+    document = json.loads(entry.read_text())
+    document["chars"] = document["chars"][1:] + document["chars"][:1]     # same characters, another order
+    entry.write_text(json.dumps(document))
+    assert load_corpus(str(big_text), cache_dir=cache).text == big_text.read_text()
+
+
+def test_cache_entry_counts_must_match_its_ids(big_text, tmp_path):
+    """Ids swapped between two characters (same size, same vocabulary) disagree with the counts: rebuilt."""
+    cache = tmp_path / "cache"
+    good = load_corpus(str(big_text), cache_dir=cache)
+    ids = np.array(good.ids)
+    del good
+    a, b = ids[0], ids[1]
+    swapped = np.where(ids == a, b, np.where(ids == b, a, ids))
+    cache_files(cache)["ids"].write_bytes(swapped.tobytes())
+    assert load_corpus(str(big_text), cache_dir=cache).text == big_text.read_text()
+
+
+def test_an_edited_stat_entry_cannot_make_one_corpus_train_on_anothers_ids(big_text, tmp_path):
+    cache = tmp_path / "cache"
+    other = tmp_path / "other.txt"
+    other.write_text("another corpus entirely\n" * 500)
+    load_corpus(str(other), cache_dir=cache)
+    other_sha = json.loads(cache_files(cache)["entry"].read_text())["sha256"]
+    load_corpus(str(big_text), cache_dir=cache)
+    for stat_entry in cache.glob("stat-*.json"):
+        document = json.loads(stat_entry.read_text())
+        document["sha256"] = other_sha                          # every stat entry now points at other.txt's ids
+        stat_entry.write_text(json.dumps(document))
+    assert load_corpus(str(big_text), cache_dir=cache).text == big_text.read_text()
+
+
+def test_resume_reads_what_the_corpus_is_not_what_the_cache_says(big_text, tmp_path):
+    """A stale entry that passes every cheap check (its stat entry forged to the edited file's stat, an edit
+    away from the sampled head and tail) is still caught by --resume, which hashes the whole text."""
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.config import TrainConfig
+    from rnnlab.train import Trainer
+
+    cache = tmp_path / "cache"
+    common = dict(dataset=str(big_text), cache_dir=str(cache), hidden_size=8, batch_size=2, seq_length=8,
+                  sample_every=1000, val_fraction=0.0)
+    Trainer(TrainConfig(iterations=3, checkpoint_dir=str(tmp_path / "ck"), **common)).run()
+    data = bytearray(big_text.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4] = b"line"[::-1]                      # same size, same characters, in the middle
+    big_text.write_bytes(bytes(data))
+    stat_entry = cache_files(cache)["stat"]
+    document = json.loads(stat_entry.read_text())
+    st = os.stat(big_text)
+    document["sources"][0][1:] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    new_name = corpus_module._key(json.dumps(document["sources"]))
+    (cache / f"stat-{new_name}.json").write_text(json.dumps(document))   # the forged entry a warm start finds
+    assert load_corpus(str(big_text), cache_dir=cache).text != big_text.read_text()   # the cheap path is fooled
+    with pytest.raises(RnnlabError, match="is not the text checkpoint"):
+        Trainer.resume(load_checkpoint(tmp_path / "ck"), {"iterations": 6})
+
+
+def test_a_killed_encoders_temporary_file_is_removed_by_the_next_encoder(big_text, tmp_path):
+    cache = tmp_path / "cache"
+    load_corpus(str(big_text), cache_dir=cache)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    leftover = cache / f".{'0' * 32}.ids.rnnlab-{dead}-0123abcd.tmp"
+    leftover.write_bytes(b"\0" * 4096)
+    big_text.write_text("a new text to encode\n" * 300)
+    load_corpus(str(big_text), cache_dir=cache)
+    assert not leftover.exists()
+
+
+def test_the_cache_folder_is_marked_and_a_folder_of_other_files_is_refused(big_text, tmp_path):
+    load_corpus(str(big_text), cache_dir=tmp_path / "new")
+    assert (tmp_path / "new" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(RnnlabError, match="holds files that are not rnnlab's cache"):
+        load_corpus(str(big_text), cache_dir=tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+
+
+def test_an_old_cache_folder_without_its_tag_is_adopted(big_text, tmp_path):
+    cache = tmp_path / "cache"
+    load_corpus(str(big_text), cache_dir=cache)
+    (cache / "CACHEDIR.TAG").unlink()                          # as rnnlab before the tag made it
+    assert load_corpus(str(big_text), cache_dir=cache).text == big_text.read_text()
+    assert (cache / "CACHEDIR.TAG").exists()
+
+
+def test_a_dataset_folder_skips_rnnlabs_own_checkpoint_and_cache_folders(tmp_path):
+    books = tmp_path / "books"
+    (books / "run").mkdir(parents=True)
+    (books / "cache").mkdir()
+    (books / "a.txt").write_text("the only text\n")
+    (books / "run" / "latest.json").write_text('{"format_version": 2}')
+    (books / "cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+    (books / "cache" / "0123.json").write_text("{}")
+    assert load_corpus(str(books)).text == "the only text\n"
 
 
 # ---- bounded memory: one chunk at a time, mapped pages released ------------------------------------------

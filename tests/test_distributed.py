@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -223,6 +224,72 @@ def test_an_error_on_one_or_all_processes_is_one_line(tmp_path, flags, fragment)
     assert run.returncode != 0
     ours = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith(("rnnlab:", "[rank"))]
     assert len(ours) == 1 and fragment in ours[0], run.stdout + run.stderr
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rank_process(cwd: Path, rank: int, size: int, port: int, *flags: str, **env: str) -> subprocess.Popen:
+    """One process of a run launched by hand (as a job script would), with torchrun's variables."""
+    variables = {**os.environ, "WORLD_SIZE": str(size), "RANK": str(rank), "LOCAL_RANK": str(rank),
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **env}
+    variables.pop("RNNLAB_DEBUG", None)
+    (cwd / "text.txt").write_text(stream_text(), encoding="utf-8")
+    return subprocess.Popen([sys.executable, "-m", "rnnlab", "train", "--dataset", "text.txt", *STREAM_RUN,
+                             "--iterations", "3", *flags], cwd=cwd, env=variables, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen, within_s: float) -> tuple[int, list[str]]:
+    try:
+        out, err = process.communicate(timeout=within_s)
+    finally:
+        process.kill()
+    return process.returncode, (out + err).splitlines()
+
+
+def test_a_process_alone_names_the_ranks_that_never_joined(tmp_path):
+    """WORLD_SIZE=3 with only rank 0 started: after --dist_timeout, one line naming ranks 1 and 2 (not
+    PyTorch's 30 minutes, not a traceback)."""
+    started = time.monotonic()
+    status, lines = finished(rank_process(tmp_path, 0, 3, free_port(), "--dist_timeout", "2"), 60)
+    assert status == 2 and lines == ["rnnlab: error: 2 of 3 processes never joined within 2 s (rank 1, 2): start "
+                                     "every process (torchrun --nproc_per_node=N starts them all), or raise "
+                                     "--dist_timeout"], lines
+    assert time.monotonic() - started < 30
+
+
+def test_a_rank_that_cannot_reach_rank_0_says_so_itself(tmp_path):
+    status, lines = finished(rank_process(tmp_path, 1, 2, free_port(), "--dist_timeout", "2"), 60)
+    assert status == 2 and len(lines) == 1 and "process 1 of 2 could not reach the rendezvous" in lines[0], lines
+
+
+def test_ctrl_c_while_waiting_for_the_others_ends_at_once(tmp_path):
+    process = rank_process(tmp_path, 0, 2, free_port(), "--dist_timeout", "600")
+    time.sleep(3)                                             # well inside the wait (torch imported, store up)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    status, lines = finished(process, 30)
+    assert status == 130 and lines == ["rnnlab: interrupted"], lines
+    assert time.monotonic() - started < 10
+
+
+def test_an_error_only_one_rank_meets_is_printed_by_that_rank(tmp_path):
+    """Rank 1's own environment is broken: rank 1 says so; rank 0, left waiting, names rank 1. One line each,
+    each about its own process."""
+    port = free_port()
+    zero = rank_process(tmp_path, 0, 2, port, "--dist_timeout", "3")
+    one = rank_process(tmp_path, 1, 2, port, "--dist_timeout", "3", LOCAL_RANK="7", LOCAL_WORLD_SIZE="2")
+    status_one, lines_one = finished(one, 60)
+    status_zero, lines_zero = finished(zero, 60)
+    assert status_one == 2 and lines_one == ["rnnlab: error: environment variable LOCAL_RANK=7 must be between 0 "
+                                             "and 1: launch with torchrun, which sets it (or unset it for one "
+                                             "process)"], lines_one
+    assert status_zero == 2 and len(lines_zero) == 1 and "(rank 1)" in lines_zero[0], lines_zero
 
 
 def test_a_stop_signal_stops_every_process_after_the_same_step_and_rank_0_saves(tmp_path):

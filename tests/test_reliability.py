@@ -1330,6 +1330,51 @@ def test_sample_into_a_closed_pipe_ends_without_a_traceback(ws):
     assert done.returncode == 141, (done.returncode, err)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sample_streams_an_endless_text_and_stops_on_a_signal(ws, signum, status):
+    """`sample --length 10**12` prints as it draws (the first characters arrive long before the end, nothing
+    is held), and a signal ends it between two characters: one line, 128 + N."""
+    stream_checkpoint(ws, None)
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "sample", "--checkpoint", "stream",
+                             "--length", str(10 ** 12)], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV)
+    try:
+        first = proc.stdout.read(200)                       # arrives while the sample goes on
+        assert len(first) == 200
+        proc.send_signal(signum)
+        rest, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert proc.returncode == status, err
+    assert err.splitlines() == [f"rnnlab: interrupted by {signal.Signals(signum).name} after 0 of 1 samples"], err
+
+
+@pytest.mark.slow
+def test_translate_answers_each_window_before_its_input_ends(tmp_path):
+    """`translate --input -` prints the translations of the first 256 lines while stdin is still open: the
+    input is read as it comes, never whole; SIGTERM then ends it in one line."""
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{a}\t{a.upper()}\n" for a in ["ab", "ba", "abc", "cab", "bca", "aab"] * 5))
+    assert main(["train", "--dataset", str(pairs), "--hidden_size", "8", "--iterations", "3", "--quiet",
+                 "--checkpoint_dir", str(tmp_path / "ck")]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "translate", "--checkpoint", "ck", "--input", "-"],
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV)
+    try:
+        proc.stdin.write(b"ab\n" * 256)
+        proc.stdin.flush()
+        answers = [proc.stdout.readline() for _ in range(256)]   # before any more input is given
+        assert all(line.endswith(b"\n") for line in answers)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.decode().splitlines() == ["rnnlab: interrupted by SIGTERM after 256 inputs"], err
+
+
 # ---- 4. what a killed save leaves behind -----------------------------------------------------------------
 
 LEFTOVERS = [".latest-000004.npz.0123abcd.tmp", ".latest.json.89abcdef.tmp", ".best-000003b.npz.00ff00ff.tmp",

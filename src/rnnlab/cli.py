@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import itertools
 import json
 import math
 import os
@@ -375,10 +376,13 @@ class StopSignals:
     """The one signal path: SIGINT, SIGTERM and SIGHUP -- and a closed stdout -- ask the trainer to stop
     after its current step (it then saves ``latest``). A second signal abandons at once (KeyboardInterrupt).
     ``status`` is the exit status of the stop: 128 + the signal number. Installed before the trainer is
-    built: a signal that arrives while the data loads is remembered and stops the run before its first step."""
+    built: a signal that arrives while the data loads is remembered and stops the run before its first step.
 
-    def __init__(self):
-        self.request_stop, self.status, self.name, self.previous = None, None, None, {}
+    With ``at_once`` (commands that have nothing to save: ``sample``, ``translate``) the first signal raises
+    StoppedAtOnce where the command is -- also while it waits for input -- and the command says how far it got."""
+
+    def __init__(self, at_once: bool = False):
+        self.request_stop, self.status, self.name, self.previous, self.at_once = None, None, None, {}, at_once
 
     def attach(self, request_stop) -> None:
         self.request_stop = request_stop
@@ -396,7 +400,7 @@ class StopSignals:
             signal.signal(getattr(signal, name), handler)
 
     def _on_signal(self, signum, frame):
-        if self.status is not None:                              # asked twice: stop now, save nothing more
+        if self.status is not None or self.at_once:              # asked twice: stop now, save nothing more
             raise StoppedAtOnce(signal.Signals(signum).name, 128 + signum)
         self.stop(signal.Signals(signum).name, 128 + signum)
 
@@ -544,21 +548,21 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
         from .frameworks import load_framework
         forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
     rng = np.random.default_rng(args.seed)
-    kept, done = [], 0
-    with StopSignals() as stops:                                 # a signal stops between two characters
-        for number in range(n):
-            text = stream_sample(generate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng,
-                                          length=args.length, temperature=args.temperature, top_k=args.top_k,
-                                          greedy=args.greedy, prime=args.prime, stop_at_newline=names,
-                                          forward=forward),
-                                 ("" if number == 0 else "\n" if names else "\n\n") + args.prime, stops,
-                                 keep=seen is not None)
-            if stops.status is not None:
-                say_error(f"rnnlab: interrupted by {stops.name} after {done:,} of {n:,} samples", stops.status)
-                return stops.status
-            done += 1
-            if seen is not None:
-                kept.append(args.prime + text)
+    kept, number = [], 0
+    with StopSignals(at_once=True):                              # a signal stops where the sample is
+        try:
+            for number in range(n):
+                text = stream_sample(generate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng,
+                                              length=args.length, temperature=args.temperature, top_k=args.top_k,
+                                              greedy=args.greedy, prime=args.prime, stop_at_newline=names,
+                                              forward=forward),
+                                     ("" if number == 0 else "\n" if names else "\n\n") + args.prime,
+                                     keep=seen is not None)
+                if seen is not None:
+                    kept.append(args.prime + text)
+        except StoppedAtOnce as stop:
+            sys.stdout.flush()
+            return say_error(f"rnnlab: interrupted by {stop.name} after {number:,} of {n:,} samples", stop.status)
     sys.stdout.write("\n")
     if seen is not None:
         novel = sum(text not in seen for text in kept)
@@ -566,9 +570,9 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-def stream_sample(chars, lead: str, stops: StopSignals, keep: bool, flush_every: int = 64) -> str:
-    """Print ``lead`` and then each character as it comes (flushed every ``flush_every`` and at the end);
-    stop early when a signal arrives. -> the characters, if ``keep`` (else "")."""
+def stream_sample(chars, lead: str, keep: bool, flush_every: int = 64) -> str:
+    """Print ``lead`` and then each character as it comes (flushed every ``flush_every`` and at the end).
+    -> the characters, if ``keep`` (else "")."""
     out, kept, pending = sys.stdout, [], 0
     out.write(lead)
     for char in chars:
@@ -579,8 +583,6 @@ def stream_sample(chars, lead: str, stops: StopSignals, keep: bool, flush_every:
         if pending >= flush_every:
             out.flush()
             pending = 0
-        if stops.status is not None:
-            break
     out.flush()
     return "".join(kept)
 
@@ -648,7 +650,8 @@ def translate_inputs(args):
 def windows_of_lines(stream):
     """UTF-8 lines of a byte stream (a byte-order mark dropped, \\r\\n -> \\n), TRANSLATE_WINDOW at a time."""
     decoder, offset, pending, window, any_line = codecs.getincrementaldecoder("utf-8-sig")(), 0, "", [], False
-    for chunk in [*iter(lambda: stream.read(1 << 16), b""), None]:
+    read = getattr(stream, "read1", stream.read)                 # what has arrived, not a full 64 KiB: a pipe
+    for chunk in itertools.chain(iter(lambda: read(1 << 16), b""), [None]):   # is answered as it is written
         try:
             pending += decoder.decode(b"" if chunk is None else chunk, final=chunk is None)
         except UnicodeDecodeError as err:
@@ -677,19 +680,20 @@ def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("translate", "rnnlab translate")
     done = 0
-    with StopSignals() as stops:                                 # a signal stops between two windows
-        for texts in translate_inputs(args):
-            results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
-                                beam_size=args.beam_size, length_penalty=args.length_penalty, first=done + 1)
-            lines = []
-            for result in results:
-                lines.append(result.output)
-                if args.show_attention:
-                    lines.append(attention_text(result))
-            print("\n".join(lines), flush=True)
-            done += len(texts)
-            if stops.status is not None:
-                return say_error(f"rnnlab: interrupted by {stops.name} after {done:,} inputs", stops.status)
+    with StopSignals(at_once=True):                              # also while it waits for more input
+        try:
+            for texts in translate_inputs(args):
+                results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
+                                    beam_size=args.beam_size, length_penalty=args.length_penalty, first=done + 1)
+                lines = []
+                for result in results:
+                    lines.append(result.output)
+                    if args.show_attention:
+                        lines.append(attention_text(result))
+                print("\n".join(lines), flush=True)
+                done += len(texts)
+        except StoppedAtOnce as stop:
+            return say_error(f"rnnlab: interrupted by {stop.name} after {done:,} inputs", stop.status)
     return 0
 
 

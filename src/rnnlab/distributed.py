@@ -31,7 +31,7 @@ the remaining processes.
 
 The environment is validated once (:func:`environment_world`): numbers, ranges, the rendezvous address. The
 processes then meet under a deadline (``--dist_timeout``, default :data:`DEFAULT_TIMEOUT_S`): each connects to
-the store (retrying in short attempts, so that Ctrl-C is honoured while waiting) and registers its rank;
+the store (probing its port in short attempts, so that Ctrl-C is honoured while waiting) and registers its rank;
 when the time is up, the error names the ranks that never came.
 
 Nothing here imports torch until a run has more than one process: one process needs NumPy alone.
@@ -207,22 +207,20 @@ def meet(world: World, timeout_s: float):
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     deadline = time.monotonic() + timeout_s
     serve = world.rank == 0 and not agent
-    store = None
-    while store is None:
-        left = deadline - time.monotonic()
-        if left <= 0:
+    while not serve and not reachable(host, port, deadline):   # probed in Python: no C++ connect timeouts logged
+        if time.monotonic() >= deadline:
             raise RankError(f"process {world.rank} of {world.size} could not reach the rendezvous at {host}:{port} "
                             f"within {timeout_s:g} s: start rank 0 (torchrun starts every process), check "
                             "MASTER_ADDR and MASTER_PORT, or raise --dist_timeout")
-        try:
-            store = dist.TCPStore(host, port, world.size if serve else None, serve,
-                                  timedelta(seconds=max(min(CONNECT_ATTEMPT_S, left), 0.1)),
-                                  wait_for_workers=False, multi_tenant=True)
-        except (RuntimeError, ValueError) as err:
-            if serve:
-                raise RankError(f"rank 0 cannot serve the rendezvous at {host}:{port} ({str(err)[:120]}): give "
-                                "another MASTER_PORT") from None
-            time.sleep(0.1)
+        time.sleep(0.1)
+    try:
+        store = dist.TCPStore(host, port, world.size if serve else None, serve,
+                              timedelta(seconds=max(deadline - time.monotonic(), 1.0)),
+                              wait_for_workers=False, multi_tenant=True)
+    except (RuntimeError, ValueError) as err:
+        where = "serve" if serve else "join"
+        raise RankError(f"process {world.rank} cannot {where} the rendezvous at {host}:{port} "
+                        f"({str(err).splitlines()[0][:120]}): give another MASTER_PORT, or check MASTER_ADDR") from None
     store = dist.PrefixStore(f"rnnlab/{attempt}", store)
     store.set(f"joined/{world.rank}", "1")
     keys = [f"joined/{rank}" for rank in range(world.size)]
@@ -238,6 +236,17 @@ def meet(world: World, timeout_s: float):
             raise error
         time.sleep(0.05)
     return store
+
+
+def reachable(host: str, port: int, deadline: float) -> bool:
+    """Whether something accepts connections at host:port now (one attempt of at most CONNECT_ATTEMPT_S)."""
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=max(min(CONNECT_ATTEMPT_S, deadline - time.monotonic()),
+                                                                0.05)):
+            return True
+    except OSError:
+        return False
 
 
 def leave() -> None:

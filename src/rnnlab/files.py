@@ -617,7 +617,7 @@ def check_folder(directory, kind: Kind, flag: str) -> Path:
                           "input; give a folder outside it")
     if kind.zone != "cache" and (is_cache_folder(full) or is_cache_folder(full.parent)):
         raise RnnlabError(f"{flag} {text} is rnnlab's corpus cache: give another folder")
-    if kind.zone == "cache" and full.is_dir() and is_checkpoint_folder(full):
+    if kind.zone == "cache" and any((full / f"{tag}.json").exists() for tag in ("latest", "best")):
         raise RnnlabError(f"{flag} {text} holds a checkpoint: give a folder of its own for the cache")
     if os.path.islink(full):
         raise RnnlabError(f"{flag} {text} is a symbolic link: give the folder it points to")
