@@ -289,17 +289,18 @@ def render_html(vis: Visualization, title: str = "rnnlab visualize", layer: int 
 
 def render_template(name: str, title: str, data: dict) -> str:
     """A page of ``rnnlab/templates`` with ``{{TITLE}}`` (HTML-escaped), ``{{DATA}}`` (script-safe JSON) and
-    ``{{SCRIPT file.js}}`` (that script of the templates folder, inlined: code several pages share)."""
+    ``{{INCLUDE file.js}}`` / ``{{INCLUDE file.css}}`` (that file of the templates folder, inlined: the code
+    and style several pages share)."""
     templates = resources.files("rnnlab.templates")
     values = {"TITLE": html.escape(title), "DATA": script_json(data)}
 
     def value(match: re.Match) -> str:
         key = match.group(1)
-        return templates.joinpath(key[len("SCRIPT "):]).read_text(encoding="utf-8") if key.startswith("SCRIPT ") \
+        return templates.joinpath(key[len("INCLUDE "):]).read_text(encoding="utf-8") if key.startswith("INCLUDE ") \
             else values[key]
 
     page = templates.joinpath(name).read_text(encoding="utf-8")
-    return re.sub(r"\{\{(TITLE|DATA|SCRIPT [\w.-]+\.js)\}\}", value, page)  # one pass: no re-substitution
+    return re.sub(r"\{\{(TITLE|DATA|INCLUDE [\w.-]+\.(?:js|css))\}\}", value, page)  # one pass: no re-substitution
 
 
 def write_html(path, page: str) -> Path:

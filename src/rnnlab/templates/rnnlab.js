@@ -451,3 +451,16 @@ function describeModel(D) {
       + D.val_tokens.toLocaleString("en-US") + " characters";
   return shape + " \u00b7 " + n + " parameters (" + D.dtype + ") \u00b7 " + loss;
 }
+
+// the header every page has (#name, #description, #summary) and its status line (#status)
+function showHeader(D) {
+  document.getElementById("name").textContent = D.name;
+  document.getElementById("description").textContent = D.description;
+  document.getElementById("summary").textContent = describeModel(D) + " \u00b7 exported from " + D.source;
+}
+
+function say(text, error) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.className = error ? "error" : "muted";
+}
