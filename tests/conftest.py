@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-MUST_RUN_IN_CI = ("torch", "tensorflow", "keras", "chromium", "chromedriver", "selenium", "matplotlib")
+MUST_RUN_IN_CI = ("torch", "tensorflow", "keras", "chromium", "chromedriver", "selenium", "matplotlib", "onnx",
+                  "safetensors")
 
 
 def skipped_for_missing_tools(session) -> list:

@@ -45,7 +45,7 @@ from .initializers import INIT_SCHEMES
 from .model import ModelConfig, training_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .pairs import SHIPPED_PAIRS
-from .sampling import sample
+from .sampling import PortableRandom, sample
 from .seq2seq import ATTENTION_KINDS
 from .tasks import pairs_mode
 from .text import DATA_MODES, SHIPPED_DATASETS
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "greedy", action="store_true", help="always take the most likely character")
     add_flag(smp, "prime", default="", help="text to start from (returned as the start of each sample)")
     add_flag(smp, "seed", type=int, default=0, help="seeds the sampling Generator")
+    add_flag(smp, "rng", default="numpy", choices=["numpy", "portable"],
+             help="the random numbers of the draw: numpy (NumPy's Generator) or portable (xoshiro128**, the one "
+                  "exported web pages use: the same --seed gives the page's text; docs/export.md)")
     add_flag(smp, "beam_size", type=int, default=None,
              help="print the K most probable continuations of --prime (beam search) with their log-probabilities, "
                   "instead of sampling")
@@ -606,7 +609,7 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     if args.engine == "torch":
         from .frameworks import load_framework
         forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
-    rng = np.random.default_rng(args.seed)
+    rng = PortableRandom(args.seed) if args.rng == "portable" else np.random.default_rng(args.seed)
     texts = [sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng, length=args.length,
                     temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, prime=args.prime,
                     stop_at_newline=names, forward=forward) for _ in range(n)]

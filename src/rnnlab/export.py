@@ -98,7 +98,8 @@ class ExportedModel:
 
 def cast_params(params: dict, dtype: str) -> dict:
     """The parameters in ``dtype``; a value that does not fit it (float16 tops out at 65504) is an error."""
-    cast = {name: value.astype(dtype) for name, value in params.items()}
+    with np.errstate(over="ignore"):                             # an overflow becomes inf, refused below
+        cast = {name: value.astype(dtype) for name, value in params.items()}
     bad = sorted(name for name, value in cast.items() if not np.isfinite(value).all())
     require(not bad, f"{', '.join(bad[:3])} hold values too large for {dtype}: export with --dtype float32")
     return cast

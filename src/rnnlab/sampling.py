@@ -61,8 +61,8 @@ class PortableRandom:
     """
 
     def __init__(self, seed: int):
-        require(isinstance(seed, int) and 0 <= seed <= MASK32, f"a portable seed must be an integer in "
-                                                              f"[0, 2^32 - 1], got {seed}")
+        require(isinstance(seed, int) and 0 <= seed <= MASK32,
+                f"--seed of the portable generator must be an integer from 0 to {MASK32}, got {seed}")
         weyl, state = seed, []
         for _ in range(4):                                       # splitmix32: a Weyl sequence, then fmix32
             weyl = (weyl + 0x9E3779B9) & MASK32
