@@ -188,13 +188,26 @@ def test_sampling_through_onnx_runtime_draws_the_numpy_text(cell):
             assert texts[0] == texts[1]
 
 
+def test_the_documented_onnx_runtime_loop_samples_with_numpy_alone(tmp_path, monkeypatch, capsys):
+    """docs/export.md's sampling loop (onnxruntime and NumPy, nothing of rnnlab), run as written: it reads the
+    vocabulary from the metadata, carries the state and prints the prime and 200 characters of the model's."""
+    rx = onnx_export()
+    params, config, tokenizer = language_model("lstm")
+    vocabulary = {"rnnlab.vocabulary": json.dumps(tokenizer.chars)}
+    (tmp_path / "model.onnx").write_bytes(rx.to_onnx(params, config, vocabulary))
+    monkeypatch.chdir(tmp_path)
+    exec(docs_snippet("export.md", "<!-- onnx snippet -->"), {})   # noqa: S102 -- the documented lines
+    text = capsys.readouterr().out[:-1]
+    assert text.startswith("ROMEO:") and len(text) == 206 and set(text) <= set(tokenizer.chars)
+
+
 # --------------------------------------------------------------------------------------------------------
 # safetensors: the ten lines of docs/frameworks.md load it into torch.nn modules
 # --------------------------------------------------------------------------------------------------------
 
-def docs_snippet(marker: str) -> str:
-    """The fenced Python block that follows ``marker`` in docs/frameworks.md."""
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "frameworks.md").read_text(encoding="utf-8")
+def docs_snippet(doc_name: str, marker: str) -> str:
+    """The fenced Python block that follows ``marker`` in docs/<doc_name>."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / doc_name).read_text(encoding="utf-8")
     after = doc[doc.index(marker):]
     return re.search(r"```python\n(.*?)```", after, re.S).group(1)
 
@@ -215,7 +228,7 @@ def test_safetensors_loads_into_torch_nn_modules_with_the_documented_lines_and_g
     (tmp_path / "model.safetensors").write_bytes(safetensors_bytes(model))
     monkeypatch.chdir(tmp_path)
     scope = {}
-    exec(docs_snippet("<!-- safetensors snippet -->"), scope)   # noqa: S102 -- the documented lines, as a user runs them
+    exec(docs_snippet("frameworks.md", "<!-- safetensors snippet -->"), scope)   # noqa: S102 -- the documented lines, as a user runs them
     ids = tokenizer.encode(TEXT)
     with torch.no_grad():
         x = torch.nn.functional.one_hot(torch.from_numpy(ids)[:, None], len(scope["chars"])).float()
@@ -431,7 +444,8 @@ def test_page_probabilities_equal_numpy_for_float32_and_float16_weights_in_both_
             got = np.array(browser.run("return rnnlab.probabilities(arguments[0]);", TEXT))
             np.testing.assert_allclose(got, same_weights, rtol=0, atol=ATOL)
             assert np.abs(got - reference32).max() <= rounding + ATOL
-        assert dtype == "float32" or rounding > 1e-5              # float16 is a real (and measured) rounding
+            # float16 is a real rounding, and the page adds far less than it to the difference
+            assert dtype == "float32" or rounding > 100 * np.abs(got - same_weights).max()
 
 
 @pytest.mark.slow
