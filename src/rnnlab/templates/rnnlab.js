@@ -452,11 +452,16 @@ function describeModel(D) {
   return shape + " \u00b7 " + n + " parameters (" + D.dtype + ") \u00b7 " + loss;
 }
 
-// the header every page has (#name, #description, #summary) and its status line (#status)
+// the header every page has (#name, #description, #summary, in #header) and its status line (#status)
 function showHeader(D) {
-  document.getElementById("name").textContent = D.name;
-  document.getElementById("description").textContent = D.description;
-  document.getElementById("summary").textContent = describeModel(D) + " \u00b7 exported from " + D.source;
+  const parts = [["h1", "name", D.name], ["div", "description", D.description],
+                 ["div", "summary", describeModel(D) + " \u00b7 exported from " + D.source]];
+  for (const [tag, id, text] of parts) {
+    const element = document.createElement(tag);
+    element.id = id; element.textContent = text;
+    if (id === "summary") element.className = "muted";
+    document.getElementById("header").appendChild(element);
+  }
 }
 
 function say(text, error) {
