@@ -297,10 +297,10 @@ def test_each_format_is_chosen_by_the_suffix_and_records_the_validation_loss_of_
     from safetensors import safe_open
     trainer = Trainer.resume(load_checkpoint(run_dir), {"checkpoint_dir": None, "eval_tokens": None})
     float32_loss = trainer.validation_loss()
-    for name in ("page.html", "model.onnx", "model.safetensors"):
+    for name in ("site/page.html", "model.onnx", "model.safetensors"):        # site/: created on the way
         status, said = export(capsys, "--checkpoint", run_dir, "--out", tmp_path / name)
         assert status == 0 and said.startswith(f"rnnlab: wrote {tmp_path / name}"), said
-    data = page_data(tmp_path / "page.html")
+    data = page_data(tmp_path / "site" / "page.html")
     assert data["dtype"] == "float16" and data["weights"]["dtype"] == "float16" and data["name"] == "run"
     cast = {k: v.astype(np.float16) for k, v in load_checkpoint(run_dir).params.items()}
     trainer.engine.load_state(cast, trainer.engine.optimizer_state())
@@ -323,10 +323,49 @@ def test_the_shipped_lstm_exports_to_a_page_under_2_5_mb_with_its_recorded_loss(
     status, said = export(capsys, "--checkpoint", "shakespeare-lstm", "--out", tmp_path / "lstm.html")
     assert status == 0, said
     size = (tmp_path / "lstm.html").stat().st_size
-    assert size < 2.5 * 2 ** 20, size
+    assert size < 2_500_000, size
     data = page_data(tmp_path / "lstm.html")
     assert data["val_loss"] == load_checkpoint("shakespeare-lstm").meta["export"]["val_loss"]
     assert data["name"] == "shakespeare-lstm" and data["model"]["num_layers"] == 2
+
+
+def test_an_exported_model_keeps_its_loss_unless_the_cast_changes_its_weights(run_dir, tmp_path, capsys):
+    """A float32 rnnlab export, exported again: as float32 (unchanged weights) it keeps its recorded loss; as a
+    float16 page it is measured again -- and gets what a float16 page of the training run records."""
+    assert export(capsys, "--checkpoint", run_dir, "--out", tmp_path / "f32", "--dtype", "float32")[0] == 0
+    recorded = load_checkpoint(tmp_path / "f32").meta["export"]["val_loss"]
+    for source, name in ((tmp_path / "f32", "again.html"), (run_dir, "direct.html")):
+        assert export(capsys, "--checkpoint", source, "--out", tmp_path / name)[0] == 0
+    again, direct = page_data(tmp_path / "again.html"), page_data(tmp_path / "direct.html")
+    assert again["val_loss"] == pytest.approx(direct["val_loss"], rel=1e-12) and again["dtype"] == "float16"
+    assert again["val_loss"] != recorded
+    status, _ = export(capsys, "--checkpoint", tmp_path / "f32", "--out", tmp_path / "same.html", "--dtype", "float32")
+    assert status == 0
+    assert page_data(tmp_path / "same.html")["val_loss"] == recorded
+
+
+BLOCKED = """
+import sys
+for name in ("onnx", "onnxruntime", "safetensors"):
+    sys.modules[name] = None                       # as if the [export] extra were not installed
+from rnnlab.cli import main
+for out in sys.argv[1:]:
+    print(main(["export", "--checkpoint", "shakespeare-gru", "--out", out]), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_without_the_export_extra_onnx_and_safetensors_are_one_line_errors_and_the_page_still_exports(tmp_path):
+    import subprocess
+    import sys
+
+    outs = [str(tmp_path / name) for name in ("g.onnx", "g.safetensors", "g.html")]
+    result = subprocess.run([sys.executable, "-c", BLOCKED, *outs], capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()                            # each status, and the page's "wrote" line
+    assert lines[:2] == ["2", "2"] and lines[2].startswith(f"rnnlab: wrote {outs[2]}") and lines[3:] == ["0"], result
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and all("pip install 'rnnlab[export]'" in line for line in errors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.html"]
 
 
 def test_an_existing_file_is_replaced_only_with_overwrite(run_dir, tmp_path, capsys):
@@ -500,6 +539,10 @@ def test_the_shipped_lstm_page_opens_from_a_file_samples_as_rnnlab_sample_and_re
     browser.run("return new Promise((done) => { const t = setInterval(() => { if (document.getElementById('stop')"
                 ".disabled) { clearInterval(t); done(); } }, 20); });")
     assert browser.run("return document.getElementById('output').textContent;") == expected
+    browser.run("document.getElementById('prime').value = 'ROMEO: \u20ac';")    # a character it never saw
+    browser.click("#generate")
+    status = browser.run("const s = document.getElementById('status'); return [s.className, s.textContent];")
+    assert status[0] == "error" and "\u20ac" in status[1] and "does not know" in status[1]
     speeds = {}
     for kind in ("wasm", "js"):
         kernel = browser.run("return rnnlab.useKernel(arguments[0]);", kind)       # first switch, then time

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -138,7 +139,7 @@ def exported_model_trainer(checkpoint: Checkpoint):
         require(os.path.exists(corpus["path"]), f"the model's dataset {corpus['path']} no longer exists: its "
                                                 "validation loss cannot be measured for the new --dtype")
         settings["dataset"] = corpus["path"]
-    trainer = Trainer(TrainConfig(**{**settings, "checkpoint_dir": None, "metrics_file": None, "eval_tokens": None}))
+    trainer = Trainer(TrainConfig(**{**settings, "checkpoint_dir": None, "eval_tokens": None}))
     same = all(trainer.task.fingerprint()[k] == corpus[k] for k in ("sha256", "bytes"))
     require(same, f"the model's dataset {corpus['path'] or corpus['name']} has changed since training: its "
                   "validation loss cannot be measured for the new --dtype")
@@ -157,6 +158,16 @@ class ExportFormat:
     tasks: tuple             # "lm", "translate"
     render: Callable | None  # ExportedModel -> bytes of the file (None: the folder format, see cli.run_export)
     summary: str
+    needs: tuple = ()        # the packages it imports (the [export] extra)
+
+    def require_packages(self) -> None:
+        """One line naming the extra, before any work, when a package the format needs is missing."""
+        for package in self.needs:
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise RnnlabError(f"--format {self.name} needs the {package} package, which is not installed: "
+                                  "pip install 'rnnlab[export]'") from None
 
 
 def page_html(model: ExportedModel) -> bytes:
@@ -176,13 +187,10 @@ def onnx_bytes(model: ExportedModel) -> bytes:
 def safetensors_bytes(model: ExportedModel) -> bytes:
     """The weights under TorchCharRNN's state_dict names (``rnn.*`` = nn.RNN/LSTM/GRU(num_layers=L), ``out.*``
     = nn.Linear(H, V); frameworks.to_torch), in ``dtype``; the metadata (str -> str) says the rest."""
+    from safetensors.numpy import save
+
     from .frameworks import to_torch
 
-    try:
-        from safetensors.numpy import save
-    except ModuleNotFoundError:
-        raise RnnlabError("--format safetensors needs the safetensors package, which is not installed: "
-                          "pip install 'rnnlab[export]'") from None
     require(model.config.cell in TORCH_MODULES, f"PyTorch has no module for the {model.config.cell} cell: "
                                                 "export it as html or rnnlab")
     tensors = to_torch(model.params, model.config)
@@ -210,9 +218,10 @@ FORMATS = {
                            "a weights-only rnnlab checkpoint folder"),
     "html": ExportFormat("html", (".html", ".htm"), ("float16", "float32"), ("lm", "translate"), page_html,
                          "a self-contained web page"),
-    "onnx": ExportFormat("onnx", (".onnx",), ("float32", "float16"), ("lm",), onnx_bytes, "an ONNX graph"),
+    "onnx": ExportFormat("onnx", (".onnx",), ("float32", "float16"), ("lm",), onnx_bytes, "an ONNX graph",
+                         ("onnx",)),
     "safetensors": ExportFormat("safetensors", (".safetensors",), ("float32", "float16", "float64"), ("lm",),
-                                safetensors_bytes, "PyTorch weights"),
+                                safetensors_bytes, "PyTorch weights", ("safetensors",)),
 }
 
 
@@ -247,6 +256,7 @@ def export_file(checkpoint: Checkpoint, fmt: ExportFormat, out, dtype: str, over
             f"--format {fmt.name} exports language models; {checkpoint.path} holds a translator: export it as "
             f"{' or '.join(f.name for f in FORMATS.values() if checkpoint.meta['task'] in f.tasks)}")
     check_target(out, checkpoint, overwrite)
+    fmt.require_packages()
     val_loss, val_tokens = validation_loss(checkpoint, dtype)
     model = ExportedModel.from_checkpoint(checkpoint, dtype, val_loss, val_tokens, description)
     return write_export_file(out, fmt.render(model), checkpoint, overwrite), model

@@ -36,8 +36,6 @@ Precision: the graph computes in float32 whatever ``--dtype``; float16 weights a
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -187,7 +185,3 @@ def onnx_forward(session):
         return logits, [tuple(final[layer] for final in finals) for layer in range(L)]
     return forward
 
-
-def vocabulary_metadata(chars: list) -> str:
-    """The vocabulary as metadata_props stores it: a JSON list of characters, id order."""
-    return json.dumps(chars, ensure_ascii=False)
