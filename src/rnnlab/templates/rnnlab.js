@@ -190,11 +190,13 @@ const CELLS = {
 };
 
 // One recurrent layer (prefix "l0.", "enc_f.", "dec." ...); reads ids (lookup: x is one-hot, so x Wx is a row
-// of Wx, as model.forward does) or a vector from below.
+// of Wx, as model.forward does) or a vector from below. Wh and bh are used when the layer has them (a cell
+// whose gates read only the input has no Wh: its step gets zh = null).
 function recurrentLayer(weights, matrix, prefix, cellName, lookup) {
-  const cell = CELLS[cellName], H = weights[prefix + "Wh"].shape[0], GH = cell.gates * H;
-  return {cell, H, GH, lookup: lookup ? weights[prefix + "Wx"].data : null, Wx: lookup ? null : matrix(prefix + "Wx"),
-          Wh: matrix(prefix + "Wh"), b: weights[prefix + "b"].data, bh: weights[prefix + "bh"] ? weights[prefix + "bh"].data : null,
+  const cell = CELLS[cellName], GH = weights[prefix + "b"].shape[0], has = (name) => (prefix + name) in weights;
+  return {cell, H: GH / cell.gates, GH, lookup: lookup ? weights[prefix + "Wx"].data : null,
+          Wx: lookup ? null : matrix(prefix + "Wx"), Wh: has("Wh") ? matrix(prefix + "Wh") : null,
+          b: weights[prefix + "b"].data, bh: has("bh") ? weights[prefix + "bh"].data : null,
           zx: new Float64Array(GH), zh: new Float64Array(GH)};
 }
 
@@ -217,8 +219,11 @@ function inputProjection(kernel, layer, x) {
 
 // zh = h Wh (+ bh), then the cell's step: the state moves one character on
 function recurrentStep(kernel, layer, state) {
-  const zh = kernel.matvec(layer.Wh, state.h, layer.zh);
-  if (layer.bh) for (let k = 0; k < layer.GH; k++) zh[k] += layer.bh[k];
+  let zh = null;
+  if (layer.Wh !== null) {
+    zh = kernel.matvec(layer.Wh, state.h, layer.zh);
+    if (layer.bh) for (let k = 0; k < layer.GH; k++) zh[k] += layer.bh[k];
+  }
   layer.cell.step(layer.zx, zh, state, layer.H);
 }
 
