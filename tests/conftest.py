@@ -10,7 +10,8 @@ import pytest
 
 from rnnlab import files
 
-MUST_RUN_IN_CI = ("torch", "tensorflow", "keras", "chromium", "chromedriver", "selenium", "matplotlib")
+MUST_RUN_IN_CI = ("torch", "tensorflow", "keras", "chromium", "chromedriver", "selenium", "matplotlib", "onnx",
+                  "safetensors")
 # Hardware a CI machine may lack (tests that need it say so at the start of their skip reason): such a skip is
 # never a missing tool, whatever else its reason names.
 HARDWARE = ("needs a cpu", "needs a cuda gpu", "needs two cuda gpus")

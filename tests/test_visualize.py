@@ -258,7 +258,7 @@ def test_page_embeds_the_data_safely_and_loads_nothing(vis, sample_text):
     still decodes to the exact text. No URL, link, @import or external src: the page works offline."""
     page = render_html(vis, title='<b>"mine"</b>')
     assert "</script>" in sample_text
-    assert page.count("</script>") == 2                          # the data element's and the code's, nothing else
+    assert page.count("</script>") == 3          # the data element's, the preamble's (data.html), the code's: no more
     assert "<b>x</b>" not in page and "<!--" not in page
     data = embedded_json(page)
     assert data["text"] == sample_text

@@ -30,13 +30,14 @@ from .config import TrainConfig, config_for_mode
 from .corpus import load_corpus
 from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, TrainingDiverged, require
+from .export import FORMATS as EXPORT_FORMATS
 from .files import check_path_text, os_error_message
 from .initializers import INIT_SCHEMES
-from .memory import require_memory
+from .memory import format_bytes, require_memory
 from .model import ModelConfig, training_bytes
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .pairs import SHIPPED_PAIRS
-from .sampling import generate
+from .sampling import PortableRandom, generate
 from .seq2seq import ATTENTION_KINDS
 from .tasks import pairs_mode
 from .text import DATA_MODES, SHIPPED_DATASETS
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "greedy", action="store_true", help="always take the most likely character")
     add_flag(smp, "prime", default="", help="text to start from (returned as the start of each sample)")
     add_flag(smp, "seed", type=int, default=0, help="seeds the sampling Generator")
+    add_flag(smp, "rng", default="numpy", choices=["numpy", "portable"],
+             help="the random numbers of the draw: numpy (NumPy's Generator) or portable (xoshiro128**, the one "
+                  "exported web pages use: the same --seed gives the page's text; docs/export.md)")
     add_flag(smp, "beam_size", type=int, default=None,
              help="print the K most probable continuations of --prime (beam search) with their log-probabilities, "
                   "instead of sampling")
@@ -228,15 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
 
-    exp = sub.add_parser("export", help="write a checkpoint's weights alone (no optimizer state), e.g. as float16: "
-                         "a small model to sample from, visualise or ship",
+    exp = sub.add_parser("export", help="share a trained model: a web page that samples in the browser, ONNX, "
+                         "safetensors for PyTorch, or rnnlab's own weights-only checkpoint (docs/export.md)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(exp, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
-    add_flag(exp, "out", required=True, type=path_text, help="the folder to write latest.json and its arrays into")
-    add_flag(exp, "dtype", default="float16", choices=["float16", "float32", "float64"], help="the weights' type")
-    add_flag(exp, "description", default="", help="one line saying what the model is (shown by sample --list)")
+    add_flag(exp, "checkpoint", required=True, type=path_text,
+             help="a checkpoint directory or its .json file, or a shipped model's name (see sample --list)")
+    add_flag(exp, "out", required=True, type=path_text,
+             help="the file to write (html, onnx, safetensors), or the folder of an rnnlab checkpoint")
+    add_flag(exp, "format", default="auto", choices=["auto", *EXPORT_FORMATS],
+             help="html: one self-contained page (samples as you watch; a translator's page translates and draws "
+                  "its attention); onnx: the graph with the state as inputs and outputs; safetensors: the weights "
+                  "under PyTorch's names; rnnlab: a weights-only checkpoint folder; auto: from --out's suffix "
+                  "(.html, .onnx, .safetensors; anything else is a folder)")
+    add_flag(exp, "dtype", default=None, choices=["float16", "float32", "float64"],
+             help="the stored weights' type (default: float16 for html and rnnlab, float32 for onnx and "
+                  "safetensors); onnx always computes in float32, float16 rounds the weights first")
+    add_flag(exp, "description", default="", help="one line saying what the model is (shown by sample --list and "
+                                                   "on the page)")
     add_flag(exp, "overwrite", action="store_true",
-             help="replace a checkpoint already in --out (never the one being exported)")
+             help="replace an existing --out file, or the checkpoint already in an --out folder")
 
     tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
                         "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -547,7 +561,7 @@ def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
     if args.engine == "torch":
         from .frameworks import load_framework
         forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
-    rng = np.random.default_rng(args.seed)
+    rng = PortableRandom(args.seed) if args.rng == "portable" else np.random.default_rng(args.seed)
     kept, number = [], 0
     with StopSignals(at_once=True):                              # a signal stops where the sample is
         try:
@@ -597,20 +611,29 @@ def list_shipped() -> int:
 
 
 def run_export(args: argparse.Namespace, typed: set[str]) -> int:
-    """Measure the cast weights on the run's validation split, then write them alone into --out."""
+    """Measure the cast weights on the run's validation split, then write them in the chosen format."""
+    from .export import export_dtype, export_file, export_format, validation_loss
+
+    fmt = export_format(args.format, args.out)
+    dtype = export_dtype(fmt, args.dtype)
     checkpoint = load_checkpoint(args.checkpoint)
+    if fmt.render is not None:
+        path, model = export_file(checkpoint, fmt, args.out, dtype, args.overwrite, args.description)
+        print(f"rnnlab: wrote {path} ({fmt.summary}, {dtype} weights, {format_bytes(path.stat().st_size)}, "
+              f"{validation_summary(model.val_loss, model.val_tokens)})")
+        return 0
     require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model: give the "
                                              "checkpoint of the training run it came from")
     folder = CheckpointFolder(args.out, "--out", overwrite=args.overwrite)
     folder.check()                                               # before the validation pass, not after it
-    trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
-    cast = {name: value.astype(args.dtype) for name, value in checkpoint.params.items()}
-    trainer.engine.load_state(cast, trainer.engine.optimizer_state())
-    val_loss = trainer.validation_loss()
-    path = folder.export(checkpoint, args.dtype, val_loss, trainer.data.val_tokens, args.description)
-    shown = "no validation" if val_loss is None else f"validation {val_loss:.4f} nats/char"
-    print(f"rnnlab: wrote {path} ({args.dtype}, {shown} on {trainer.data.val_tokens:,} chars)")
+    val_loss, val_tokens = validation_loss(checkpoint, dtype)
+    path = folder.export(checkpoint, dtype, val_loss, val_tokens, args.description)
+    print(f"rnnlab: wrote {path} ({dtype}, {validation_summary(val_loss, val_tokens)})")
     return 0
+
+
+def validation_summary(val_loss: float | None, val_tokens: int) -> str:
+    return "no validation" if val_loss is None else f"validation {val_loss:.4f} nats/char on {val_tokens:,} chars"
 
 
 def print_beam(checkpoint, args) -> int:

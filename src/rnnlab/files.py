@@ -303,11 +303,13 @@ class Kind:
     stream: bool = True                         # one stream of bytes: may go to a FIFO or a device in place
     zone: str | None = None                     # the rnnlab folder it lives in: "checkpoint", "cache" or None
     make_folders: bool = False                  # create a missing folder (else: the folder must exist)
+    outside_checkpoints: bool = False           # never into a checkpoint folder, whatever the name (exports)
 
 
 METRICS = Kind("an rnnlab metrics file (JSON lines from rnnlab train --metrics_file)", _is_metrics,
                make_folders=True)
-PAGE = Kind("a page written by rnnlab", lambda p: _marked(p, (b'<meta name="generator" content="rnnlab',)))
+PAGE_MARK = b'<meta name="generator" content="rnnlab'          # in every page's head (templates/head.html)
+PAGE = Kind("a page written by rnnlab", lambda p: _marked(p, (PAGE_MARK,)))
 IMAGE = Kind("an image drawn by rnnlab", lambda p: _marked(p, (GENERATOR.encode(),)))
 BENCH = Kind("a JSON file written by rnnlab", _is_json_by_rnnlab, make_folders=True)
 CHECKPOINT = Kind("an rnnlab checkpoint file", _is_checkpoint_file, stream=False, zone="checkpoint", make_folders=True)
@@ -315,8 +317,9 @@ CACHE = Kind("a file of rnnlab's corpus cache", _is_cache_file, stream=False, zo
 
 
 def export_kind(what: str, marks: tuple) -> Kind:
-    """The kind of a one-file export (a page, an ONNX graph, safetensors): recognised by ``marks``."""
-    return Kind(what, lambda p: _marked(p, marks))
+    """The kind of a one-file export (a page, an ONNX graph, safetensors): recognised by ``marks``, its folder
+    made if missing, never inside a checkpoint folder (a model shared from there could be taken for the run)."""
+    return Kind(what, lambda p: _marked(p, marks), make_folders=True, outside_checkpoints=True)
 
 
 # ---- the guard -----------------------------------------------------------------------------------------
@@ -369,6 +372,9 @@ def check_output(path, kind: Kind, flag: str, overwrite: bool = False) -> Target
     if kind.zone != "checkpoint" and CHECKPOINT_FILES.fullmatch(full.name) and is_checkpoint_folder(folder):
         raise RnnlabError(f"{flag} {text} is a file of the checkpoint in {folder}: writing it would damage "
                           "that checkpoint; give another file name")
+    if kind.outside_checkpoints and is_checkpoint_folder(folder):
+        raise RnnlabError(f"{flag} {text} is inside the checkpoint folder {folder}, which holds nothing but its "
+                          "checkpoint: write it elsewhere")
     read_from = _reads.checkpoint_folders.get(folder.resolve())
     if (read_from is not None and CHECKPOINT_FILES.fullmatch(full.name)
             and folder.resolve() not in _reads.continued):

@@ -8,6 +8,12 @@ optionally restricted to the ``top_k`` most likely characters, and the next char
 (or taken as argmax p with ``greedy``). It is fed back in as the next input. The same function serves
 every cell and every model size: it only needs a forward pass -- ``model.forward`` by default, or the
 same model on a GPU (``frameworks.torch.device_forward``, ``rnnlab sample --engine torch --device cuda``).
+
+The draw needs one uniform number per character, ``rng.random()``: a ``numpy.random.Generator`` (what
+``rnnlab sample --seed`` uses), or :class:`PortableRandom`, a small generator whose every step is written out
+so that another language reproduces it exactly -- the exported web page (``rnnlab export --format html``)
+draws with the same generator in JavaScript, so one seed gives one text in NumPy, in the page and through
+ONNX Runtime (docs/export.md says where the texts can still part).
 """
 
 from __future__ import annotations
@@ -40,6 +46,55 @@ def pick(p: np.ndarray, rng: np.random.Generator, greedy: bool = False) -> int:
         return int(np.argmax(p))
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+MASK32 = 0xFFFFFFFF
+
+
+class PortableRandom:
+    """xoshiro128** (Blackman & Vigna 2018) on four 32-bit words, seeded by splitmix32: uniform numbers that
+    JavaScript (``templates/rnnlab.js``, ``PortableRandom``) reproduces bit for bit, since every operation
+    is a 32-bit integer one and the final float is exact in double precision.
+
+        next:    result = rotl(s1 * 5, 7) * 9;  t = s1 << 9;  s2 ^= s0;  s3 ^= s1;  s1 ^= s2;  s0 ^= s3;
+                 s2 ^= t;  s3 = rotl(s3, 11)                                          (all mod 2^32)
+        random:  ((next() >> 5) * 2^26 + (next() >> 6)) / 2^53                        53 random bits in [0, 1)
+        seed:    s_k = splitmix32 output k of the seed (0 <= seed < 2^32), k = 0..3
+
+    Only ``random()`` is offered: it is all :func:`pick` needs, so an instance stands in for a Generator.
+    """
+
+    def __init__(self, seed: int):
+        require(isinstance(seed, int) and 0 <= seed <= MASK32,
+                f"--seed of the portable generator must be an integer from 0 to {MASK32}, got {seed}")
+        weyl, state = seed, []
+        for _ in range(4):                                       # splitmix32: a Weyl sequence, then fmix32
+            weyl = (weyl + 0x9E3779B9) & MASK32
+            z = ((weyl ^ (weyl >> 16)) * 0x85EBCA6B) & MASK32
+            z = ((z ^ (z >> 13)) * 0xC2B2AE35) & MASK32
+            state.append(z ^ (z >> 16))
+        self.state = state if any(state) else [1, 0, 0, 0]      # the all-zero state would stay zero
+
+    def next_uint32(self) -> int:
+        s0, s1, s2, s3 = self.state
+        result = (rotl32((s1 * 5) & MASK32, 7) * 9) & MASK32
+        t = (s1 << 9) & MASK32
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        self.state = [s0, s1, s2, rotl32(s3, 11)]
+        return result
+
+    def random(self) -> float:
+        """A float in [0, 1) with 53 random bits."""
+        high = self.next_uint32() >> 5
+        return (high * 67108864 + (self.next_uint32() >> 6)) / 9007199254740992.0
+
+
+def rotl32(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & MASK32
 
 
 def prime_context(tokenizer: CharTokenizer, prime: str, stop_at_newline: bool = False) -> str:

@@ -297,10 +297,16 @@ def render_html(vis: Visualization, title: str = "rnnlab visualize", layer: int 
 
 
 def render_template(name: str, title: str, data: dict) -> str:
-    """A page of ``rnnlab/templates`` with ``{{TITLE}}`` (HTML-escaped) and ``{{DATA}}`` (script-safe JSON)."""
+    """A page of ``rnnlab/templates``: first every ``{{INCLUDE file}}`` becomes that file of the templates folder
+    (the skeleton, style and scripts several pages share: head.html, data.html, *.css, *.js), then ``{{TITLE}}``
+    (HTML-escaped) and ``{{DATA}}`` (script-safe JSON) are filled in, in one pass, so nothing in the data is
+    ever substituted again."""
+    templates = resources.files("rnnlab.templates")
+    page = re.sub(r"\{\{INCLUDE ([\w.-]+\.(?:html|js|css))\}\}",
+                  lambda m: templates.joinpath(m.group(1)).read_text(encoding="utf-8"),
+                  templates.joinpath(name).read_text(encoding="utf-8"))
     values = {"TITLE": html.escape(title), "DATA": script_json(data)}
-    page = resources.files("rnnlab.templates").joinpath(name).read_text(encoding="utf-8")
-    return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], page)  # one pass: no re-substitution
+    return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], page)
 
 
 def write_html(path, page: str, overwrite: bool = False) -> Path:

@@ -4,6 +4,8 @@
                               TorchEngine                                             (pip install 'rnnlab[torch]')
     rnnlab.frameworks.keras   build_keras_model (functional), TFCharRNN (keras.Model subclass with its own
                               train_step and generate), to_keras / from_keras         (pip install 'rnnlab[tf]')
+    rnnlab.frameworks.onnx    the language model as an ONNX graph (to_onnx), and the ONNX Runtime session
+                              that runs it (onnx_forward)                          (pip install 'rnnlab[export]')
     rnnlab.frameworks.keras_engines   the optimizer mapping and KerasFitEngine, KerasTapeEngine,
                               KerasClassEngine
 
@@ -13,17 +15,19 @@ when one of them is asked for (``engines.engine_class`` or :func:`load_framework
 Gate blocks. Every framework stores a layer's G gate blocks side by side in one (In, G*H) matrix (PyTorch:
 its transpose), but not in the same order. The orders are written once, here, in rnnlab's gate names:
 
-=====  ================  ================  =========================================================
-cell   rnnlab            PyTorch           Keras (its own names)
-=====  ================  ================  =========================================================
-rnn    (a)               (a)               (a)
-lstm   (i, f, g, o)      (i, f, g, o)      (i, f, g, o)   Keras calls the candidate ``c``
-gru    (r, z, n)         (r, z, n)         (z, r, n)      Keras calls the candidate ``h``
-=====  ================  ================  =========================================================
+=====  ================  ================  ==============================  ================================
+cell   rnnlab            PyTorch           Keras (its own names)           ONNX operators LSTM / GRU / RNN
+=====  ================  ================  ==============================  ================================
+rnn    (a)               (a)               (a)                             (a)
+lstm   (i, f, g, o)      (i, f, g, o)      (i, f, g, o)  candidate ``c``   (i, o, f, g)  candidate ``c``
+gru    (r, z, n)         (r, z, n)         (z, r, n)     candidate ``h``   (z, r, n)     candidate ``h``
+=====  ================  ================  ==============================  ================================
 
-and :func:`reorder_gates` moves blocks from one order to another. The bias layouts (PyTorch's two bias
-vectors, Keras' (2, 3H) GRU bias) are handled by each module's ``to_*`` / ``from_*`` pair; see
-docs/frameworks.md for every convention difference.
+and :func:`reorder_gates` moves blocks from one order to another (z is the GRU's update gate, which
+cells.py calls u; ``rnnlab.frameworks.onnx`` writes the model as an ONNX graph of those operators). The bias
+layouts (PyTorch's two bias vectors, Keras' (2, 3H) GRU bias, ONNX's [input; recurrent] bias) are handled by
+each module's conversion (:func:`to_torch` here, NumPy only); see docs/frameworks.md for every convention
+difference.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from ..optim import OPTIMIZERS
 RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}
+ONNX_GATES = {"rnn": ("a",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "n")}     # ONNX operators' own orders
 
-FRAMEWORKS = ("torch", "keras")
-FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}   # package -> pip extra
+FRAMEWORKS = ("torch", "keras", "onnx")
+FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf",     # package -> pip extra
+                      "onnx": "export", "onnxruntime": "export"}
 
 
 # The rnnlab optimizer options under which a framework's own optimizer follows rnnlab's trajectory
@@ -69,6 +75,26 @@ def reorder_gates(array: np.ndarray, source: tuple, target: tuple, axis: int = -
     """
     blocks = dict(zip(source, np.split(array, len(source), axis=axis), strict=True))
     return np.concatenate([blocks[gate] for gate in target], axis=axis)
+
+
+def to_torch(params: dict, config) -> dict:
+    """rnnlab params -> {state_dict name: array} of ``frameworks.torch.TorchCharRNN`` -- an ``nn.RNN/LSTM/GRU``
+    named ``rnn`` and an ``nn.Linear`` named ``out`` -- in NumPy, same dtype (no torch needed)."""
+    state = {}
+    for k in range(config.num_layers):
+        b = params[f"l{k}.b"]
+        state[f"rnn.weight_ih_l{k}"] = to_torch_gates(params[f"l{k}.Wx"], config.cell, axis=1).T  # (GH, In)
+        state[f"rnn.weight_hh_l{k}"] = to_torch_gates(params[f"l{k}.Wh"], config.cell, axis=1).T  # (GH, H)
+        state[f"rnn.bias_ih_l{k}"] = to_torch_gates(b, config.cell, axis=0)                       # (GH,)
+        bh = params.get(f"l{k}.bh", np.zeros_like(b))                # RNN/LSTM: no recurrent bias
+        state[f"rnn.bias_hh_l{k}"] = to_torch_gates(bh, config.cell, axis=0)                      # (GH,)
+    state["out.weight"] = params["Wy"].T                                                          # (V, H)
+    state["out.bias"] = params["by"]                                                              # (V,)
+    return {name: np.ascontiguousarray(value) for name, value in state.items()}
+
+
+def to_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
+    return reorder_gates(array, RNNLAB_GATES[cell], TORCH_GATES[cell], axis=axis)
 
 
 def load_framework(name: str):

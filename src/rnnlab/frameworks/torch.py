@@ -5,7 +5,8 @@
 Time first (``batch_first=False``), like rnnlab. ``nn.*(dropout=p)`` is the same inverted dropout on every
 layer's output but the last's, in training mode only.
 
-Weight conversion, the only place the two layouts meet (:func:`to_torch` / :func:`from_torch`):
+Weight conversion, the only place the two layouts meet (:func:`to_torch`, NumPy only, in ``frameworks/__init__.py``
+so that ``rnnlab export --format safetensors`` needs no torch / :func:`from_torch`):
 
 ==================  ======================  ================================================================
 rnnlab              TorchCharRNN            how
@@ -45,7 +46,7 @@ from .. import distributed
 from ..cells import CELLS
 from ..errors import RnnlabError, TrainingDiverged, require
 from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
-from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, unsupported
+from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, to_torch, unsupported
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -56,27 +57,8 @@ NUMPY_DTYPES = {torch_dtype: numpy_dtype for numpy_dtype, torch_dtype in TORCH_D
 # Weight conversion
 # --------------------------------------------------------------------------------------------------------
 
-def _to_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
-    return reorder_gates(array, RNNLAB_GATES[cell], TORCH_GATES[cell], axis=axis)
-
-
 def _from_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
     return reorder_gates(array, TORCH_GATES[cell], RNNLAB_GATES[cell], axis=axis)
-
-
-def to_torch(params: dict, config) -> dict:
-    """rnnlab params -> {TorchCharRNN state_dict name: array} (NumPy, same dtype)."""
-    state = {}
-    for k in range(config.num_layers):
-        b = params[f"l{k}.b"]
-        state[f"rnn.weight_ih_l{k}"] = _to_torch_gates(params[f"l{k}.Wx"], config.cell, axis=1).T  # (GH, In)
-        state[f"rnn.weight_hh_l{k}"] = _to_torch_gates(params[f"l{k}.Wh"], config.cell, axis=1).T  # (GH, H)
-        state[f"rnn.bias_ih_l{k}"] = _to_torch_gates(b, config.cell, axis=0)                       # (GH,)
-        bh = params.get(f"l{k}.bh", np.zeros_like(b))                # RNN/LSTM: no recurrent bias
-        state[f"rnn.bias_hh_l{k}"] = _to_torch_gates(bh, config.cell, axis=0)                      # (GH,)
-    state["out.weight"] = params["Wy"].T                                                           # (V, H)
-    state["out.bias"] = params["by"]                                                               # (V,)
-    return {name: np.ascontiguousarray(value) for name, value in state.items()}
 
 
 def from_torch(state: dict, config) -> dict:
