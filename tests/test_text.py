@@ -65,26 +65,6 @@ def test_tokenizer_dict_round_trip_through_json_is_lossless(text, unk_token):
     assert restored.encode(text).tolist() == tok.encode(text).tolist()
 
 
-def test_tokenizer_save_load_round_trip(tmp_path):
-    """save() writes UTF-8 JSON that load() turns back into the same tokenizer, Unicode included."""
-    tok = CharTokenizer.fit(UNICODE_TEXT)
-    path = tmp_path / "tokenizer.json"
-    tok.save(path)
-    assert json.loads(path.read_text(encoding="utf-8"))["chars"] == tok.chars
-    loaded = CharTokenizer.load(path)
-    assert loaded == tok
-    assert loaded.decode(tok.encode(UNICODE_TEXT)) == UNICODE_TEXT
-
-
-def test_tokenizer_save_load_keeps_unk_token(tmp_path):
-    """The unk token survives a save/load round trip and still catches unknown characters."""
-    tok = CharTokenizer.fit("abc", unk_token="?")
-    tok.save(tmp_path / "tok.json")
-    loaded = CharTokenizer.load(tmp_path / "tok.json")
-    assert loaded.unk_token == "?"
-    assert loaded.encode("aZ").tolist() == tok.encode("aZ").tolist()
-
-
 @pytest.mark.parametrize("unknown", ["Z", "é", "🦖", "你"])
 def test_encode_unknown_character_raises_naming_it(unknown):
     """A character outside the vocabulary raises RnnlabError whose message names that character."""

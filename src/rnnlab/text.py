@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from .errors import RnnlabError, require
@@ -69,13 +66,6 @@ class CharTokenizer:
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
         return cls(list(data["chars"]), data.get("unk_token"))
-
-    def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path) -> CharTokenizer:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, CharTokenizer) and self.to_dict() == other.to_dict()
