@@ -736,6 +736,9 @@ def package_untouched(ws, result):
 
 
 DINOS_BEFORE = (files.PACKAGE / "data" / "dinos.txt").read_bytes()
+# finite float32 weights of 3e38: every unit saturates at h = 1, so h @ Wy = 8 x 3e38 = inf
+HUGE_WEIGHTS = change_arrays(lambda arrays: {k: np.full_like(v, 3e38) if k.startswith("param/") else v
+                                             for k, v in arrays.items()})
 VIS = ["visualize", "--checkpoint", "run", "--text", "anna", "--out"]
 FRESH = ["train", "--dataset", "names.txt", *TINY]
 BENCH = ["bench", "--quick", "--engines", "numpy", "--cells", "rnn", "--shapes", "8/1/4", "--rounds", "1"]
@@ -828,6 +831,17 @@ OUTPUT_CASES = {
     "a deflated state of 10**6 rows": Case(["sample", "--checkpoint", "run"], 2, "a carried state holds at most",
                                            deflated_state(10 ** 6)),
     "arrays beyond the memory available": Case(["sample", "--checkpoint", "run"], 2, "needs about", little_memory),
+    # values that overflow: refused where they would first become inf or NaN
+    "weights of 3e38: sample": Case(["sample", "--checkpoint", "run"], 2, "overflow", HUGE_WEIGHTS),
+    "weights of 3e38: visualize": Case([*VIS, "v.html"], 2, "overflow", HUGE_WEIGHTS),
+    "weights of 3e38: beam search": Case(["sample", "--checkpoint", "run", "--beam_size", "3"], 2, "overflow",
+                                         HUGE_WEIGHTS),
+    "metrics of 1e308: plot": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "p.png"], 2, "outside [0, 1e+06]",
+             write("m.jsonl", '{"step": 1, "train_loss": 1e308, "smooth_loss": 2.0}\n')), marks=NEEDS_MATPLOTLIB),
+    "a negative loss: plot": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "p.png"], 2, "outside [0, 1e+06]",
+             write("m.jsonl", '{"step": 1, "train_loss": -3.0}\n')), marks=NEEDS_MATPLOTLIB),
     # smaller: one line whatever the input
     "bench --cells ''": Case(["bench", "--cells", "", "--quick"], 2, "names no cell"),
     "bench --engines ','": Case(["bench", "--engines", ",", "--quick"], 2, "names no engine"),

@@ -127,3 +127,49 @@ def test_empty_input_translates_to_nothing_and_unknown_characters_are_named():
     assert "\n" not in str(err.value)
     with pytest.raises(RnnlabError, match="beam_size"):
         translate(params, config, TOKENIZERS, ["ab"], beam_size=0)
+
+
+# ---- issue 21: budgets -------------------------------------------------------------------------------------
+
+def test_batches_are_cut_to_the_memory_budget_and_cover_every_source_once():
+    from rnnlab.translate import budget_batches
+    lengths = [5, 0, 20000, 7, 20000, 3, 12] * 15               # 100 lines of 20,000 among short ones (and empties)
+    row_bytes = lambda S: 1000 * S                               # noqa: E731
+    batches = budget_batches(lengths, row_bytes, budget=25_000_000, max_batch=1000)
+    assert sorted(i for batch in batches for i in batch) == [i for i, n in enumerate(lengths) if n]
+    for batch in batches:
+        assert len(batch) * row_bytes(max(lengths[i] for i in batch)) <= 25_000_000
+    assert max(len(b) for b in batches if lengths[b[0]] < 100) > 50   # short ones still batched together
+
+
+def test_an_input_that_cannot_fit_is_refused_by_its_number(monkeypatch):
+    from rnnlab import memory
+    params, config = model("additive")
+    monkeypatch.setattr(memory, "available_memory", lambda: 200_000)      # half of it for decoding: 100 KB
+    with pytest.raises(RnnlabError, match=r"input 2 \(2,000 characters, up to 7 output characters\) needs about"):
+        translate(params, config, TOKENIZERS, ["ab", "ab" * 1000])
+
+
+def test_a_huge_max_output_length_is_refused_before_decoding():
+    """A crafted translator checkpoint claims max_output_length 10**12: refused by the memory it implies,
+    instead of decoding for ever."""
+    params, config = model("additive")
+    import dataclasses
+    crafted = dataclasses.replace(config, max_output_length=10 ** 12)
+    with pytest.raises(RnnlabError, match="needs about"):
+        translate(params, crafted, TOKENIZERS, ["ab"])
+
+
+@pytest.mark.parametrize("penalty", [-1.0, 10.5, 1e300])
+def test_a_length_penalty_outside_0_to_10_is_refused(penalty):
+    params, config = model("additive")
+    with pytest.raises(RnnlabError, match="--length_penalty must be between 0 and 10"):
+        translate(params, config, TOKENIZERS, ["ab"], beam_size=2, length_penalty=penalty)
+
+
+def test_a_translator_vocabulary_without_its_newline_is_refused():
+    from rnnlab.pairs import PairTokenizers
+    data = TOKENIZERS.to_dict()
+    data["target"]["chars"] = [ch for ch in data["target"]["chars"] if ch != "\n"]
+    with pytest.raises(RnnlabError, match="target vocabulary has no newline"):
+        PairTokenizers.from_dict(data)
