@@ -48,6 +48,7 @@ import io
 import json
 import math
 import re
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -436,19 +437,9 @@ def load_checkpoint(path) -> Checkpoint:
     """Read and check a checkpoint (see the trust model above); every problem is one RnnlabError. Its files,
     folder and recorded corpus become inputs of the run (no output may replace them)."""
     json_path = resolve(path)
-    for attempt in range(3):     # a run saving into the folder may replace the arrays between our two reads
-        meta = read_document(json_path)
-        arrays_path = json_path.parent / meta["arrays"]
-        if arrays_path.exists() or attempt == 2:
-            break
-    require(arrays_path.exists() or arrays_path.is_symlink(),
-            f"checkpoint arrays file {arrays_path} is missing: the checkpoint is incomplete; use another one")
+    meta, arrays_path, data = read_json_and_arrays(json_path)
     note_checkpoint_read(json_path.parent, f"the checkpoint {json_path}")
     note_corpus(meta["corpus"]["path"])
-    data = read_bytes(arrays_path, "checkpoint arrays", follow_links=False)
-    if hashlib.sha256(data).hexdigest() != meta["arrays_sha256"]:
-        raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
-                          "use another checkpoint (e.g. best.json) or retrain")
     task = TASKS[meta["task"]]
     config = task.config_class(**meta["model"])
     expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
@@ -464,6 +455,35 @@ def load_checkpoint(path) -> Checkpoint:
                                             "never has: the checkpoint is damaged")
     hidden = hidden_state_from(state, config, arrays_path)
     return Checkpoint(meta, params, optimizer_state, hidden, json_path)
+
+
+SAVE_RACE_ATTEMPTS = 5         # a run saving every step replaces its JSON and arrays a few times per second
+
+
+def read_json_and_arrays(json_path: Path) -> tuple[dict, Path, bytes]:
+    """The JSON, the path and the bytes of the arrays it names, checksum checked. A run saving into the folder
+    may replace both between our two reads (the JSON names arrays it has just deleted, or we read new arrays
+    against the old JSON): read both again, a few times, before calling the checkpoint damaged."""
+    for attempt in range(SAVE_RACE_ATTEMPTS):
+        last = attempt == SAVE_RACE_ATTEMPTS - 1
+        meta = read_document(json_path)
+        arrays_path = json_path.parent / meta["arrays"]
+        try:
+            data = read_bytes(arrays_path, "checkpoint arrays", follow_links=False)
+        except RnnlabError:
+            if last or arrays_path.exists() or arrays_path.is_symlink():
+                require(arrays_path.exists() or arrays_path.is_symlink(), f"checkpoint arrays file {arrays_path} is "
+                        "missing: the checkpoint is incomplete; use another one")
+                raise
+            time.sleep(0.02 * (attempt + 1))
+            continue
+        if hashlib.sha256(data).hexdigest() == meta["arrays_sha256"]:
+            return meta, arrays_path, data
+        if last:
+            raise RnnlabError(f"checkpoint arrays {arrays_path} are truncated or corrupt (checksum mismatch): "
+                              "use another checkpoint (e.g. best.json) or retrain")
+        time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def note_corpus(path: str | None) -> None:
