@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from rnnlab import model as charmodel
-from rnnlab.activations import sigmoid
-from rnnlab.cells import CELLS
-from rnnlab.recurrence import Workspace, embedding_grad, sequence_forward
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.activations import sigmoid
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.recurrence import Workspace, embedding_grad, sequence_forward
 
 T, B, H, V = 100, 64, 256, 65
 rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ Each model is trained by the `rnnlab train` command in :data:`RECIPES` (its best
 loss is kept), then written by `rnnlab export` as float16 weights without optimizer state (a few MB), with
 its validation loss measured on the whole held-out split *with those float16 weights*, into a staging folder
 that this script copies into the package (rnnlab's output guard never writes inside its own package). The exact commands
-are printed, and recorded in src/rnnlab/data/SOURCES.md. Training is deterministic for a given seed, BLAS
+are printed, and recorded in src/rnnlab/corpora/SOURCES.md. Training is deterministic for a given seed, BLAS
 build and thread count; a different machine reproduces the losses to about 0.01 nats, not bit for bit.
 """
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from rnnlab.activations import sigmoid, sigmoid_grad, softmax, softmax_grad, tanh, tanh_grad
 from rnnlab.errors import RnnlabError
-from rnnlab.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.activations import sigmoid, sigmoid_grad, softmax, softmax_grad, tanh, tanh_grad
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
 
 Z = np.random.default_rng(0).normal(size=(4, 6)) * 2
 

@@ -1,15 +1,16 @@
-"""Attention (rnnlab.attention): finite differences for every score with masks and random nonzero parameters,
+"""Attention (rnnlab.nn.attention): finite differences for every score with masks and random nonzero parameters,
 masked-softmax behaviour, and cross-checks against PyTorch autograd and keras.layers.Attention.
 
 Finite differences: central, eps = 1e-6, float64 -> about 1e-10 relative error for a correct gradient (see
-rnnlab.gradcheck); the bound 1e-6 is far above that and far below what a missing term gives.
+rnnlab.nn.gradcheck); the bound 1e-6 is far above that and far below what a missing term gives.
 """
 
 import numpy as np
 import pytest
 
 from finite_differences import BOUND, EPS
-from rnnlab.attention import (
+from rnnlab.errors import RnnlabError
+from rnnlab.nn.attention import (
     SCORES,
     attend,
     attention_backward,
@@ -18,8 +19,7 @@ from rnnlab.attention import (
     masked_softmax_backward,
     masked_softmax_forward,
 )
-from rnnlab.errors import RnnlabError
-from rnnlab.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
 
 B, S, HQ, A = 3, 5, 4, 6
 KINDS = sorted(SCORES)

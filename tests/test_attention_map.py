@@ -1,4 +1,4 @@
-"""Attention heatmaps (rnnlab.attention_map): the page's data is the translator's weights, the page is
+"""Attention heatmaps (rnnlab.tools.attention_map): the page's data is the translator's weights, the page is
 self-contained and safe for any text, it works in headless Chromium (hover shows a cell's weight), the PNG is
 written, and the text form lines up."""
 
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from browser import needs_browser, open_page, png_summary
-from rnnlab.attention_map import (
+from rnnlab.errors import RnnlabError
+from rnnlab.generate.translate import Translation
+from rnnlab.tools.attention_map import (
     attention_page_data,
     attention_text,
     render_attention_html,
     write_attention_html,
     write_attention_png,
 )
-from rnnlab.errors import RnnlabError
-from rnnlab.translate import Translation
 
 
 def translation(source="9 may 18", output="2018-05-09", seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.batches import LineBatches, StreamBatches, pad_sequences
+from rnnlab.data.batches import LineBatches, StreamBatches, pad_sequences
 from rnnlab.errors import RnnlabError
 
 

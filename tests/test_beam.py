@@ -1,15 +1,15 @@
-"""Beam search for the language models (rnnlab.beam): K = 1 is greedy sampling, a wider beam never returns a
+"""Beam search for the language models (rnnlab.generate.beam): K = 1 is greedy sampling, a wider beam never returns a
 lower score than greedy, and every score is the model's summed log-probability of the continuation."""
 
 import numpy as np
 import pytest
 
-from rnnlab import model as charmodel
-from rnnlab.activations import log_softmax
-from rnnlab.beam import beam_search, beam_step, first_scores
+from rnnlab.data.text import CharTokenizer
 from rnnlab.errors import RnnlabError
-from rnnlab.sampling import prime_context, sample
-from rnnlab.text import CharTokenizer
+from rnnlab.generate.beam import beam_search, beam_step, first_scores
+from rnnlab.generate.sampling import prime_context, sample
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.activations import log_softmax
 
 TOKENIZER = CharTokenizer.fit("\nabcde ")
 

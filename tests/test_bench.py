@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from rnnlab.bench import SPREAD_LIMIT, Shape, add_ratios, bench_one, flops_per_step
 from rnnlab.errors import RnnlabError
+from rnnlab.tools.bench import SPREAD_LIMIT, Shape, add_ratios, bench_one, flops_per_step
 
 REQUIRED = {"cell", "hidden", "batch", "seq", "layers", "engine", "parallelism", "tokens_per_s", "gflops",
             "peak_rss_mb", "gemm_peak_gflops", "seconds_per_step", "min_seconds_per_step", "max_seconds_per_step",
@@ -70,7 +70,7 @@ class FakeWorker:
 def test_rounds_spread_is_reported_and_flagged(monkeypatch):
     """min / median / max of the rounds, spread = (max - min) / median, flagged above SPREAD_LIMIT; the
     paired ratios compare round i with round i."""
-    monkeypatch.setattr("rnnlab.bench.SETTLE_S", 0.0)
+    monkeypatch.setattr("rnnlab.tools.bench.SETTLE_S", 0.0)
     steady = FakeWorker("numpy", [0.010, 0.010, 0.011, 0.010, 0.010])
     noisy = FakeWorker("torch", [0.020, 0.030, 0.020, 0.020, 0.040])
     rows = bench_one("lstm", Shape(8, 2, 3), [steady, noisy], rounds=5, round_s=0.05)
@@ -93,6 +93,6 @@ def test_bad_shape_is_one_line():
 
 
 def test_default_rounds_of_the_cli_are_the_benchs():
-    from rnnlab.bench import DEFAULT_ROUNDS
     from rnnlab.cli import build_parser
+    from rnnlab.tools.bench import DEFAULT_ROUNDS
     assert build_parser().parse_args(["bench"]).rounds == DEFAULT_ROUNDS

@@ -1,4 +1,4 @@
-"""rnnlab.blas names the OpenBLAS kernel set in use, which `rnnlab bench` prints beside its numbers."""
+"""rnnlab.tools.blas names the OpenBLAS kernel set in use, which `rnnlab bench` prints beside its numbers."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlab.blas import openblas_kernels
+from rnnlab.tools.blas import openblas_kernels
 
 
 def numpy_uses_openblas() -> bool:
@@ -27,7 +27,7 @@ def test_openblas_kernels_follows_openblas_coretype():
     """OPENBLAS_CORETYPE=Haswell (valid on every x86-64 CPU with AVX2) is what OpenBLAS then reports."""
     if not (numpy_uses_openblas() and sys.platform.startswith("linux")) or "avx2" not in cpuinfo_text():
         pytest.skip("needs NumPy's OpenBLAS on Linux and an AVX2 CPU")
-    code = "import numpy; from rnnlab.blas import openblas_kernels; print(openblas_kernels())"
+    code = "import numpy; from rnnlab.tools.blas import openblas_kernels; print(openblas_kernels())"
     env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "Haswell"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from finite_differences import BOUND, EPS, random_layer
-from rnnlab.cells import CELLS, lstm_reference_step_backward, lstm_reference_step_forward
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.recurrence import Workspace, project_inputs, sequence_backward, sequence_forward
+from rnnlab.nn.cells import CELLS, lstm_reference_step_backward, lstm_reference_step_forward
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.recurrence import Workspace, project_inputs, sequence_backward, sequence_forward
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 T, B, In, H = 6, 3, 5, 4

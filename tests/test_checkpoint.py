@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.errors import RnnlabError
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 TIMING = ("tokens_per_s", "elapsed_s", "wall_s")  # wall-clock fields differ between any two runs
 
@@ -284,8 +284,8 @@ def test_export_writes_float16_weights_that_sample_but_do_not_resume(tmp_path, c
 
 def test_shipped_model_names_resolve_when_no_such_path_exists(tmp_path, monkeypatch, capsys):
     """`--checkpoint NAME` finds a shipped model when NAME is not a path here; `sample --list` names it."""
-    from rnnlab import checkpoint as ckpt_module
     from rnnlab.cli import main
+    from rnnlab.training import checkpoint as ckpt_module
 
     run(TrainConfig(dataset="dinos", iterations=50, batch_size=8, sample_every=50, checkpoint_dir=str(tmp_path / "r")))
     assert main(["export", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "shipped" / "tiny-dinos"),

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from rnnlab.train import TrainConfig
+from rnnlab.training.trainer import TrainConfig
 
 
 def rnnlab(*args: str, cwd) -> subprocess.CompletedProcess:

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnlab import corpus as corpus_module
-from rnnlab.corpus import Corpus, guess_mode_from_ids, load_corpus, scan_lines
+from rnnlab.data import corpus as corpus_module
+from rnnlab.data.corpus import Corpus, guess_mode_from_ids, load_corpus, scan_lines
+from rnnlab.data.text import NEWLINE, CharTokenizer, guess_mode
 from rnnlab.errors import RnnlabError
-from rnnlab.text import NEWLINE, CharTokenizer, guess_mode
 
 # --- load_corpus ---------------------------------------------------------------------------------------
 
@@ -282,9 +282,9 @@ def test_progress_is_reported_while_encoding(big_text, tmp_path):
 def test_a_resumed_run_on_a_memory_mapped_corpus_is_bit_identical(big_text, tmp_path):
     """N steps + resume to 2N on a cached, memory-mapped corpus == 2N steps in one go (the data position is
     a window offset into the memory map, restored exactly)."""
-    from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.config import TrainConfig
-    from rnnlab.train import Trainer
+    from rnnlab.training.checkpoint import load_checkpoint
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.training.trainer import Trainer
 
     common = dict(dataset=str(big_text), cache_dir=str(tmp_path / "cache"), cell="gru", hidden_size=12,
                   batch_size=4, seq_length=16, sample_every=1000, eval_every=10)
@@ -358,9 +358,9 @@ def test_an_edited_stat_entry_cannot_make_one_corpus_train_on_anothers_ids(big_t
 def test_resume_reads_what_the_corpus_is_not_what_the_cache_says(big_text, tmp_path):
     """A stale entry that passes every cheap check (its stat entry forged to the edited file's stat, an edit
     away from the sampled head and tail) is still caught by --resume, which hashes the whole text."""
-    from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.config import TrainConfig
-    from rnnlab.train import Trainer
+    from rnnlab.training.checkpoint import load_checkpoint
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.training.trainer import Trainer
 
     cache = tmp_path / "cache"
     common = dict(dataset=str(big_text), cache_dir=str(cache), hidden_size=8, batch_size=2, seq_length=8,
@@ -474,8 +474,8 @@ def test_release_pages_unmaps_what_a_memory_mapped_corpus_touched(tmp_path):
 
 
 def test_batches_release_the_mapped_pages_every_so_often(monkeypatch):
-    from rnnlab import batches as batches_module
-    from rnnlab.batches import StreamBatches
+    from rnnlab.data import batches as batches_module
+    from rnnlab.data.batches import StreamBatches
 
     released = []
     monkeypatch.setattr(batches_module, "release_pages", lambda data: released.append(data))
@@ -487,9 +487,9 @@ def test_batches_release_the_mapped_pages_every_so_often(monkeypatch):
 
 
 def test_line_batches_release_the_mapped_pages_of_their_examples(monkeypatch):
-    from rnnlab import batches as batches_module
-    from rnnlab.batches import LineBatches
-    from rnnlab.splits import LineExamples
+    from rnnlab.data import batches as batches_module
+    from rnnlab.data.batches import LineBatches
+    from rnnlab.data.splits import LineExamples
 
     released = []
     monkeypatch.setattr(batches_module, "release_pages", lambda data: released.append(data))

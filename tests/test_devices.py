@@ -22,13 +22,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
-from rnnlab import distributed  # noqa: E402
-from rnnlab.checkpoint import load_checkpoint  # noqa: E402
-from rnnlab.config import resume_config  # noqa: E402
 from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import torch as rtorch  # noqa: E402
-from rnnlab.sampling import sample  # noqa: E402
-from rnnlab.train import TrainConfig, Trainer  # noqa: E402
+from rnnlab.generate.sampling import sample  # noqa: E402
+from rnnlab.training import distributed  # noqa: E402
+from rnnlab.training.checkpoint import load_checkpoint  # noqa: E402
+from rnnlab.training.config import resume_config  # noqa: E402
+from rnnlab.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 

@@ -27,10 +27,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crosscheck import one_torch_thread  # noqa: E402,F401 (an autouse fixture: used by being imported)
-from rnnlab.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.cli import build_parser, config_from_args  # noqa: E402
-from rnnlab.distributed import World  # noqa: E402
-from rnnlab.train import Trainer  # noqa: E402
+from rnnlab.training.checkpoint import load_checkpoint  # noqa: E402
+from rnnlab.training.distributed import World  # noqa: E402
+from rnnlab.training.trainer import Trainer  # noqa: E402
 
 RTOL = 1e-9
 WORDS = ["the", "a", "king", "queen", "crown", "sword", "horse", "night", "day", "and", "of", "to", "my", "thy",

@@ -30,18 +30,18 @@ import numpy as np
 import pytest
 
 from browser import needs_browser, open_page
-from rnnlab import seq2seq as s2s
-from rnnlab.activations import softmax
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
-from rnnlab.config import TrainConfig
-from rnnlab.export import ExportedModel, page_html, weights_blob
-from rnnlab.model import ModelConfig, forward, init_params, zero_state
-from rnnlab.pairs import PairTokenizers
-from rnnlab.sampling import PortableRandom, numpy_forward, sample
-from rnnlab.text import CharTokenizer
-from rnnlab.train import Trainer
-from rnnlab.translate import translate
+from rnnlab.data.pairs import PairTokenizers
+from rnnlab.data.text import CharTokenizer
+from rnnlab.generate.sampling import PortableRandom, numpy_forward, sample
+from rnnlab.generate.translate import translate
+from rnnlab.nn import seq2seq as s2s
+from rnnlab.nn.activations import softmax
+from rnnlab.nn.model import ModelConfig, forward, init_params, zero_state
+from rnnlab.tools.export import ExportedModel, page_html, weights_blob
+from rnnlab.training.checkpoint import load_checkpoint
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.trainer import Trainer
 
 CELLS = ("rnn", "lstm", "gru")
 TEXT = ("ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
@@ -221,7 +221,7 @@ def test_safetensors_loads_into_torch_nn_modules_with_the_documented_lines_and_g
     the logits of the NumPy model with the same weights."""
     torch = pytest.importorskip("torch", reason="needs torch")
     pytest.importorskip("safetensors", reason="needs safetensors (pip install 'rnnlab[export]')")
-    from rnnlab.export import safetensors_bytes
+    from rnnlab.tools.export import safetensors_bytes
 
     params, config, tokenizer = language_model(cell)
     model = exported(params, config, tokenizer, dtype)
@@ -558,7 +558,7 @@ def test_the_shipped_lstm_page_opens_from_a_file_samples_as_rnnlab_sample_and_re
 @needs_browser
 def test_translator_page_translates_and_draws_the_attention_of_numpy(browser, tmp_path):
     """Random translators of every attention kind and several cells: the page's translation, its
-    log-probability and its attention weights equal rnnlab.translate's; typing redraws the map."""
+    log-probability and its attention weights equal rnnlab.generate.translate's; typing redraws the map."""
     pairs = [("saturday 9 may 2018", "2018-05-09"), ("3/11/1999", "1999-11-03"), ("9th of may 18", "2018-05-09")]
     tokenizers = PairTokenizers.fit(pairs)
     texts = [source for source, _ in pairs] + ["1 1 1", ""]
@@ -587,7 +587,7 @@ def test_translator_page_translates_and_draws_the_attention_of_numpy(browser, tm
 def test_float16_export_is_refused_for_weights_float16_cannot_hold():
     """A weight beyond float16's range (65504) would become inf: the export says so instead."""
     from rnnlab.errors import RnnlabError
-    from rnnlab.export import cast_params
+    from rnnlab.tools.export import cast_params
 
     with pytest.raises(RnnlabError, match="too large for float16"):
         cast_params({"Wy": np.array([[1e5]], np.float32)}, "float16")

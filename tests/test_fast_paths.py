@@ -5,10 +5,10 @@ Tolerance rtol 1e-12: the fast paths compute the same sums in a different order,
 import numpy as np
 import pytest
 
-from rnnlab.activations import sigmoid
-from rnnlab.cells import CELLS
-from rnnlab.output import output_forward, project_logit_grad_to_hidden
-from rnnlab.recurrence import embedding_grad, project_inputs, sequence_backward, sequence_forward
+from rnnlab.nn.activations import sigmoid
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.output import output_forward, project_logit_grad_to_hidden
+from rnnlab.nn.recurrence import embedding_grad, project_inputs, sequence_backward, sequence_forward
 
 RTOL = 1e-12
 
@@ -80,8 +80,8 @@ def test_workspace_step_equals_fresh_arrays(cell_name):
     gradients over the gates) gives the same loss, gradients and final state as fresh arrays, call after
     call, when the batch length grows and shrinks. Float64; the operations are the same ones in the same
     order, so the tolerance is only float64 rounding (rtol 1e-12)."""
-    from rnnlab.model import ModelConfig, init_params, loss_and_grads, zero_state
-    from rnnlab.recurrence import Workspace
+    from rnnlab.nn.model import ModelConfig, init_params, loss_and_grads, zero_state
+    from rnnlab.nn.recurrence import Workspace
 
     config = ModelConfig(vocab_size=7, cell=cell_name, hidden_size=5, num_layers=2, dropout=0.3)
     rng = np.random.default_rng(5)
@@ -106,8 +106,8 @@ def test_workspace_step_equals_fresh_arrays(cell_name):
 
 def test_workspace_final_state_is_not_overwritten_by_the_next_call():
     """The carried state must survive the next step reusing the workspace (it is a copy)."""
-    from rnnlab.model import ModelConfig, init_params, loss_and_grads, zero_state
-    from rnnlab.recurrence import Workspace
+    from rnnlab.nn.model import ModelConfig, init_params, loss_and_grads, zero_state
+    from rnnlab.nn.recurrence import Workspace
 
     config = ModelConfig(vocab_size=5, cell="lstm", hidden_size=4)
     rng = np.random.default_rng(6)
@@ -124,8 +124,8 @@ def test_workspace_final_state_is_not_overwritten_by_the_next_call():
 def test_lstm_local_derivative_in_place_equals_each_gates_derivative():
     """scale^2 - (gates - offset)^2, the backward step's one expression for all four blocks, equals
     s(1 - s) in the sigmoid blocks i, f, o and 1 - g^2 in the tanh block g."""
-    from rnnlab.activations import sigmoid_grad, tanh_grad
-    from rnnlab.cells import _lstm_block_constants
+    from rnnlab.nn.activations import sigmoid_grad, tanh_grad
+    from rnnlab.nn.cells import _lstm_block_constants
 
     rng = np.random.default_rng(7)
     B, H = 3, 4
@@ -140,8 +140,8 @@ def test_lstm_local_derivative_in_place_equals_each_gates_derivative():
 def test_products_from_a_contiguous_transposed_wh_equal_the_plain_products():
     """(Wh^T h^T)^T from a C-contiguous Wh^T equals h Wh, and dz Wh^T from it equals dz @ Wh.T; without the
     copy (a single step) the view gives the same numbers."""
-    from rnnlab.cells import recurrent_projection, recurrent_weights_transposed
-    from rnnlab.recurrence import with_transposed_weights
+    from rnnlab.nn.cells import recurrent_projection, recurrent_weights_transposed
+    from rnnlab.nn.recurrence import with_transposed_weights
 
     rng = np.random.default_rng(8)
     p = {"Wh": rng.normal(size=(5, 20))}

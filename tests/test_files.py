@@ -57,7 +57,7 @@ def test_nothing_is_written_inside_a_folder_or_pattern_the_run_reads(tmp_path):
 
 
 def test_rnnlabs_own_package_is_never_written():
-    target = files.PACKAGE / "data" / "dinos.txt"
+    target = files.PACKAGE / "corpora" / "dinos.txt"
     before = target.read_bytes()
     with pytest.raises(RnnlabError, match="rnnlab's installed package"):
         files.write_file(target, b"{}", files.METRICS, "--metrics_file", overwrite=True)

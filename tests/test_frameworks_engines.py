@@ -13,13 +13,13 @@ from crosscheck import (
     one_torch_thread,  # noqa: F401 (an autouse fixture: used by being imported)
     random_params,
 )
-from rnnlab import model as charmodel
-from rnnlab.batches import Batch
-from rnnlab.engines import ENGINES, NumpyEngine, engine_class
+from rnnlab.data.batches import Batch
 from rnnlab.errors import RnnlabError
 from rnnlab.frameworks import engine_optimizer_options, reorder_gates
-from rnnlab.optim import OPTIMIZERS, Adagrad, Adam, make_optimizer
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.optim import OPTIMIZERS, Adagrad, Adam, make_optimizer
+from rnnlab.training.engines import ENGINES, NumpyEngine, engine_class
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 FRAMEWORK_ENGINES = ["torch", "keras-fit", "keras-tape", "keras-class"]
 PACKAGE = {"torch": "torch", "keras-fit": "tensorflow", "keras-tape": "tensorflow", "keras-class": "tensorflow"}
@@ -63,7 +63,7 @@ import json, sys
 for name in ("torch", "tensorflow", "keras"):
     sys.modules[name] = None                       # as if not installed
 import rnnlab.frameworks
-from rnnlab.engines import engine_class
+from rnnlab.training.engines import engine_class
 from rnnlab.errors import RnnlabError
 messages = {}
 for name in ("torch", "keras-fit", "keras-tape", "keras-class"):

@@ -9,9 +9,9 @@ import math
 import pytest
 
 from rnnlab.cli import main
-from rnnlab.config import TrainConfig
-from rnnlab.health import MAX_GAP, STATE_RUNAWAY, health_warnings, state_max
-from rnnlab.train import Trainer
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.health import MAX_GAP, STATE_RUNAWAY, health_warnings, state_max
+from rnnlab.training.trainer import Trainer
 
 
 def test_worse_than_uniform_warns_once_and_names_the_carried_state_when_it_ran_away():

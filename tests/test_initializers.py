@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab.cells import CELLS
 from rnnlab.errors import RnnlabError
-from rnnlab.initializers import INIT_SCHEMES, orthogonal
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.initializers import INIT_SCHEMES, orthogonal
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 H, In = 64, 20
 

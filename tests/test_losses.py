@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.losses import bits_per_char, perplexity, softmax_cross_entropy
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.losses import bits_per_char, perplexity, softmax_cross_entropy
 
 
 def test_uniform_logits_give_log_vocab_size():

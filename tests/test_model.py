@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from finite_differences import BOUND, EPS, nonzero_like
-from rnnlab import model as charmodel
-from rnnlab.batches import pad_sequences
-from rnnlab.cells import CELLS
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.initializers import INIT_SCHEMES
+from rnnlab.data.batches import pad_sequences
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.initializers import INIT_SCHEMES
 
 
 @pytest.mark.parametrize("scheme", sorted(INIT_SCHEMES))

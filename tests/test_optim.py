@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnnlab.errors import RnnlabError
-from rnnlab.optim import (
+from rnnlab.nn.optim import (
     OPTIMIZERS,
     SGD,
     Adagrad,
@@ -137,7 +137,7 @@ def test_clip_by_global_norm_keeps_direction():
 
 
 def test_cosine_schedule_runs_from_lr_to_min_lr():
-    from rnnlab.optim import scheduled_learning_rate
+    from rnnlab.nn.optim import scheduled_learning_rate
     lrs = [scheduled_learning_rate("cosine", step, 101, 1.0, 0.1) for step in range(1, 102)]
     assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.55)
     assert all(a >= b for a, b in pairwise(lrs))
@@ -151,7 +151,7 @@ def test_adagrad_eps_inside_sqrt():
 
 
 def test_optimizer_options_parse_to_typed_fields():
-    from rnnlab.optim import parse_options
+    from rnnlab.nn.optim import parse_options
     assert parse_options("momentum", "mu=0.95, form=ema") == {"mu": 0.95, "form": "ema"}
     assert parse_options("adam", "eps_hat=true,beta2=0.99") == {"eps_hat": True, "beta2": 0.99}
     assert parse_options("sgd", "") == {}
@@ -161,6 +161,6 @@ def test_optimizer_options_parse_to_typed_fields():
 
 
 def test_schedule_floor_must_be_positive():
-    from rnnlab.optim import scheduled_learning_rate
+    from rnnlab.nn.optim import scheduled_learning_rate
     with pytest.raises(RnnlabError, match="> 0"):
         scheduled_learning_rate("cosine", 5, 5, 0.1, 0.0)

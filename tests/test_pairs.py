@@ -1,4 +1,4 @@
-"""The pairs data mode (rnnlab.pairs) and the shipped dates: reading, one-line errors naming the line, splits,
+"""The pairs data mode (rnnlab.data.pairs) and the shipped dates: reading, one-line errors naming the line, splits,
 tokenizers, padded batches; every shipped date pair checked by an independent parser."""
 
 import datetime
@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.errors import RnnlabError
-from rnnlab.pairs import (
+from rnnlab.data.pairs import (
     PairBatches,
     PairTokenizers,
     collate_pairs,
@@ -21,6 +20,7 @@ from rnnlab.pairs import (
     read_pairs,
     split_pairs,
 )
+from rnnlab.errors import RnnlabError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,15 +8,15 @@ up to rounding)."""
 import numpy as np
 import pytest
 
-from rnnlab import parallel
-from rnnlab.batches import Batch
-from rnnlab.cells import CELLS
-from rnnlab.engines import NumpyEngine
+from rnnlab.data.batches import Batch
 from rnnlab.errors import RnnlabError
-from rnnlab.model import ModelConfig, evaluate_loss, init_params, loss_and_grads, zero_state
-from rnnlab.optim import make_optimizer
-from rnnlab.parallel import ShardedSteps, plan_shards
-from rnnlab.train import TrainConfig
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.model import ModelConfig, evaluate_loss, init_params, loss_and_grads, zero_state
+from rnnlab.nn.optim import make_optimizer
+from rnnlab.training import parallel
+from rnnlab.training.engines import NumpyEngine
+from rnnlab.training.parallel import ShardedSteps, plan_shards
+from rnnlab.training.trainer import TrainConfig
 
 RTOL, ATOL = 1e-12, 1e-15
 

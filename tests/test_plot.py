@@ -51,7 +51,7 @@ def test_several_metrics_files_are_overlaid_in_one_figure(tmp_path):
 
 
 def test_several_metrics_files_default_labels_and_errors(tmp_path):
-    from rnnlab.plot import run_label
+    from rnnlab.tools.plot import run_label
 
     assert run_label(tmp_path / "lstm" / "metrics.jsonl") == "lstm" and run_label(tmp_path / "t.jsonl") == "t"
     a = write_run(tmp_path / "a.jsonl", 800)
@@ -66,7 +66,7 @@ def test_several_metrics_files_default_labels_and_errors(tmp_path):
 def test_records_a_resumed_or_restarted_run_repeated_are_replaced_by_the_later_ones():
     """The metrics file is appended to: steps repeated after a resume, or a new run from step 1 in the same
     file, replace the earlier records from that step on (a plot shows the run as it stands)."""
-    from rnnlab.plot import superseded_dropped
+    from rnnlab.tools.plot import superseded_dropped
 
     steps = lambda records: [r.get("step") for r in records]  # noqa: E731
     resumed = [{"step": s} for s in (100, 200, 300, 200, 300, 400)]

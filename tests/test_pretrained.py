@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint as ckpt
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
-from rnnlab.config import TrainConfig
-from rnnlab.train import Trainer
+from rnnlab.training import checkpoint as ckpt
+from rnnlab.training.checkpoint import load_checkpoint
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.trainer import Trainer
 
 SHIPPED = ("shakespeare-lstm", "shakespeare-gru")
 

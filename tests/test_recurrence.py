@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from finite_differences import BOUND, EPS, random_layer
-from rnnlab.cells import CELLS
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.recurrence import input_grads, project_inputs, sequence_backward, sequence_forward
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.recurrence import input_grads, project_inputs, sequence_backward, sequence_forward
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

@@ -46,14 +46,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnlab import corpus, files, memory
-from rnnlab import model as charmodel
-from rnnlab.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab import files, memory
 from rnnlab.cli import main
-from rnnlab.config import resume_config
+from rnnlab.data import corpus
 from rnnlab.errors import RnnlabError, TrainingDiverged
 from rnnlab.files import DirectoryLock
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.nn import model as charmodel
+from rnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.training.config import resume_config
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 NAMES = ["anna", "bob", "carl", "dave", "erik", "fred", "gus", "hank", "ivan", "jon"]
 NAMES_TEXT = "".join(name + "\n" for name in NAMES)
@@ -732,10 +733,10 @@ def still_a_link(name: str):
 
 
 def package_untouched(ws, result):
-    assert (files.PACKAGE / "data" / "dinos.txt").read_bytes() == DINOS_BEFORE
+    assert (files.PACKAGE / "corpora" / "dinos.txt").read_bytes() == DINOS_BEFORE
 
 
-DINOS_BEFORE = (files.PACKAGE / "data" / "dinos.txt").read_bytes()
+DINOS_BEFORE = (files.PACKAGE / "corpora" / "dinos.txt").read_bytes()
 # finite float32 weights of 3e38: every unit saturates at h = 1, so h @ Wy = 8 x 3e38 = inf
 HUGE_WEIGHTS = change_arrays(lambda arrays: {k: np.full_like(v, 3e38) if k.startswith("param/") else v
                                              for k, v in arrays.items()})
@@ -768,7 +769,7 @@ OUTPUT_CASES = {
         ["train", "--dataset", "books/*.txt", *TINY, "--metrics_file", "books/new.txt"], 2,
         "is matched by the dataset pattern", books),
     "--metrics_file the package's dinos.txt": Case(
-        ["train", "--dataset", "dinos", *TINY, "--metrics_file", str(files.PACKAGE / "data" / "dinos.txt")], 2,
+        ["train", "--dataset", "dinos", *TINY, "--metrics_file", str(files.PACKAGE / "corpora" / "dinos.txt")], 2,
         "rnnlab's installed package", check=package_untouched),
     "--checkpoint_dir inside the --dataset folder": Case(
         ["train", "--dataset", "books", *TINY, "--checkpoint_dir", "books/run"], 2,

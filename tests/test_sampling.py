@@ -7,10 +7,10 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from rnnlab.data.text import NEWLINE, CharTokenizer
 from rnnlab.errors import RnnlabError
-from rnnlab.model import ModelConfig, init_params
-from rnnlab.sampling import next_char_distribution, pick, sample
-from rnnlab.text import NEWLINE, CharTokenizer
+from rnnlab.generate.sampling import next_char_distribution, pick, sample
+from rnnlab.nn.model import ModelConfig, init_params
 
 TEXT = "abcdefgh ijk\nlmnop\n"
 

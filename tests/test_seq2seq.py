@@ -1,4 +1,4 @@
-"""The seq2seq model (rnnlab.seq2seq): the gradient of the whole loss by finite differences for every attention
+"""The seq2seq model (rnnlab.nn.seq2seq): the gradient of the whole loss by finite differences for every attention
 kind with GRU and LSTM encoders and padded batches; padding changes nothing; config validation.
 
 Finite differences: central, eps = 1e-5, float64. Some gradients here are small (the additive score's query
@@ -11,16 +11,16 @@ at eps = 1e-5 the round-off is 1e-11 and the truncation error O(eps^2) ~ 1e-10: 
 import numpy as np
 import pytest
 
-from rnnlab import seq2seq as s2s
-from rnnlab.bidirectional import bidirectional_forward, direction_forward, reversal_index
-from rnnlab.cells import CELLS
-from rnnlab.engines import Seq2SeqEngine
+from rnnlab.data.pairs import PairTokenizers, collate_pairs
 from rnnlab.errors import RnnlabError
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.model import strip_prefix
-from rnnlab.optim import Adam
-from rnnlab.pairs import PairTokenizers, collate_pairs
-from rnnlab.train import TrainConfig
+from rnnlab.nn import seq2seq as s2s
+from rnnlab.nn.bidirectional import bidirectional_forward, direction_forward, reversal_index
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.gradcheck import numerical_gradient, relative_error
+from rnnlab.nn.model import strip_prefix
+from rnnlab.nn.optim import Adam
+from rnnlab.training.engines import Seq2SeqEngine
+from rnnlab.training.trainer import TrainConfig
 
 EPS = 1e-5
 BOUND = 1e-6

@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crosscheck import one_torch_thread  # noqa: E402, F401 (an autouse fixture: used by being imported)
-from rnnlab import seq2seq as s2s  # noqa: E402
-from rnnlab.pairs import PairTokenizers, collate_pairs  # noqa: E402
+from rnnlab.data.pairs import PairTokenizers, collate_pairs  # noqa: E402
+from rnnlab.nn import seq2seq as s2s  # noqa: E402
 
 PAIRS = [("ab c", "12"), ("cba", "2"), ("a", "121"), ("bbca", "1")]
 TOKENIZERS = PairTokenizers.fit(PAIRS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.config import TrainConfig
-from rnnlab.corpus import Corpus, load_corpus
+from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.splits import build_data, split_corpus
 from rnnlab.errors import RnnlabError
-from rnnlab.splits import build_data, split_corpus
+from rnnlab.training.config import TrainConfig
 
 TOK = load_corpus("dinos").tokenizer
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnlab.data.text import CharTokenizer, guess_mode, line_example
 from rnnlab.errors import RnnlabError
-from rnnlab.text import CharTokenizer, guess_mode, line_example
 
 UNICODE_TEXT = "héllo wörld, naïve café — 你好，世界 🦕🦖 ünïcødé\nßœ∂ 😀👍🏽\n"
 

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab import model as charmodel
-from rnnlab.batches import pad_sequences
-from rnnlab.cells import CELLS
+from rnnlab.data.batches import pad_sequences
+from rnnlab.data.text import line_example
 from rnnlab.errors import RnnlabError
-from rnnlab.optim import OPTIMIZERS
-from rnnlab.sampling import sample
-from rnnlab.text import line_example
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.generate.sampling import sample
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.optim import OPTIMIZERS
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 TINY = "the quick brown fox jumps over the lazy dog\n"
 

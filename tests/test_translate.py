@@ -1,18 +1,18 @@
-"""Translating (rnnlab.translate) and the translator's engine: a tiny set is memorised; greedy and beam search
+"""Translating (rnnlab.generate.translate) and the translator's engine: a tiny set is memorised; greedy and beam search
 agree for K = 1, a wider beam never scores lower, scores are the model's log-probabilities; max length,
 attention rows, batching, empty and unknown inputs."""
 
 import numpy as np
 import pytest
 
-from rnnlab import seq2seq as s2s
-from rnnlab.activations import log_softmax
-from rnnlab.engines import Seq2SeqEngine
+from rnnlab.data.pairs import PairBatches, PairTokenizers, collate_pairs
 from rnnlab.errors import RnnlabError
-from rnnlab.optim import Adam
-from rnnlab.pairs import PairBatches, PairTokenizers, collate_pairs
-from rnnlab.train import TrainConfig
-from rnnlab.translate import beam_decode, exact_match, greedy_decode, output_lengths, translate
+from rnnlab.generate.translate import beam_decode, exact_match, greedy_decode, output_lengths, translate
+from rnnlab.nn import seq2seq as s2s
+from rnnlab.nn.activations import log_softmax
+from rnnlab.nn.optim import Adam
+from rnnlab.training.engines import Seq2SeqEngine
+from rnnlab.training.trainer import TrainConfig
 
 REVERSE = [(word, word[::-1]) for word in ["abc", "bca", "cab", "acb", "ba", "ccab", "abcc", "b", "aab", "cba"]]
 TOKENIZERS = PairTokenizers.fit(REVERSE)
@@ -132,7 +132,7 @@ def test_empty_input_translates_to_nothing_and_unknown_characters_are_named():
 # ---- issue 21: budgets -------------------------------------------------------------------------------------
 
 def test_batches_are_cut_to_the_memory_budget_and_cover_every_source_once():
-    from rnnlab.translate import budget_batches
+    from rnnlab.generate.translate import budget_batches
     lengths = [5, 0, 20000, 7, 20000, 3, 12] * 15               # 100 lines of 20,000 among short ones (and empties)
     row_bytes = lambda S: 1000 * S                               # noqa: E731
     batches = budget_batches(lengths, row_bytes, budget=25_000_000, max_batch=1000)
@@ -168,7 +168,7 @@ def test_a_length_penalty_outside_0_to_10_is_refused(penalty):
 
 
 def test_a_translator_vocabulary_without_its_newline_is_refused():
-    from rnnlab.pairs import PairTokenizers
+    from rnnlab.data.pairs import PairTokenizers
     data = TOKENIZERS.to_dict()
     data["target"]["chars"] = [ch for ch in data["target"]["chars"] if ch != "\n"]
     with pytest.raises(RnnlabError, match="target vocabulary has no newline"):

@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
-from rnnlab.config import MODE_DEFAULTS, config_for_mode
-from rnnlab.tasks import pairs_mode
-from rnnlab.train import Trainer
+from rnnlab.training.checkpoint import load_checkpoint
+from rnnlab.training.config import MODE_DEFAULTS, config_for_mode
+from rnnlab.training.tasks import pairs_mode
+from rnnlab.training.trainer import Trainer
 
 WORDS = ["cab", "bad", "dab", "ace", "bead", "deca", "abed", "cede", "bade", "dace", "ebb", "add"]
 
@@ -112,7 +112,7 @@ def test_commands_refuse_the_other_kind_of_checkpoint(tmp_path, pairs_file, caps
 
 def test_a_translator_resumes_exactly(tmp_path, pairs_file):
     """N steps + resume to 2N == 2N steps: the same parameters and optimizer moments, bit for bit."""
-    from rnnlab.config import TrainConfig
+    from rnnlab.training.config import TrainConfig
 
     common = dict(dataset=str(pairs_file), **{**MODE_DEFAULTS["pairs"], "hidden_size": 16, "attention_size": 8,
                                               "batch_size": 8, "sample_every": 100, "eval_every": 100})

@@ -18,15 +18,13 @@ import numpy as np
 import pytest
 
 from browser import needs_browser, open_page, png_summary
-from rnnlab import model as charmodel
-from rnnlab.activations import softmax
-from rnnlab.cells import CELLS
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
+from rnnlab.data.text import CharTokenizer
 from rnnlab.errors import RnnlabError
-from rnnlab.text import CharTokenizer
-from rnnlab.train import TrainConfig, Trainer
-from rnnlab.visualize import (
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.activations import softmax
+from rnnlab.nn.cells import CELLS
+from rnnlab.tools.visualize import (
     FEATURES,
     correlations,
     layer_states,
@@ -40,6 +38,8 @@ from rnnlab.visualize import (
     visualization_data,
     write_html,
 )
+from rnnlab.training.checkpoint import load_checkpoint
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 FEATURE_INDEX = {feature.name: k for k, feature in enumerate(FEATURES)}
 

@@ -34,17 +34,17 @@ from crosscheck import (  # noqa: E402
     random_params,
     random_state,
 )
-from rnnlab import model as charmodel  # noqa: E402
-from rnnlab.batches import Batch  # noqa: E402
-from rnnlab.cells import CELLS  # noqa: E402
-from rnnlab.engines import NumpyEngine  # noqa: E402
+from rnnlab.data.batches import Batch  # noqa: E402
+from rnnlab.data.text import CharTokenizer  # noqa: E402
 from rnnlab.errors import RnnlabError, TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import keras as rkeras  # noqa: E402
 from rnnlab.frameworks import keras_engines as rkeng  # noqa: E402
-from rnnlab.losses import softmax_cross_entropy  # noqa: E402
-from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
-from rnnlab.sampling import sample  # noqa: E402
-from rnnlab.text import CharTokenizer  # noqa: E402
+from rnnlab.generate.sampling import sample  # noqa: E402
+from rnnlab.nn import model as charmodel  # noqa: E402
+from rnnlab.nn.cells import CELLS  # noqa: E402
+from rnnlab.nn.losses import softmax_cross_entropy  # noqa: E402
+from rnnlab.nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
+from rnnlab.training.engines import NumpyEngine  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")   # every test builds new tf.functions: retracing warnings are expected
 
@@ -167,7 +167,7 @@ KERAS_OPTIMIZERS = {
 
 @pytest.mark.parametrize("name", sorted(KERAS_OPTIMIZERS))
 def test_ten_steps_follow_keras_optimizers(name):
-    """10 steps of KerasTapeEngine (keras.optimizers) and NumpyEngine (rnnlab.optim) on a 2-layer GRU:
+    """10 steps of KerasTapeEngine (keras.optimizers) and NumpyEngine (rnnlab.nn.optim) on a 2-layer GRU:
     the same parameters after every step, and the same optimizer moments at the end."""
     config = charmodel.ModelConfig(V, "gru", H, 2)
     assert_optimizer_trajectories_match(rkeng.KerasTapeEngine, config, KERAS_OPTIMIZERS[name], 10)

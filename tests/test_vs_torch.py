@@ -33,14 +33,14 @@ from crosscheck import (  # noqa: E402
     random_state,
     run_both,
 )
-from rnnlab import model as charmodel  # noqa: E402
-from rnnlab.cells import CELLS  # noqa: E402
-from rnnlab.engines import NumpyEngine  # noqa: E402
 from rnnlab.errors import TrainingDiverged  # noqa: E402
 from rnnlab.frameworks import torch as rtorch  # noqa: E402
-from rnnlab.losses import softmax_cross_entropy  # noqa: E402
-from rnnlab.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
-from rnnlab.train import TrainConfig  # noqa: E402
+from rnnlab.nn import model as charmodel  # noqa: E402
+from rnnlab.nn.cells import CELLS  # noqa: E402
+from rnnlab.nn.losses import softmax_cross_entropy  # noqa: E402
+from rnnlab.nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
+from rnnlab.training.engines import NumpyEngine  # noqa: E402
+from rnnlab.training.trainer import TrainConfig  # noqa: E402
 
 
 def torch_model(config, params):
@@ -152,7 +152,7 @@ TORCH_OPTIMIZERS = {
 @pytest.mark.parametrize("name", sorted(TORCH_OPTIMIZERS))
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_ten_steps_follow_torch_optim(name, cell):
-    """10 steps of TorchEngine (torch.optim) and NumpyEngine (rnnlab.optim): the same parameters after
+    """10 steps of TorchEngine (torch.optim) and NumpyEngine (rnnlab.nn.optim): the same parameters after
     every step, and the same optimizer moments at the end. LSTM has the frozen bias, GRU both biases."""
     config = charmodel.ModelConfig(V, cell, H, 2)
     assert_optimizer_trajectories_match(rtorch.TorchEngine, config, TORCH_OPTIMIZERS[name], 10)
@@ -223,8 +223,8 @@ def test_a_non_finite_loss_stops_before_the_update():
 def test_a_numpy_checkpoint_loads_into_torch_with_the_same_validation_loss(tmp_path):
     """Train with NumPy, save, load the checkpoint into the PyTorch model: the validation loss over the
     held-out names is the same. float64, rtol 1e-10: only the summation order differs."""
-    from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.train import Trainer, evaluate
+    from rnnlab.training.checkpoint import load_checkpoint
+    from rnnlab.training.trainer import Trainer, evaluate
 
     trainer = Trainer(TrainConfig(dataset="dinos", cell="lstm", hidden_size=12, num_layers=2, batch_size=16,
                                   iterations=15, dtype="float64", checkpoint_dir=str(tmp_path)))

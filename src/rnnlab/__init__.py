@@ -1,10 +1,10 @@
 """rnnlab: character-level recurrent language models written from scratch in NumPy."""
 
-from .corpus import load_corpus
+from .data.corpus import load_corpus
+from .data.text import CharTokenizer
 from .errors import RnnlabError
-from .model import ModelConfig
-from .text import CharTokenizer
-from .train import TrainConfig, Trainer
+from .nn.model import ModelConfig
+from .training.trainer import TrainConfig, Trainer
 
 __all__ = ["CharTokenizer", "ModelConfig", "RnnlabError", "TrainConfig", "Trainer", "load_corpus"]
 __version__ = "0.1.0"

@@ -22,26 +22,27 @@ import warnings
 
 import numpy as np
 
-from . import checkpoint as ckpt
-from . import distributed, files
-from .cells import CELLS
-from .checkpoint import CheckpointFolder, load_checkpoint
-from .config import TrainConfig, config_for_mode
-from .corpus import load_corpus
-from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
+from . import files
+from .data.corpus import load_corpus
+from .data.pairs import SHIPPED_PAIRS
+from .data.text import DATA_MODES, SHIPPED_DATASETS
 from .errors import RnnlabError, TrainingDiverged, require
-from .export import FORMATS as EXPORT_FORMATS
 from .files import check_path_text, os_error_message
-from .initializers import INIT_SCHEMES
+from .generate.sampling import PortableRandom, generate
 from .memory import format_bytes, require_memory
-from .model import ModelConfig, training_bytes
-from .optim import LR_SCHEDULES, OPTIMIZERS
-from .pairs import SHIPPED_PAIRS
-from .sampling import PortableRandom, generate
-from .seq2seq import ATTENTION_KINDS
-from .tasks import pairs_mode
-from .text import DATA_MODES, SHIPPED_DATASETS
-from .train import DTYPES, Progress, Report, Trainer
+from .nn.cells import CELLS
+from .nn.initializers import INIT_SCHEMES
+from .nn.model import ModelConfig, training_bytes
+from .nn.optim import LR_SCHEDULES, OPTIMIZERS
+from .nn.seq2seq import ATTENTION_KINDS
+from .tools.export import FORMATS as EXPORT_FORMATS
+from .training import checkpoint as ckpt
+from .training import distributed
+from .training.checkpoint import CheckpointFolder, load_checkpoint
+from .training.config import TrainConfig, config_for_mode
+from .training.engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
+from .training.tasks import pairs_mode
+from .training.trainer import DTYPES, Progress, Report, Trainer
 
 EXIT_USAGE = 2
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -612,7 +613,7 @@ def list_shipped() -> int:
 
 def run_export(args: argparse.Namespace, typed: set[str]) -> int:
     """Measure the cast weights on the run's validation split, then write them in the chosen format."""
-    from .export import export_dtype, export_file, export_format, validation_loss
+    from .tools.export import export_dtype, export_file, export_format, validation_loss
 
     fmt = export_format(args.format, args.out)
     dtype = export_dtype(fmt, args.dtype)
@@ -638,7 +639,7 @@ def validation_summary(val_loss: float | None, val_tokens: int) -> str:
 
 def print_beam(checkpoint, args) -> int:
     """``sample --beam_size K``: the K most probable continuations of --prime, most probable first."""
-    from .beam import beam_search
+    from .generate.beam import beam_search
 
     require(args.beam_size > 0, f"--beam_size must be > 0, got {args.beam_size}")
     found = beam_search(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, args.prime,
@@ -697,8 +698,8 @@ def windows_of_lines(stream):
 
 
 def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
-    from .attention_map import attention_text
-    from .translate import translate
+    from .generate.translate import translate
+    from .tools.attention_map import attention_text
 
     checkpoint = load_checkpoint(args.checkpoint)
     checkpoint.require_task("translate", "rnnlab translate")
@@ -721,7 +722,7 @@ def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
 
 
 def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
-    from .plot import plot_metrics
+    from .tools.plot import plot_metrics
 
     labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
     require(labels is None or len(labels) == len(args.metrics),
@@ -733,7 +734,7 @@ def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
 
 
 def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
-    from . import bench
+    from .tools import bench
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     require(cells, f"--cells {args.cells!r} names no cell: give e.g. rnn,lstm,gru")
@@ -777,7 +778,7 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
 
 
 def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
-    from .visualize import read_text_argument, render_html, visualization_data, write_html
+    from .tools.visualize import read_text_argument, render_html, visualization_data, write_html
 
     checkpoint = load_checkpoint(args.checkpoint)
     text = read_text_argument(args.text, path_like_is_path=checkpoint.meta["task"] == "lm")
@@ -794,9 +795,9 @@ def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
 
 def visualize_attention(checkpoint, text: str, args) -> int:
     """``visualize`` on a translator: an HTML page of attention heatmaps (one per source line), and a PNG."""
-    from .attention_map import write_attention_html, write_attention_png
-    from .plot import check_plot_path
-    from .translate import translate
+    from .generate.translate import translate
+    from .tools.attention_map import write_attention_html, write_attention_png
+    from .tools.plot import check_plot_path
 
     sources = [line for line in text.split("\n") if line.strip()][:args.max_chars]
     require(sources, "--text has no line to translate")

@@ -12,6 +12,10 @@
 This package itself needs NumPy only: torch and tensorflow are imported by those two modules, and only
 when one of them is asked for (``engines.engine_class`` or :func:`load_framework`).
 
+Import rule (tests/test_architecture.py): ``rnnlab.frameworks``, ``rnnlab.nn``, ``rnnlab.data``,
+``rnnlab.training`` (their engines are training engines: the process group, the engine interface) and the
+edges (``errors``, ``memory``) -- never tools or the CLI.
+
 Gate blocks. Every framework stores a layer's G gate blocks side by side in one (In, G*H) matrix (PyTorch:
 its transpose), but not in the same order. The orders are written once, here, in rnnlab's gate names:
 
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import RnnlabError
-from ..optim import OPTIMIZERS
+from ..nn.optim import OPTIMIZERS
 
 RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}

@@ -40,8 +40,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..cells import CELLS
 from ..errors import require
+from ..nn.cells import CELLS
 from . import KERAS_GATES, RNNLAB_GATES, reorder_gates
 
 KERAS_LAYERS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}

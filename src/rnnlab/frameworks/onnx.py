@@ -40,8 +40,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..cells import CELLS
 from ..errors import RnnlabError, require
+from ..nn.cells import CELLS
 from . import ONNX_GATES, RNNLAB_GATES, reorder_gates
 
 OPSET = 17

@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
-from ..cells import CELLS
 from ..errors import RnnlabError, TrainingDiverged, require
-from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
+from ..nn.cells import CELLS
+from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
+from ..training import distributed
 from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, to_torch, unsupported
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

@@ -1,0 +1,68 @@
+"""Activation functions, each next to its derivative.
+
+The derivatives are written in terms of the function's *output* (``y``), because that is what the forward
+pass caches: the backward pass then needs no extra exponentials.
+
+    tanh:     y = (e^z - e^-z) / (e^z + e^-z)          dy/dz = 1 - y^2
+    sigmoid:  y = 1 / (1 + e^-z)                        dy/dz = y (1 - y)
+    softmax:  p_i = e^(z_i / T) / sum_j e^(z_j / T)     dp_i/dz_j = p_i (delta_ij - p_j) / T
+
+Numerical stability:
+
+* softmax subtracts ``max(z)`` first; the result is unchanged (the factor e^-max cancels) but no e^z
+  overflows.
+* sigmoid is computed as ``(1 + tanh(z / 2)) / 2`` -- the identity sigma(z) = (1 + tanh(z/2)) / 2 -- which
+  never overflows for large negative z, unlike ``1 / (1 + exp(-z))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import require
+
+
+def tanh(z: np.ndarray) -> np.ndarray:
+    return np.tanh(z)
+
+
+def tanh_grad(y: np.ndarray) -> np.ndarray:
+    """d tanh(z)/dz expressed through y = tanh(z): 1 - y^2."""
+    return 1.0 - y * y
+
+
+def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """0.5 (1 + tanh(z / 2)), written into ``out`` if given (which may be z itself)."""
+    out = np.multiply(z, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
+
+
+def sigmoid_grad(y: np.ndarray) -> np.ndarray:
+    """d sigma(z)/dz expressed through y = sigma(z): y (1 - y)."""
+    return y * (1.0 - y)
+
+
+def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
+    """Probabilities from logits, sharpened (T < 1) or flattened (T > 1) by the temperature T.
+
+    T -> 0 puts all the mass on the largest logit (greedy); T -> infinity gives the uniform distribution.
+    """
+    require(temperature > 0, f"temperature must be > 0, got {temperature}")
+    z = np.asarray(z)
+    e = np.exp((z - z.max(axis=axis, keepdims=True)) / temperature)  # max first: nothing overflows, even
+    return e / e.sum(axis=axis, keepdims=True)                          # for a tiny temperature
+
+
+def softmax_grad(p: np.ndarray, dp: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
+    """Vector-Jacobian product of the softmax: dz_j = p_j (dp_j - sum_i dp_i p_i) / T."""
+    return p * (dp - (dp * p).sum(axis=axis, keepdims=True)) / temperature
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log p_i = z_i - log sum_j e^(z_j), computed as (z_i - max z) - log sum_j e^(z_j - max z): no overflow,
+    and no log(0) for a very unlikely class (its log-probability stays a finite negative number)."""
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
