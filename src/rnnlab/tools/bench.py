@@ -181,8 +181,8 @@ def peak_rss_mb() -> float:
 class Worker:
     def __init__(self, engine: str, threads: int, device: str = "cpu"):
         self.engine = engine
-        self.proc = subprocess.Popen([sys.executable, "-m", "rnnlab.tools.bench", "--worker", engine, str(threads), device],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command = [sys.executable, "-m", "rnnlab.tools.bench", "--worker", engine, str(threads), device]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self._read()
 
