@@ -43,9 +43,14 @@ def fix(doc: Path, check: bool) -> tuple[int, list[str]]:
         hits = [i + 1 for i, line in enumerate(lines) if squash(fragment) in squash(line)]
         if any(abs(h - start) <= NEARBY for h in hits):
             return f"[`{fragment}`]({target}#L{start}{f'-L{end}' if end else ''})"
-        if not hits:
-            lost.append(f"{doc.name}: `{fragment}` ({target}#L{start}) is not in the file any more")
-            return match[0]
+        if not hits:                                       # the code moved to another module?
+            found = moved_to(fragment, target)
+            if found is None:
+                lost.append(f"{doc.name}: `{fragment}` ({target}#L{start}) is not in the file any more")
+                return match[0]
+            target = os.path.relpath(found, doc.parent)
+            lines = found.read_text(encoding="utf-8").splitlines()
+            hits = [i + 1 for i, line in enumerate(lines) if squash(fragment) in squash(line)]
         new = min(hits, key=lambda h: abs(h - start))
         moved += 1
         span = f"-L{new + int(end) - start}" if end else ""

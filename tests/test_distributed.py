@@ -10,7 +10,6 @@ wrong weighting of the two shares moves the loss in the third decimal).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -70,7 +69,7 @@ def records(path: Path) -> list[dict]:
 def one_process(flags: list[str], **changes) -> list[dict]:
     """The same run in this process (one process, no torchrun), its flags read by the CLI's own parser:
     its reports' metrics."""
-    config = dataclasses.replace(config_from_args(build_parser().parse_args(["train", *flags])), **changes)
+    config = config_from_args(build_parser().parse_args(["train", *flags])).replace(**changes)
     reports = []
     Trainer(config, on_report=lambda r: reports.append(r.metrics())).run()
     return reports

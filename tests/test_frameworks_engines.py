@@ -18,7 +18,8 @@ from rnnlab.errors import RnnlabError
 from rnnlab.frameworks import engine_optimizer_options, reorder_gates
 from rnnlab.nn import model as charmodel
 from rnnlab.nn.optim import OPTIMIZERS, Adagrad, Adam, make_optimizer
-from rnnlab.training.engines import ENGINES, NumpyEngine, engine_class
+from rnnlab.training.config import ENGINES
+from rnnlab.training.engines import ENGINE_MODULES, NumpyEngine, engine_class
 from rnnlab.training.trainer import TrainConfig, Trainer
 
 FRAMEWORK_ENGINES = ["torch", "keras-fit", "keras-tape", "keras-class"]
@@ -205,4 +206,4 @@ def test_dropout_between_layers_is_seeded_from_the_dropout_generator(engine):
 
 
 def test_every_engine_is_listed():
-    assert set(FRAMEWORK_ENGINES) | {"numpy"} == set(ENGINES)
+    assert set(FRAMEWORK_ENGINES) | {"numpy"} == set(ENGINES) == set(ENGINE_MODULES)   # --engine's choices

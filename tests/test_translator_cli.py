@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from rnnlab.cli import main
+from rnnlab.data.pairs import uses_pairs
 from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.config import MODE_DEFAULTS, config_for_mode
-from rnnlab.training.tasks import pairs_mode
 from rnnlab.training.trainer import Trainer
 
 WORDS = ["cab", "bad", "dab", "ace", "bead", "deca", "abed", "cede", "bade", "dace", "ebb", "add"]
@@ -42,7 +42,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_pairs_data_is_recognised_and_gets_the_translator_defaults(pairs_file):
     """A file whose lines hold one tab each (and the shipped 'dates') trains a translator, with the pairs
     defaults for every setting not given."""
-    assert pairs_mode(str(pairs_file), "auto") and pairs_mode("dates", "auto") and not pairs_mode("dinos", "auto")
+    assert uses_pairs(str(pairs_file), "auto") and uses_pairs("dates", "auto") and not uses_pairs("dinos", "auto")
     config = config_for_mode("pairs", {"dataset": "dates", "batch_size": 16})
     assert config.batch_size == 16 and config.cell == MODE_DEFAULTS["pairs"]["cell"]
     assert config.learning_rate == MODE_DEFAULTS["pairs"]["learning_rate"]

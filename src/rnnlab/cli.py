@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import itertools
 import json
-import math
 import os
 import re
 import signal
@@ -24,25 +24,29 @@ import numpy as np
 
 from . import files
 from .data.corpus import load_corpus
-from .data.pairs import SHIPPED_PAIRS
-from .data.text import DATA_MODES, SHIPPED_DATASETS
 from .errors import RnnlabError, TrainingDiverged, require
-from .files import check_path_text, os_error_message
+from .files import os_error_message
 from .generate.sampling import PortableRandom, generate
 from .memory import format_bytes, require_memory
 from .nn.cells import CELLS
-from .nn.initializers import INIT_SCHEMES
 from .nn.model import ModelConfig, training_bytes
-from .nn.optim import LR_SCHEDULES, OPTIMIZERS
-from .nn.seq2seq import ATTENTION_KINDS
 from .tools.export import FORMATS as EXPORT_FORMATS
 from .training import checkpoint as ckpt
+from .training import config as config_module
 from .training import distributed
 from .training.checkpoint import CheckpointFolder, load_checkpoint
-from .training.config import TrainConfig, config_for_mode
-from .training.engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
-from .training.tasks import pairs_mode
-from .training.trainer import DTYPES, Progress, Report, Trainer
+from .training.config import (
+    GROUPS,
+    SETTINGS,
+    ComputeSettings,
+    TrainConfig,
+    config_for_data,
+    device_name,
+    finite_float,
+    path_text,
+    require_cpu_unless_torch,
+)
+from .training.trainer import Progress, Report, Trainer
 
 EXIT_USAGE = 2
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -68,139 +72,36 @@ def add_flag(parser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
-def finite_float(text: str) -> float:
-    """A float flag: 'inf' and 'nan' are refused like any other non-number."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
-finite_float.__name__ = "finite number"        # argparse names the type in its one-line error
-
-
-def optional_float(text: str) -> float | None:
-    """'none' or 'off' turn an option off; anything else is a finite number (checked > 0 by the config)."""
-    return None if text.lower() in ("none", "off") else finite_float(text)
-
-
-optional_float.__name__ = "number or 'none'"
-
-
-def count_or_all(text: str) -> int | None:
-    """'all' -> None (no limit); else an integer (checked > 0 by the config)."""
-    return None if text.lower() == "all" else int(text)
-
-
-count_or_all.__name__ = "integer or 'all'"
-
-
-def path_text(text: str) -> str:
-    """A path flag: refuse empty, NUL and non-UTF-8 names at once (they cannot be saved or printed)."""
-    try:
-        return check_path_text(text, "path")
-    except RnnlabError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def device_name(text: str) -> str:
-    """--device: auto, cpu, cuda, cuda:N or mps (whether it exists is checked when it is used)."""
-    if not re.fullmatch(DEVICE_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda, cuda:N or mps")
-    return text
+def add_setting_flag(parser, f) -> None:
+    """The flag of one training setting (config.py), from its field: help, parse, choices and default. The
+    parser's default is SUPPRESS, so the namespace holds exactly the settings the user gave (resume changes
+    only those); the help states the setting's own default."""
+    meta = f.metadata
+    help_text = f"{meta['help']} (default: {config_module.default_of(f)})"
+    if f.type in (bool, "bool"):
+        add_flag(parser, f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+    else:
+        add_flag(parser, f.name, default=argparse.SUPPRESS, type=meta["parse"], choices=meta["choices"],
+                 help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rnnlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a character model and print samples",
+                           description="Train a character-level model on a text (a file, a folder, a glob or a "
+                                       "shipped corpus) and print samples as it learns; pairs data (SOURCE<TAB>"
+                                       "TARGET lines) trains a translator.",
+                           epilog="example: rnnlab train --dataset shakespeare --cell lstm --num_layers 2 "
+                                  "--hidden_size 256 --batch_size 32 --seq_length 64 --checkpoint_dir runs/s",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig()
-    add_flag(train, "dataset", default=d.dataset, type=path_text,
-             help=f"a shipped corpus ({', '.join([*SHIPPED_DATASETS, *SHIPPED_PAIRS])}), or the path of a UTF-8 text "
-                  "file, a folder or a glob of them; pairs data (SOURCE<TAB>TARGET lines, e.g. dates) trains a "
-                  "translator, with its own defaults")
-    add_flag(train, "data_mode", default=d.data_mode, choices=DATA_MODES,
-             help="lines: one example per line; stream: continuous text; pairs: SOURCE<TAB>TARGET lines "
-                  "(a translator); auto: guess from the text")
-    add_flag(train, "cell", default=d.cell, choices=sorted(CELLS), help="recurrent cell type")
-    add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
-    add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
-    add_flag(train, "dropout", type=finite_float, default=d.dropout, help="between stacked layers, training only")
-    add_flag(train, "init", default=d.init, choices=list(INIT_SCHEMES),
-             help="initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), pytorch "
-                  "(U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth (rnnlab's old "
-                  "scheme); see initializers.py")
-    add_flag(train, "forget_bias", type=finite_float, default=d.forget_bias,
-             help="LSTM: start the forget-gate bias at this value (0 keeps half of the cell state per step, "
-                  "1 keeps sigma(1) = 73%%); default: the --init scheme's own")
-    add_flag(train, "attention", default=d.attention, choices=list(ATTENTION_KINDS),
-             help="translator (pairs data): how the decoder scores the encoder's outputs; none: the classic "
-                  "encoder-final-state decoder")
-    add_flag(train, "encoder_hidden", type=int, default=d.encoder_hidden,
-             help="translator: units per encoder direction (default: --hidden_size / 2)")
-    add_flag(train, "attention_size", type=int, default=d.attention_size, help="translator: the additive score's width")
-    add_flag(train, "max_output_length", type=int, default=d.max_output_length,
-             help="translator: decoding stops after this many characters (default: the longest target + 4)")
-    add_flag(train, "iterations", type=int, default=d.iterations, help="optimisation steps")
-    add_flag(train, "epochs", type=int, default=d.epochs, help="passes over the training data (overrides --iterations)")
-    add_flag(train, "batch_size", type=int, default=d.batch_size,
-             help="examples per step (lines: padded names; stream: parallel streams of the text)")
-    add_flag(train, "seq_length", type=int, default=d.seq_length, help="truncated-BPTT window for stream corpora")
-    add_flag(train, "deterministic", action="store_true", help="fixed example order (no reshuffling); fixed --seed")
-    add_flag(train, "engine", default=d.engine, choices=list(ENGINES),
-             help="numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / [tf] extra)")
-    add_flag(train, "device", default=d.device, type=device_name,
-             help="where the torch engine computes: auto (CUDA if there is a GPU, else the CPU), cpu, cuda, cuda:N, "
-                  "mps; under torchrun each process takes cuda:LOCAL_RANK (docs/gpu.md)")
-    add_flag(train, "precision", default=d.precision, choices=list(PRECISIONS),
-             help="torch engine: bf16 / fp16 run the forward pass under torch.autocast (a GPU speed-up; none on "
-                  "the CPU), fp16 with loss scaling")
-    add_flag(train, "dist_timeout", type=finite_float, default=d.dist_timeout,
-             help="torchrun: seconds the processes wait for each other to meet before one names who is missing")
-    add_flag(train, "threads", type=int, default=d.threads,
-             help="numpy engine: threads per training step (default: the cores available to this process)")
-    add_flag(train, "optimizer", default=d.optimizer, choices=list(OPTIMIZERS), help="update rule (docs in optim.py)")
-    add_flag(train, "learning_rate", type=finite_float, default=d.learning_rate,
-             help="default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, adam 0.005, adagrad 0.1)")
-    add_flag(train, "optimizer_options", default=d.optimizer_options,
-             help="KEY=VALUE,... hyper-parameters and conventions, e.g. 'mu=0.95,form=ema' (momentum), "
-                  "'eps_hat=true' (Adam as Keras), 'eps_inside_sqrt=true' (RMSProp/Adagrad as Keras)")
-    add_flag(train, "lr_schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
-             help="cosine: decay from --learning_rate to --min_learning_rate over the run")
-    add_flag(train, "min_learning_rate", type=finite_float, default=d.min_learning_rate,
-             help="the cosine schedule's final rate (default: learning rate / 20)")
-    add_flag(train, "clip_value", type=optional_float, default=d.clip_value,
-             help="clip each gradient entry to [-v, v] (v > 0); 'none' turns it off")
-    add_flag(train, "clip_norm", type=optional_float, default=d.clip_norm,
-             help="clip the global gradient norm (> 0); 'none' turns it off")
-    add_flag(train, "val_fraction", type=finite_float, default=d.val_fraction,
-             help="held-out share (lines: by line; stream: the end of the text); default 0.1 where it fits")
-    add_flag(train, "eval_every", type=int, default=d.eval_every,
-             help="validation every N steps (default: with every report, --sample_every)")
-    add_flag(train, "eval_tokens", type=count_or_all, default=d.eval_tokens,
-             help="validate on the first N characters of the held-out part (the same ones every time); 'all' "
-                  "for all of it")
-    add_flag(train, "cache_dir", default=d.cache_dir, type=path_text,
-             help="where large corpora are kept encoded for fast starts (default: $XDG_CACHE_HOME/rnnlab or "
-                  "~/.cache/rnnlab)")
-    add_flag(train, "temperature", type=finite_float, default=d.temperature, help="sampling temperature (> 0)")
-    add_flag(train, "sample_every", type=int, default=d.sample_every, help="report and sample every N steps")
-    add_flag(train, "num_samples", type=int, default=d.num_samples, help="names per report (lines corpora)")
-    add_flag(train, "sample_length", type=int, default=d.sample_length,
-             help="characters per sample (stream corpora)")
-    add_flag(train, "seed", type=int, default=d.seed, help="seeds initialisation, data order, dropout, sampling")
-    add_flag(train, "dtype", default=d.dtype, choices=list(DTYPES), help="float type of parameters and compute")
-    add_flag(train, "metrics_file", default=d.metrics_file, type=path_text,
-             help="append one JSON object per report to this file (for a step a resumed or restarted run "
-                  "repeats, rnnlab plot shows the latest)")
-    add_flag(train, "checkpoint_dir", default=d.checkpoint_dir, type=path_text,
-             help="save checkpoints here: latest.json (every --save_every steps, at the end, on Ctrl-C) "
-                  "and best.json (best validation loss)")
-    add_flag(train, "save_every", type=int, default=d.save_every, help="save the latest checkpoint every N steps")
+    for group, cls in GROUPS.items():                        # every training setting: one field, one flag
+        flags = train.add_argument_group(f"{group} settings")
+        for f in dataclasses.fields(cls):
+            add_setting_flag(flags, f)
     add_flag(train, "resume", default=None, type=path_text,
-             help="continue a run exactly from a checkpoint (directory or .json); --iterations/--epochs "
-                  "count the total")
+             help="continue a run exactly from a checkpoint (directory or .json); --iterations/--epochs count the "
+                  "total; only the settings given here change (those that fix the model's shape may not)")
     add_flag(train, "new_data", action="store_true",
              help="with --resume: continue on a text other than the checkpoint's (same characters), from its start")
     add_flag(train, "overwrite", action="store_true",
@@ -311,9 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_settings(args: argparse.Namespace) -> dict:
+    """The training settings the user gave (the parser sets no other): {flag name: value}."""
+    return {name: value for name, value in vars(args).items() if name in SETTINGS}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+    """A new run's TrainConfig: the given settings, the data's own defaults for the others (pairs data)."""
+    return config_for_data(given_settings(args))
 
 
 def format_report(report: Report) -> str:
@@ -367,16 +273,6 @@ class ProgressBar:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
-
-
-def typed_flags(argv: list[str], command: str) -> set[str]:
-    """The dests of the flags the user actually typed: argv parsed again with every default suppressed, so
-    whatever argparse accepts (``--flag=value``, dash spellings) is seen, and nothing it does not."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    for action in sub._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv))) - {"command"}
 
 
 class StoppedAtOnce(Exception):
@@ -436,26 +332,23 @@ def silence_stdout() -> None:
         pass
 
 
-def run_train(args: argparse.Namespace, typed: set[str]) -> int:
+def run_train(args: argparse.Namespace) -> int:
     distributed.environment_world(fresh=True)                    # torchrun's variables, validated once
-    require(0 < args.dist_timeout <= 86400, f"--dist_timeout must be between 0 and 86400 seconds, got "
-                                            f"{args.dist_timeout}")
-    with distributed.joined(args.device, args.dist_timeout):   # torchrun: meet the others first, so errors reach them
-        return train_command(args, typed)
+    given = given_settings(args)
+    compute = ComputeSettings(**{k: v for k, v in given.items() if SETTINGS[k][0] == "compute"})
+    with distributed.joined(compute.device, compute.dist_timeout):   # torchrun: meet the others first, so that
+        return train_command(args, given)                           # any later error reaches them
 
 
-def train_command(args: argparse.Namespace, typed: set[str]) -> int:
-    checkpoint, fields = None, TrainConfig.__dataclass_fields__
+def train_command(args: argparse.Namespace, given: dict) -> int:
+    checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        overrides = {name: getattr(args, name) for name in typed if name in fields}
         trainer_factory = lambda report, progress, load: Trainer.resume(  # noqa: E731
-            checkpoint, overrides, report, progress, new_data=args.new_data, on_load=load, overwrite=args.overwrite)
+            checkpoint, given, report, progress, new_data=args.new_data, on_load=load, overwrite=args.overwrite)
     else:
         require(not args.new_data, "--new_data only applies with --resume")
-        given = {name: getattr(args, name) for name in typed if name in fields}
-        mode = "pairs" if pairs_mode(args.dataset, args.data_mode) else args.data_mode
-        config = config_for_mode(mode, {"dataset": args.dataset, **given})
+        config = config_for_data(given)
         trainer_factory = lambda report, progress, load: Trainer(  # noqa: E731
             config, report, progress, load, overwrite=args.overwrite)
     with StopSignals() as stops:                                 # from now on a signal stops, not kills
@@ -539,7 +432,7 @@ def training_names(checkpoint) -> set[str]:
     return set(loaded.examples())
 
 
-def run_sample(args: argparse.Namespace, typed: set[str]) -> int:
+def run_sample(args: argparse.Namespace) -> int:
     require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     if args.list:
         return list_shipped()
@@ -611,7 +504,7 @@ def list_shipped() -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace, typed: set[str]) -> int:
+def run_export(args: argparse.Namespace) -> int:
     """Measure the cast weights on the run's validation split, then write them in the chosen format."""
     from .tools.export import export_dtype, export_file, export_format, validation_loss
 
@@ -697,7 +590,7 @@ def windows_of_lines(stream):
         yield window
 
 
-def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
+def run_translate(args: argparse.Namespace) -> int:
     from .generate.translate import translate
     from .tools.attention_map import attention_text
 
@@ -721,7 +614,7 @@ def run_translate(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
+def run_plot(args: argparse.Namespace) -> int:
     from .tools.plot import plot_metrics
 
     labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
@@ -733,7 +626,7 @@ def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
+def run_bench_command(args: argparse.Namespace) -> int:
     from .tools import bench
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
@@ -777,7 +670,7 @@ def run_bench_command(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-def run_visualize(args: argparse.Namespace, typed: set[str]) -> int:
+def run_visualize(args: argparse.Namespace) -> int:
     from .tools.visualize import read_text_argument, render_html, visualization_data, write_html
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -834,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # divergence is detected and explained
-            return COMMANDS[args.command](args, typed_flags(argv, args.command))
+            return COMMANDS[args.command](args)
     except RnnlabError as err:
         return say_error(f"rnnlab: error: {err}", EXIT_USAGE, err)
     except StoppedAtOnce as stop:

@@ -143,6 +143,12 @@ def load_pairs(dataset: str, val_fraction: float = 0.1, test_fraction: float = 0
     return PairData(path.name, train, valid, test, str(path.absolute()), path.stat().st_size, digest.hexdigest())
 
 
+def uses_pairs(dataset: str, data_mode: str) -> bool:
+    """Whether a run on ``dataset`` trains a translator (``--data_mode pairs``, or ``auto`` on pairs data): the
+    one place this is decided (the settings' defaults and the Trainer's task both ask here)."""
+    return data_mode == "pairs" or (data_mode == "auto" and looks_like_pairs(dataset))
+
+
 def looks_like_pairs(dataset: str, probe_bytes: int = 1 << 20) -> bool:
     """Whether ``--data_mode auto`` should read ``dataset`` as pairs: a shipped pairs dataset, a directory with
     train.txt and valid.txt, or a file whose non-blank lines (in its first MB) each hold exactly one tab."""

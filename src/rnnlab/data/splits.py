@@ -36,6 +36,12 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_EVAL_TOKENS = 262_144
 
 
+def val_fraction(given: float | None) -> float:
+    """The held-out share of a run: --val_fraction, or DEFAULT_VAL_FRACTION when it is not given (the one
+    place that default is applied, for language models and translators alike)."""
+    return DEFAULT_VAL_FRACTION if given is None else given
+
+
 class LineExamples:
     """The line examples ``(ids of "\\n" + line, ids of line + "\\n")`` of the lines [starts, ends) of ``ids``,
     made when asked for: a sequence of pairs without a list of strings or arrays behind it."""
@@ -117,7 +123,7 @@ def build_data(corpus: Corpus, config, rng: np.random.Generator) -> TrainData:
     """Split ``corpus`` as ``config`` asks (val_fraction, eval_tokens, batch_size, seq_length) and make
     its batches. An explicit val_fraction that cannot be honoured is an error; the default one is dropped
     with a note."""
-    fraction = DEFAULT_VAL_FRACTION if config.val_fraction is None else config.val_fraction
+    fraction = val_fraction(config.val_fraction)
     build = _line_data if corpus.mode == "lines" else _stream_data
     train, val, problem = build(corpus, config, fraction)
     notes = []

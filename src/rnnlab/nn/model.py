@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import RnnlabError, require
+from ..errors import RnnlabError, TrainingDiverged, require
 from .cells import CELLS
 from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
+from .optim import clip_by_global_norm, clip_by_value, global_norm
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
 from .recurrence import Workspace, input_grads, project_inputs, sequence_backward, sequence_forward, workspace_empty
 
@@ -216,3 +217,30 @@ def loss_and_grads(params: dict, config: ModelConfig, ids: np.ndarray, targets: 
     grads = backward(da, cache, params, config, ws)                                   # 4. BPTT
     grads.update(output_layer_grads(dy, cache.top_hidden))                            # 5. output grads
     return loss, grads, final_state
+
+
+def train_step(params: dict, config: ModelConfig, optimizer, opt_state: dict, ids: np.ndarray, targets: np.ndarray,
+               state: list, mask: np.ndarray | None = None, clip_value: float | None = None,
+               clip_norm: float | None = None, dropout_rng: np.random.Generator | None = None,
+               ws: Workspace | None = None):
+    """One optimisation step, the whole flow in order -> (loss, final state); ``params`` and ``opt_state`` are
+    updated in place. The NumPy engine (training/engines.py) runs these same two calls, the first one
+    possibly as batch shards on threads (training/parallel.py)."""
+    loss, grads, final_state = loss_and_grads(params, config, ids, targets, state, mask,   # 1-5. forward, loss,
+                                              dropout_rng, ws)                            # da, BPTT, output grads
+    apply_gradients(params, grads, loss, optimizer, opt_state, clip_value, clip_norm)    # 6-7. clip, update
+    return loss, final_state
+
+
+def apply_gradients(params: dict, grads: dict, loss: float, optimizer, opt_state: dict,
+                    clip_value: float | None = None, clip_norm: float | None = None) -> None:
+    """The end of every training step: check that loss and gradients are finite, clip, update."""
+    norm = global_norm(grads)
+    if not math.isfinite(loss) or not math.isfinite(norm):
+        raise TrainingDiverged(f"the loss ({loss:.4g}) or its gradient is not finite; parameters left as they were")
+    if clip_value is not None:                                     # 6. clip each entry, then the global norm
+        clip_by_value(grads, clip_value)
+        norm = None                                                # changed: clip_by_global_norm recomputes it
+    if clip_norm is not None:
+        clip_by_global_norm(grads, clip_norm, norm)
+    optimizer.update(params, grads, opt_state)                     # 7. update

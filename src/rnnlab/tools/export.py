@@ -36,7 +36,6 @@ are atomic.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import json
 import math
@@ -51,7 +50,7 @@ from .. import files
 from ..data.text import NEWLINE
 from ..errors import RnnlabError, require
 from ..training.checkpoint import TAGS, Checkpoint
-from ..training.config import TrainConfig
+from ..training.config import SETTINGS, TrainConfig
 from .visualize import render_template
 
 PAGE_DEFAULTS = {"temperature": 0.8, "top_k": None, "stream_length": 500, "name_length": 40, "names": 10, "seed": 1}
@@ -132,8 +131,7 @@ def exported_model_trainer(checkpoint: Checkpoint):
     after checking that the text is still the one it was trained on."""
     from ..training.trainer import Trainer
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in checkpoint.meta["train"].items() if k in fields}
+    settings = {k: v for k, v in checkpoint.meta["train"].items() if k in SETTINGS}
     corpus = checkpoint.meta["corpus"]
     if corpus["path"] is not None:
         require(os.path.exists(corpus["path"]), f"the model's dataset {corpus['path']} no longer exists: its "

@@ -129,7 +129,7 @@ DOCUMENT = s.Object({
     "task": s.Str(choices=list(TASKS)),
     "model": s.Any(),                          # checked by the task's schemas below (TASK_SCHEMAS)
     "tokenizer": s.Any(),
-    "train": s.dataclass_schema(TrainConfig, defaults_may_be_missing=True),
+    "train": TrainConfig.schema(),
     "corpus": s.Object({"name": s.Str(), "mode": s.Str(choices=["lines", "stream", "pairs"]), "chars": COUNT,
                         "bytes": COUNT, "sha256": s.Str(pattern=r"[0-9a-f]{64}"), "path": s.Optional(s.Str())}),
     "optimizer": s.Any(),                      # checked by OPTIMIZER_SCHEMAS[its name] below
@@ -443,7 +443,7 @@ def load_checkpoint(path) -> Checkpoint:
     task = TASKS[meta["task"]]
     config = task.config_class(**meta["model"])
     expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
-    state_rows = meta["train"].get("batch_size", TrainConfig.batch_size) if task.kind == "lm" else 0
+    state_rows = TrainConfig(**meta["train"]).batch_size if task.kind == "lm" else 0
     arrays = read_npz(arrays_path, data, expected, (state_rows, getattr(config, "hidden_size", 0)))
     params = {name: value.astype(np.float32) if value.dtype == np.float16 else value   # float16 is storage only
               for name, value in with_prefix(arrays, "param/").items()}

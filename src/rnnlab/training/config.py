@@ -1,120 +1,338 @@
-"""The training configuration: one dataclass, validated once, where it is built.
+"""The settings of a training run: five small dataclasses by concern, each option declared once.
 
-``TrainConfig`` holds every setting of a run. It checks itself in ``__post_init__`` -- every field, with a
-message that names the field the way the command line spells it (``--hidden_size must be > 0``) -- so a
-config that exists is a valid one, whether the CLI built it, a script did, or a checkpoint was read back.
+A run's settings are grouped by what they are about -- the model, the data, optimisation, the run's length
+and outputs, and where it computes -- and :class:`TrainConfig` holds one of each. Every option is ONE field,
+declared with :func:`setting`, whose metadata is all that the rest of rnnlab needs to know about it:
 
-Which settings may change when a run is resumed is also decided here (:data:`LOCKED_ON_RESUME` and
-:func:`resume_config`), so the library applies the same policy whoever calls it.
+    help       what the option does, for ``rnnlab train --help`` (the default is added by the CLI)
+    parse      how a command-line string becomes its value (int, a finite number, 'none', a path ...)
+    choices    the values it may take (checked here, offered by the CLI)
+    check      a rule on its own value ("> 0", "in [0, 1)") -- checked here, named like the flag
+    resume     what ``--resume`` does with it: LOCKED (must equal the checkpoint's), FREE (may change, and
+               the change is noted), HERE (never taken from the checkpoint: where things are now), CONTENT
+               (the dataset: compared by its fingerprint, not its name)
+
+``cli.py`` builds ``rnnlab train``'s parser from these fields (nothing else declares a training flag), and
+:func:`resume_config` reads ``resume`` (nothing else lists which settings are locked). A config that exists
+is a valid one: each group checks its own fields in ``__post_init__`` with messages that name the flag
+(``--hidden_size must be > 0``), and :class:`TrainConfig` checks the rules that span groups.
+
+``TrainConfig(**settings)`` takes the settings by their flag names (flat), as a checkpoint stores them, and
+``config.hidden_size`` reads one the same way; the groups (``config.model``, ``config.data``,
+``config.optim``, ``config.run``, ``config.compute``) are what the parts of rnnlab that need only one concern
+are given (an engine gets ``config.compute``, not the whole run).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from argparse import ArgumentTypeError
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
-from ..data.text import DATA_MODES
+from ..data.pairs import SHIPPED_PAIRS, uses_pairs
+from ..data.splits import DEFAULT_VAL_FRACTION
+from ..data.text import DATA_MODES, SHIPPED_DATASETS
 from ..errors import RnnlabError, require
+from ..files import check_path_text
 from ..nn.cells import CELLS
 from ..nn.initializers import INIT_SCHEMES
 from ..nn.optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
 from ..nn.seq2seq import ATTENTION_KINDS
-from ..schema import SchemaError, dataclass_schema
-from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
+from ..schema import Object, SchemaError, dataclass_schema
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+ENGINES = ("numpy", "torch", "keras-fit", "keras-tape", "keras-class")   # engines.ENGINE_MODULES loads them
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?|mps"   # --device; frameworks/torch.py resolves it
+PRECISIONS = ("fp32", "bf16", "fp16")              # --precision: torch.autocast (frameworks/torch.py)
+OFF_CPU_ENGINES = ("torch",)                       # the engines that can compute elsewhere than the CPU
 MAX_SEED = 2 ** 63 - 1
 
+LOCKED, FREE, HERE, CONTENT = "locked", "free", "here", "content"
 
-@dataclass
-class TrainConfig:
-    dataset: str = "dinos"
-    data_mode: str = "auto"             # auto | lines | stream (see text.py)
-    cell: str = "rnn"
-    hidden_size: int = 50
-    num_layers: int = 1
-    dropout: float = 0.0
-    init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
-    forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
-    attention: str = "additive"         # translator (pairs data): additive | dot | general | scaled_dot | none
-    encoder_hidden: int | None = None   # translator: units per encoder direction; None: hidden_size / 2
-    attention_size: int = 64            # translator: the additive score's width
-    max_output_length: int | None = None  # translator: decoding stops here; None: the longest target + 4
-    iterations: int = 22001
-    epochs: int | None = None           # when set, train this many passes over the data (overrides iterations)
-    batch_size: int = 1
-    seq_length: int = 25
-    deterministic: bool = False         # fixed example order (no reshuffle); with the fixed --seed
-    engine: str = "numpy"               # numpy | torch | keras-fit | keras-tape | keras-class (engines.py)
-    device: str = "auto"                # torch engine: auto (CUDA if there is one) | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"             # torch engine: fp32 | bf16 | fp16 (torch.autocast; docs/gpu.md)
-    threads: int | None = None          # numpy engine: threads per step (parallel.py); None: the cores available
-    dist_timeout: float = 60.0          # torchrun: seconds the processes wait for each other to meet (distributed.py)
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: the optimizer's default (optim.py)
-    optimizer_options: str = ""         # e.g. "form=ema,mu=0.95" or "eps_hat=true" (optim.parse_options)
-    lr_schedule: str = "constant"       # constant | cosine (decays to min_learning_rate at the last step)
-    min_learning_rate: float | None = None  # cosine's floor; None: 1/20 of the learning rate
-    clip_value: float | None = 5.0      # clip every gradient entry to [-c, c]; None: off
-    clip_norm: float | None = None      # clip the global gradient norm; None: off
-    val_fraction: float | None = None   # None: 0.1 if the corpus is big enough, else no validation
-    eval_every: int | None = None       # None: with every report (--sample_every)
-    eval_tokens: int | None = 262_144   # validate on the first N held-out characters (splits.py); None: all
-    cache_dir: str | None = None        # encoded large corpora (corpus.py); None: the per-user cache folder
-    checkpoint_dir: str | None = None   # where latest.json / best.json (+ arrays) are written
-    metrics_file: str | None = None     # one JSON line per report is appended here (files.Appender)
-    save_every: int | None = None       # save ``latest`` every N steps (it is always saved at the end)
-    temperature: float = 1.0
-    sample_every: int = 2000
-    num_samples: int = 7                # names per report for ``lines`` corpora
-    sample_length: int = 200            # characters per sample for ``stream`` corpora
-    seed: int = 0
-    dtype: str = "float32"
+
+# ---- parsing a flag's text (the CLI calls these; a ValueError becomes argparse's one-line error) --------
+
+def finite_float(text: str) -> float:
+    """A float flag: 'inf' and 'nan' are refused like any other non-number."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+finite_float.__name__ = "finite number"        # argparse names the type in its one-line error
+
+
+def optional_float(text: str) -> float | None:
+    """'none' or 'off' turn an option off; anything else is a finite number."""
+    return None if text.lower() in ("none", "off") else finite_float(text)
+
+
+optional_float.__name__ = "number or 'none'"
+
+
+def count_or_all(text: str) -> int | None:
+    """'all' -> None (no limit); else an integer."""
+    return None if text.lower() == "all" else int(text)
+
+
+count_or_all.__name__ = "integer or 'all'"
+
+
+def path_text(text: str) -> str:
+    """A path flag: empty, NUL and non-UTF-8 names are refused at once (they cannot be saved or printed)."""
+    try:
+        return check_path_text(text, "path")
+    except RnnlabError as err:
+        raise ArgumentTypeError(str(err)) from None
+
+
+def device_name(text: str) -> str:
+    """--device: auto, cpu, cuda, cuda:N or mps (whether it exists is checked when it is used)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+# ---- rules on one value ---------------------------------------------------------------------------------
+
+def positive(value) -> str | None:
+    return None if value is None or value > 0 else f"must be > 0, got {value}"
+
+
+def positive_or_none(hint: str = "") -> Callable:
+    def check(value):
+        return None if value is None or value > 0 else f"must be > 0, got {value}{hint}"
+    return check
+
+
+def in_range(low: float, high: float, high_open: bool = True) -> Callable:
+    def check(value):
+        inside = value is None or (low <= value < high if high_open else low <= value <= high)
+        return None if inside else f"must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}"
+    return check
+
+
+def not_empty(what: str) -> Callable:
+    def check(value):
+        return None if value is None or str(value).strip() != "" else f"is empty: give {what}"
+    return check
+
+
+def setting(default, help: str, *, parse: Callable | None = None, choices=None, check: Callable | None = None,
+            resume: str = FREE):
+    """One option: a dataclass field whose metadata says how to parse, check, show and resume it."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "check": check,
+                                             "resume": resume})
+
+
+class Settings:
+    """What the five groups share: every field is checked once, where the group is built (types first, so
+    that the rules below compare numbers), with messages naming the flag."""
 
     def __post_init__(self):
-        for f in fields(self):                                   # types first: the checks below compare numbers
+        for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float):
                 require(math.isfinite(value), f"--{f.name} must be a finite number, got {value}")
         try:
-            dataclass_schema(TrainConfig).check(asdict(self), "")
+            dataclass_schema(type(self)).check(asdict(self), "")
         except SchemaError as err:
             raise RnnlabError(f"--{err.path} {err.problem}") from None
-        choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES), "init": tuple(INIT_SCHEMES),
-                   "attention": ATTENTION_KINDS, "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES,
-                   "dtype": tuple(DTYPES), "precision": PRECISIONS}
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length",
-                     "hidden_size", "num_layers"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        require(self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}")
-        for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
-                     "learning_rate", "min_learning_rate", "encoder_hidden", "attention_size", "max_output_length"):
-            value = getattr(self, name)
-            hint = "; use 'none' to turn it off" if name.startswith("clip") else ""
-            require(value is None or value > 0, f"--{name} must be > 0, got {value}{hint}")
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            choices = meta.get("choices")
+            if choices is not None:
+                require(value in choices, f"--{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            problem = meta["check"](value) if meta.get("check") else None
+            require(problem is None, f"--{f.name} {problem}")
+
+
+@dataclass
+class ModelSettings(Settings):
+    cell: str = setting("rnn", "recurrent cell type", choices=tuple(sorted(CELLS)), resume=LOCKED)
+    hidden_size: int = setting(50, "units per recurrent layer", parse=int, check=positive, resume=LOCKED)
+    num_layers: int = setting(1, "stacked recurrent layers", parse=int, check=positive, resume=LOCKED)
+    dropout: float = setting(0.0, "between stacked layers, training only", parse=finite_float,
+                             check=in_range(0.0, 1.0))
+    init: str = setting("rnnlab", "initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), "
+                        "pytorch (U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth "
+                        "(rnnlab's old scheme); see nn/initializers.py", choices=tuple(INIT_SCHEMES), resume=LOCKED)
+    forget_bias: float | None = setting(None, "LSTM: start the forget-gate bias at this value (0 keeps half of the "
+                                        "cell state per step, 1 keeps sigma(1) = 73%%); default: the --init "
+                                        "scheme's own", parse=finite_float, resume=LOCKED)
+    attention: str = setting("additive", "translator (pairs data): how the decoder scores the encoder's outputs; "
+                             "none: the classic encoder-final-state decoder", choices=ATTENTION_KINDS, resume=LOCKED)
+    encoder_hidden: int | None = setting(None, "translator: units per encoder direction (default: --hidden_size / "
+                                         "2)", parse=int, check=positive, resume=LOCKED)
+    attention_size: int = setting(64, "translator: the additive score's width", parse=int, check=positive,
+                                  resume=LOCKED)
+    max_output_length: int | None = setting(None, "translator: decoding stops after this many characters "
+                                            "(default: the longest target + 4)", parse=int, check=positive,
+                                            resume=LOCKED)
+
+
+@dataclass
+class DataSettings(Settings):
+    dataset: str = setting("dinos", f"a shipped corpus ({', '.join([*SHIPPED_DATASETS, *SHIPPED_PAIRS])}), or the "
+                           "path of a UTF-8 text file, a folder or a glob of them; pairs data (SOURCE<TAB>TARGET "
+                           "lines, e.g. dates) trains a translator, with its own defaults", parse=path_text,
+                           check=not_empty("a shipped corpus name or a file path"), resume=CONTENT)
+    data_mode: str = setting("auto", "lines: one example per line; stream: continuous text; pairs: "
+                             "SOURCE<TAB>TARGET lines (a translator); auto: guess from the text", choices=DATA_MODES,
+                             resume=LOCKED)
+    batch_size: int = setting(1, "examples per step (lines: padded names; stream: parallel streams of the text)",
+                              parse=int, check=positive, resume=LOCKED)
+    seq_length: int = setting(25, "truncated-BPTT window for stream corpora", parse=int, check=positive,
+                              resume=LOCKED)
+    deterministic: bool = setting(False, "fixed example order (no reshuffling); fixed --seed", resume=LOCKED)
+    val_fraction: float | None = setting(None, f"held-out share (lines: by line; stream: the end of the text); "
+                                         f"default {DEFAULT_VAL_FRACTION} where it fits", parse=finite_float,
+                                         check=in_range(0.0, 1.0), resume=LOCKED)
+    eval_tokens: int | None = setting(262_144, "validate on the first N characters of the held-out part (the same "
+                                      "ones every time); 'all' for all of it", parse=count_or_all, check=positive)
+    cache_dir: str | None = setting(None, "where large corpora are kept encoded for fast starts (default: "
+                                    "$XDG_CACHE_HOME/rnnlab or ~/.cache/rnnlab)", parse=path_text,
+                                    check=not_empty("a folder"), resume=HERE)
+
+
+@dataclass
+class OptimSettings(Settings):
+    optimizer: str = setting("adam", "update rule (docs in nn/optim.py)", choices=tuple(OPTIMIZERS), resume=LOCKED)
+    learning_rate: float | None = setting(None, "default: the optimizer's own (sgd 0.1, momentum 0.05, rms 0.005, "
+                                          "adam 0.005, adagrad 0.1)", parse=finite_float, check=positive)
+    optimizer_options: str = setting("", "KEY=VALUE,... hyper-parameters and conventions, e.g. 'mu=0.95,form=ema' "
+                                     "(momentum), 'eps_hat=true' (Adam as Keras), 'eps_inside_sqrt=true' "
+                                     "(RMSProp/Adagrad as Keras)", resume=LOCKED)
+    lr_schedule: str = setting("constant", "cosine: decay from --learning_rate to --min_learning_rate over the run",
+                               choices=LR_SCHEDULES)
+    min_learning_rate: float | None = setting(None, "the cosine schedule's final rate (default: learning rate / 20)",
+                                              parse=finite_float, check=positive)
+    clip_value: float | None = setting(5.0, "clip each gradient entry to [-v, v] (v > 0); 'none' turns it off",
+                                       parse=optional_float, check=positive_or_none("; use 'none' to turn it off"))
+    clip_norm: float | None = setting(None, "clip the global gradient norm (> 0); 'none' turns it off",
+                                      parse=optional_float, check=positive_or_none("; use 'none' to turn it off"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.optimizer_options:
+            make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
+
+
+@dataclass
+class RunSettings(Settings):
+    iterations: int = setting(22001, "optimisation steps", parse=int, check=positive)
+    epochs: int | None = setting(None, "passes over the training data (overrides --iterations)", parse=int,
+                                 check=positive)
+    eval_every: int | None = setting(None, "validation every N steps (default: with every report, --sample_every)",
+                                     parse=int, check=positive)
+    sample_every: int = setting(2000, "report and sample every N steps", parse=int, check=positive)
+    num_samples: int = setting(7, "names per report (lines corpora)", parse=int, check=positive)
+    sample_length: int = setting(200, "characters per sample (stream corpora)", parse=int, check=positive)
+    temperature: float = setting(1.0, "sampling temperature (> 0)", parse=finite_float, check=positive)
+    seed: int = setting(0, "seeds initialisation, data order, dropout, sampling", parse=int,
+                        check=in_range(0, MAX_SEED, high_open=False), resume=LOCKED)
+    checkpoint_dir: str | None = setting(None, "save checkpoints here: latest.json (every --save_every steps, at the "
+                                         "end, on Ctrl-C) and best.json (best validation loss)", parse=path_text,
+                                         resume=HERE)
+    save_every: int | None = setting(None, "save the latest checkpoint every N steps", parse=int, check=positive)
+    metrics_file: str | None = setting(None, "append one JSON object per report to this file (for a step a resumed "
+                                       "or restarted run repeats, rnnlab plot shows the latest)", parse=path_text,
+                                       check=not_empty("a file name"), resume=HERE)
+
+
+@dataclass
+class ComputeSettings(Settings):
+    engine: str = setting("numpy", "numpy (from scratch) or the same model in PyTorch / Keras (needs the [torch] / "
+                          "[tf] extra)", choices=ENGINES, resume=LOCKED)
+    device: str = setting("auto", "where the torch engine computes: auto (CUDA if there is a GPU, else the CPU), "
+                          "cpu, cuda, cuda:N, mps; under torchrun each process takes cuda:LOCAL_RANK (docs/gpu.md)",
+                          parse=device_name, resume=HERE)
+    precision: str = setting("fp32", "torch engine: bf16 / fp16 run the forward pass under torch.autocast (a GPU "
+                             "speed-up; none on the CPU), fp16 with loss scaling", choices=PRECISIONS)
+    threads: int | None = setting(None, "numpy engine: threads per training step (default: the cores available "
+                                  "to this process)", parse=int, check=positive, resume=HERE)
+    dtype: str = setting("float32", "float type of parameters and compute", choices=tuple(DTYPES), resume=LOCKED)
+    dist_timeout: float = setting(60.0, "torchrun: seconds the processes wait for each other to meet before one "
+                                  "names who is missing", parse=finite_float, check=lambda v: None if 0 < v <= 86400
+                                  else f"must be between 0 and 86400 seconds, got {v}", resume=HERE)
+
+    def __post_init__(self):
+        super().__post_init__()
         require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                 f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         require_cpu_unless_torch(self.engine, self.device, self.precision)
         require(self.precision == "fp32" or self.dtype == "float32",
                 f"--precision {self.precision} computes in 16 bits from float32 parameters: use --dtype float32")
-        require(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
-        require(0 < self.dist_timeout <= 86400, f"--dist_timeout must be between 0 and 86400 seconds, got "
-                                               f"{self.dist_timeout}")
-        require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-        require(self.val_fraction is None or 0 <= self.val_fraction < 1,
-                f"--val_fraction must be in [0, 1), got {self.val_fraction}")
-        require(0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
-        require(self.dataset.strip() != "", "--dataset is empty: give a shipped corpus name or a file path")
-        require(self.cache_dir is None or self.cache_dir != "", "--cache_dir is empty: give a folder")
-        require(self.metrics_file is None or self.metrics_file != "", "--metrics_file is empty: give a file name")
-        if self.optimizer_options:
-            make_optimizer(self.optimizer, self.learning_rate, **parse_options(self.optimizer, self.optimizer_options))
+
+
+def require_cpu_unless_torch(engine: str, device: str, precision: str = "fp32",
+                             fix: str = "add --engine torch") -> None:
+    """The one-line refusal of a GPU or mixed precision for an engine that computes on the CPU in full
+    precision (numpy, keras-*): it names the engine that can."""
+    if engine in OFF_CPU_ENGINES:
+        return
+    if device not in ("auto", "cpu"):
+        raise RnnlabError(f"--device {device} needs the torch engine: {fix} (the {engine} engine computes on the CPU)")
+    if precision != "fp32":
+        raise RnnlabError(f"--precision {precision} needs the torch engine: {fix} (the {engine} engine computes "
+                          "in the --dtype it is given)")
+
+
+GROUPS = {"data": DataSettings, "model": ModelSettings, "optim": OptimSettings, "run": RunSettings,
+          "compute": ComputeSettings}
+
+
+def setting_fields() -> dict:
+    """{flag name: (group name, dataclass Field)} of every training setting, in declaration order."""
+    return {f.name: (group, f) for group, cls in GROUPS.items() for f in fields(cls)}
+
+
+SETTINGS = setting_fields()
+
+
+def default_of(f) -> object:
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+class TrainConfig:
+    """A run's settings: one group per concern (module docstring). Built from flat settings by flag name;
+    unknown names are refused; a valid config is the only kind that exists."""
+
+    __slots__ = tuple(GROUPS)
+
+    def __init__(self, **settings):
+        unknown = sorted(set(settings) - set(SETTINGS))
+        require(not unknown, f"unknown training setting(s) {unknown}")
+        for group, cls in GROUPS.items():
+            object.__setattr__(self, group, cls(**{name: value for name, value in settings.items()
+                                                   if SETTINGS[name][0] == group}))
+
+    def __getattr__(self, name: str):
+        """``config.hidden_size``: a setting read by its flag name, from the group that holds it."""
+        if name in SETTINGS:
+            return getattr(object.__getattribute__(self, SETTINGS[name][0]), name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a TrainConfig does not change: build another with replace()")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    def to_dict(self) -> dict:
+        """Every setting by its flag name (flat, as a checkpoint stores them)."""
+        return {name: getattr(getattr(self, group), name) for name, (group, _) in SETTINGS.items()}
+
+    def replace(self, **changes) -> TrainConfig:
+        return TrainConfig(**{**self.to_dict(), **changes})
 
     def notes(self) -> list[str]:
         """Settings that are valid but do nothing, said once so nobody waits for an effect."""
@@ -124,8 +342,12 @@ class TrainConfig:
                          "layers (use --num_layers 2 or more)")
         return notes
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @staticmethod
+    def schema(defaults_may_be_missing: bool = True) -> Object:
+        """The flat schema of a checkpoint's "train" object, from the groups' field types."""
+        parts = [dataclass_schema(cls, defaults_may_be_missing=defaults_may_be_missing) for cls in GROUPS.values()]
+        return Object({k: v for part in parts for k, v in part.fields.items()},
+                      [k for part in parts for k in part.may_be_missing])
 
 
 # The defaults that differ with the kind of data, for a run that does not set them: the dinosaur quick start
@@ -143,34 +365,31 @@ def config_for_mode(mode: str, given: dict) -> TrainConfig:
     return TrainConfig(**{**MODE_DEFAULTS.get(mode, {}), **given})
 
 
-# Settings that fix the model's shape, what the saved data position means, or the optimizer's state:
-# refused on resume when they differ from the checkpoint. Every other setting (learning rate, iterations,
-# reporting, where to save) may change. The dataset is checked by content (its fingerprint), not by name.
-LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
-                    "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
-                    "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
-# where things are now, never where they once were
-NOT_RESUMED = ("checkpoint_dir", "metrics_file", "cache_dir", "device", "threads", "dist_timeout")
-CHECKED_BY_CONTENT = ("dataset",)   # may be another path to the same text (Trainer compares fingerprints)
+def config_for_data(given: dict) -> TrainConfig:
+    """A new run's TrainConfig from the settings ``given``: on pairs data (given, or found in the text) the
+    translator's defaults fill the others, else TrainConfig's own."""
+    dataset = given.get("dataset", SETTINGS["dataset"][1].default)
+    data_mode = given.get("data_mode", SETTINGS["data_mode"][1].default)
+    return config_for_mode("pairs" if uses_pairs(dataset, data_mode) else data_mode, given)
 
 
 def resume_config(saved: dict, overrides: dict) -> tuple[TrainConfig, list[str]]:
-    """The checkpoint's training settings with ``overrides`` (the settings the user gave) applied.
-
-    -> (config, notes describing each change). A locked setting that differs is an error naming it."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
+    """The checkpoint's training settings with ``overrides`` (the settings the user gave) applied, by each
+    setting's ``resume`` metadata: LOCKED ones may not differ (an error naming the flag), HERE ones are never
+    taken from the checkpoint, CONTENT ones are compared by the Trainer (the dataset's fingerprint), FREE ones
+    change and each change is noted. -> (config, notes)."""
+    unknown = sorted(set(overrides) - set(SETTINGS))
     require(not unknown, f"unknown training setting(s) {unknown}")
-    base = {name: value for name, value in saved.items() if name not in NOT_RESUMED}
+    policy = {name: f.metadata["resume"] for name, (_, f) in SETTINGS.items()}
+    base = {name: value for name, value in saved.items() if name in SETTINGS and policy[name] != HERE}
     config = TrainConfig(**base)
     notes = []
     for name in sorted(overrides):
         old, new = getattr(config, name), overrides[name]
-        if name in NOT_RESUMED or name in CHECKED_BY_CONTENT or old == new:
+        if policy[name] in (HERE, CONTENT) or old == new:
             continue
-        if name in LOCKED_ON_RESUME:
+        if policy[name] == LOCKED:
             raise RnnlabError(f"--{name} {new} differs from the checkpoint's {old}: it cannot change on "
                               f"--resume (start a new run for a different {name})")
         notes.append(f"{name} changed from {'the default' if old is None else old} to {new}")
-    changed = {**base, **{k: v for k, v in overrides.items() if k not in NOT_RESUMED}}
-    return TrainConfig(**changed, **{k: v for k, v in overrides.items() if k in NOT_RESUMED}), notes
+    return TrainConfig(**{**base, **overrides}), notes

@@ -24,8 +24,8 @@ import numpy as np
 
 from .. import schema as s
 from ..data.corpus import load_corpus
-from ..data.pairs import PairBatches, PairTokenizers, load_pairs, looks_like_pairs, pair_eval_batches
-from ..data.splits import DEFAULT_VAL_FRACTION, TrainData, build_data
+from ..data.pairs import PairBatches, PairTokenizers, load_pairs, pair_eval_batches, uses_pairs
+from ..data.splits import TrainData, build_data, val_fraction
 from ..data.text import CharTokenizer
 from ..errors import RnnlabError, require
 from ..generate.sampling import sample
@@ -38,15 +38,10 @@ CHAR = s.Str(pattern=r"(?s).", max_len=1)
 CHAR_TOKENIZER = s.Object({"chars": s.ListOf(CHAR, max_len=2 ** 21), "unk_token": s.Optional(CHAR)})
 
 
-def pairs_mode(dataset: str, data_mode: str) -> bool:
-    """Whether a run on ``dataset`` trains a translator (``--data_mode pairs``, or ``auto`` on pairs data)."""
-    return data_mode == "pairs" or (data_mode == "auto" and looks_like_pairs(dataset))
-
-
 def make_task(config, on_load=None, verify: bool = False):
     """The task ``config`` describes: a translator for pairs data, else a language model. ``verify``: read
     the corpus as it is now, not as the cache remembers it (a resumed run)."""
-    if pairs_mode(config.dataset, config.data_mode):
+    if uses_pairs(config.dataset, config.data_mode):
         return TranslationTask(config)
     return LanguageModelTask(config, on_load, verify)
 
@@ -131,7 +126,7 @@ class TranslationTask:
     def __init__(self, config):
         require(config.engine == "numpy", f"--engine {config.engine}: the translator runs on the NumPy engine "
                                           "only (--engine numpy)")
-        fraction = DEFAULT_VAL_FRACTION if config.val_fraction is None else config.val_fraction
+        fraction = val_fraction(config.val_fraction)
         self.pairs = load_pairs(config.dataset, fraction, test_fraction=fraction)
         self.tokenizer = PairTokenizers.fit(self.pairs.train + self.pairs.valid + self.pairs.test)
         self.name, self.mode = self.pairs.name, "pairs"

@@ -1,6 +1,6 @@
 """One trainer for every cell, optimizer and data shape.
 
-Each step follows the same flow, written out in :func:`rnnlab.engines.train_step`:
+Each step follows the same flow, written out in :func:`rnnlab.nn.model.train_step`:
 
     forward -> loss (+ dy) -> project to da -> backward (BPTT) -> output-layer grads -> clip -> update
 
@@ -39,6 +39,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
+from .engines import EngineSettings
 from .health import health_warnings, state_max
 from .tasks import make_task
 
@@ -148,8 +149,8 @@ class Trainer:
         if writes_metrics:
             self.metrics = files.Appender(config.metrics_file, files.METRICS, "--metrics_file", overwrite)
         params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
-        self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer, config,
-                                                            self.dropout_rng)
+        self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer,
+                                                            EngineSettings.of(config), self.dropout_rng)
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
@@ -348,7 +349,7 @@ class Trainer:
                 "engine": self.config.engine, "device": str(self.engine.device), "processes": self.world.size,
                 "optimizer": optimizer_config(self.optimizer),
                 "total_steps": self.total_steps, "validation": self.val_batches is not None,
-                "val_tokens": self.data.val_tokens, "train": asdict(self.config)}
+                "val_tokens": self.data.val_tokens, "train": self.config.to_dict()}
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def meta(self) -> dict:
@@ -359,7 +360,7 @@ class Trainer:
         run.rng = {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state}
         run.wall_s = self.wall_s()
         return {"task": self.task.kind, "model": self.model_config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
-                "train": asdict(self.config), "corpus": self.task.fingerprint(),
+                "train": self.config.to_dict(), "corpus": self.task.fingerprint(),
                 "optimizer": optimizer_config(self.optimizer), **run.to_dict()}
 
     def save(self, tag: str) -> Path | None:
