@@ -28,7 +28,14 @@ from .errors import RnnlabError, require
 from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import Workspace, input_grads, project_inputs, sequence_backward, sequence_forward, workspace_empty
+from .recurrence import (
+    Workspace,
+    layer_input_grads,
+    layer_inputs,
+    sequence_backward,
+    sequence_forward,
+    workspace_empty,
+)
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,7 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
     final_state = []
     for layer in range(config.num_layers):
         p = layer_params(params, layer)
-        zx = workspace_empty(ws, f"l{layer}.zx", (*ids.shape, p["Wx"].shape[1]), p["Wx"].dtype)
-        project_inputs(x, p["Wx"], p["b"], zx)                   # (T, B, GH)
+        zx = layer_inputs(cell, x, p, ws, f"l{layer}.")          # (T, B, GH), or (G, T, B, H) for min cells
         hs, last, steps = sequence_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
@@ -185,7 +191,7 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
         p = layer_params(params, layer)
         dzx, layer_grads, _ = sequence_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
         x = cache.layer_inputs[layer]
-        layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
+        layer_grads["Wx"], layer_grads["b"], dx = layer_input_grads(cell, x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})
         if layer > 0:
             mask = cache.dropout_masks[layer - 1]
