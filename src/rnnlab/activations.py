@@ -1,7 +1,7 @@
 """Activation functions, each next to its derivative.
 
 The derivatives are written in terms of the function's *output* (``y``), because that is what the forward
-pass caches: the backward pass then needs no extra exponentials.
+pass caches: the backward pass then needs no extra exponentials. (GELU's, at the end, needs its input.)
 
     tanh:     y = (e^z - e^-z) / (e^z + e^-z)          dy/dz = 1 - y^2
     sigmoid:  y = 1 / (1 + e^-z)                        dy/dz = y (1 - y)
@@ -66,3 +66,25 @@ def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     and no log(0) for a very unlikely class (its log-probability stays a finite negative number)."""
     shifted = z - z.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+GELU_C = float(np.sqrt(2.0 / np.pi))
+GELU_K = 0.044715
+
+
+def gelu(z: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch ``gelu(approximate="tanh")``, Keras
+    ``gelu(approximate=True)``): the feed-forward layer of the residual block (block.py).
+
+        y = 0.5 z (1 + tanh(c (z + k z^3)))          c = sqrt(2 / pi), k = 0.044715
+    """
+    return 0.5 * z * (1.0 + np.tanh(GELU_C * (z + GELU_K * z ** 3)))
+
+
+def gelu_grad(z: np.ndarray) -> np.ndarray:
+    """dy/dz of :func:`gelu`, in terms of its *input* z (the output alone does not determine it):
+
+        t = tanh(c (z + k z^3))      dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 k z^2)
+    """
+    t = np.tanh(GELU_C * (z + GELU_K * z ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_K * z * z)
