@@ -23,6 +23,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import distributed
+from .block import BLOCKS
 from .cells import CELLS
 from .checkpoint import TAGS, clean_directory, export_weights, load_checkpoint
 from .config import TrainConfig, config_for_mode
@@ -42,6 +43,7 @@ from .files import (
 )
 from .initializers import INIT_SCHEMES
 from .model import ModelConfig, training_bytes
+from .norms import NORMS
 from .optim import LR_SCHEDULES, OPTIMIZERS
 from .pairs import SHIPPED_PAIRS
 from .sampling import sample
@@ -132,7 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(train, "cell", default=d.cell, choices=sorted(CELLS), help="recurrent cell type")
     add_flag(train, "hidden_size", type=int, default=d.hidden_size, help="units per recurrent layer")
     add_flag(train, "num_layers", type=int, default=d.num_layers, help="stacked recurrent layers")
-    add_flag(train, "dropout", type=finite_float, default=d.dropout, help="between stacked layers, training only")
+    add_flag(train, "dropout", type=finite_float, default=d.dropout,
+             help="training only: between stacked layers (plain block), on both branches of every layer (residual)")
+    add_flag(train, "block", default=d.block, choices=list(BLOCKS),
+             help="plain: recurrent layers stacked directly; residual: each layer pre-normalised, with a residual "
+                  "connection and a feed-forward layer (the minGRU/minLSTM paper's stack; any cell)")
+    add_flag(train, "norm", default=d.norm, choices=list(NORMS), help="residual block: RMSNorm (rms) or LayerNorm")
+    add_flag(train, "ffn_mult", type=int, default=d.ffn_mult,
+             help="residual block: the feed-forward layer's width, in units of --hidden_size")
     add_flag(train, "init", default=d.init, choices=list(INIT_SCHEMES),
              help="initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), pytorch "
                   "(U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth (rnnlab's old "

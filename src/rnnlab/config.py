@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from .block import BLOCKS
 from .cells import CELLS
 from .engines import DEVICE_PATTERN, ENGINES, PRECISIONS, require_cpu_unless_torch
 from .errors import RnnlabError, require
 from .initializers import INIT_SCHEMES
+from .norms import NORMS
 from .optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
 from .schema import SchemaError, dataclass_schema
 from .seq2seq import ATTENTION_KINDS
@@ -37,6 +39,9 @@ class TrainConfig:
     hidden_size: int = 50
     num_layers: int = 1
     dropout: float = 0.0
+    block: str = "plain"                # plain: layers stacked directly | residual: pre-norm, residual, FFN (block.py)
+    norm: str = "rms"                   # residual block: rms | layer
+    ffn_mult: int = 4                   # residual block: feed-forward width in units of hidden_size
     init: str = "rnnlab"                # initialisation scheme: rnnlab | pytorch | keras | blockorth (initializers.py)
     forget_bias: float | None = None    # LSTM forget-gate bias at the start; None: the scheme's (rnnlab: 0)
     attention: str = "additive"         # translator (pairs data): additive | dot | general | scaled_dot | none
@@ -83,12 +88,12 @@ class TrainConfig:
             raise RnnlabError(f"--{err.path} {err.problem}") from None
         choices = {"data_mode": DATA_MODES, "cell": tuple(CELLS), "engine": tuple(ENGINES), "init": tuple(INIT_SCHEMES),
                    "attention": ATTENTION_KINDS, "optimizer": tuple(OPTIMIZERS), "lr_schedule": LR_SCHEDULES,
-                   "dtype": tuple(DTYPES), "precision": PRECISIONS}
+                   "dtype": tuple(DTYPES), "precision": PRECISIONS, "block": BLOCKS, "norm": NORMS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
         for name in ("iterations", "sample_every", "seq_length", "batch_size", "num_samples", "sample_length",
-                     "hidden_size", "num_layers"):
+                     "hidden_size", "num_layers", "ffn_mult"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
         require(self.threads is None or self.threads > 0, f"--threads must be > 0, got {self.threads}")
         for name in ("epochs", "eval_every", "eval_tokens", "save_every", "clip_value", "clip_norm",
@@ -114,9 +119,11 @@ class TrainConfig:
     def notes(self) -> list[str]:
         """Settings that are valid but do nothing, said once so nobody waits for an effect."""
         notes = []
-        if self.dropout > 0 and self.num_layers == 1:
+        if self.dropout > 0 and self.num_layers == 1 and self.block == "plain":
             notes.append(f"--dropout {self.dropout} does nothing with one layer: it applies between stacked "
-                         "layers (use --num_layers 2 or more)")
+                         "layers (use --num_layers 2 or more, or --block residual)")
+        if self.block == "plain" and (self.norm, self.ffn_mult) != ("rms", 4):
+            notes.append("--norm and --ffn_mult shape the residual block: they do nothing without --block residual")
         return notes
 
     def to_dict(self) -> dict:
@@ -141,7 +148,8 @@ def config_for_mode(mode: str, given: dict) -> TrainConfig:
 # Settings that fix the model's shape, what the saved data position means, or the optimizer's state:
 # refused on resume when they differ from the checkpoint. Every other setting (learning rate, iterations,
 # reporting, where to save) may change. The dataset is checked by content (its fingerprint), not by name.
-LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "init", "forget_bias", "attention",
+LOCKED_ON_RESUME = ("data_mode", "cell", "hidden_size", "num_layers", "block", "norm", "ffn_mult", "init",
+                    "forget_bias", "attention",
                     "encoder_hidden", "attention_size", "max_output_length", "batch_size", "seq_length", "optimizer",
                     "optimizer_options", "engine", "dtype", "val_fraction", "seed", "deterministic")
 NOT_RESUMED = ("checkpoint_dir", "cache_dir", "device", "threads")   # where things are now, never where they once were
