@@ -13,13 +13,15 @@ when one of them is asked for (``engines.engine_class`` or :func:`load_framework
 Gate blocks. Every framework stores a layer's G gate blocks side by side in one (In, G*H) matrix (PyTorch:
 its transpose), but not in the same order. The orders are written once, here, in rnnlab's gate names:
 
-=====  ================  ================  =========================================================
-cell   rnnlab            PyTorch           Keras (its own names)
-=====  ================  ================  =========================================================
-rnn    (a)               (a)               (a)
-lstm   (i, f, g, o)      (i, f, g, o)      (i, f, g, o)   Keras calls the candidate ``c``
-gru    (r, z, n)         (r, z, n)         (z, r, n)      Keras calls the candidate ``h``
-=====  ================  ================  =========================================================
+=======  ================  ================  =========================================================
+cell     rnnlab            PyTorch           Keras (its own names)
+=======  ================  ================  =========================================================
+rnn      (a)               (a)               (a)
+lstm     (i, f, g, o)      (i, f, g, o)      (i, f, g, o)   Keras calls the candidate ``c``
+gru      (r, z, n)         (r, z, n)         (z, r, n)      Keras calls the candidate ``h``
+mingru   (u, h~)           (u, h~)           (u, h~)        the twins are rnnlab's own layers
+minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)     (torch_layers.MinRNN, keras.MinRNNCell)
+=======  ================  ================  =========================================================
 
 and :func:`reorder_gates` moves blocks from one order to another. The bias layouts (PyTorch's two bias
 vectors, Keras' (2, 3H) GRU bias) are handled by each module's ``to_*`` / ``from_*`` pair; see
@@ -36,9 +38,10 @@ import numpy as np
 from ..errors import RnnlabError
 from ..optim import OPTIMIZERS
 
-RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}
+MIN_GATES = {"mingru": ("u", "h~"), "minlstm": ("f", "i", "h~")}   # the twins are rnnlab's own layers: one order
+RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
+TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
+KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n"), **MIN_GATES}
 
 FRAMEWORKS = ("torch", "keras")
 FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}   # package -> pip extra
