@@ -272,10 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(bench, "cells", default="rnn,lstm,gru", help="comma-separated cells")
+    add_flag(bench, "cells", default="rnn,lstm,gru,mingru,minlstm", help="comma-separated cells")
     add_flag(bench, "shapes", default=None,
              help="comma-separated HIDDEN/BATCH/SEQ[/LAYERS] (default: 50/1/10,128/32/64,256/64/100,512/64/100,"
-                  "256/32/64/2 -- the last is the README's 2-layer training shape)")
+                  "256/32/64/2,256/32/256,256/32/1024 -- 256/32/64/2 is the README's 2-layer training shape; the "
+                  "long windows are minGRU/minLSTM's)")
     add_flag(bench, "layers", type=int, default=1, help="stacked layers for every --shapes entry without /LAYERS")
     add_flag(bench, "threads", type=int, default=None,
              help="threads per engine (default: the cores available to this process)")
