@@ -40,6 +40,13 @@ def project_inputs(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, out: np.ndarray
     return out                                                   # (T, B, GH)
 
 
+def one_hot(ids: np.ndarray, n: int, dtype) -> np.ndarray:
+    """ids (N,) -> (N, n) rows of zeros with a 1 at each id."""
+    onehot = np.zeros((len(ids), n), dtype=dtype)                # (N, n)
+    onehot[np.arange(len(ids)), ids] = 1.0
+    return onehot
+
+
 def embedding_grad(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """out[k] = sum of rows[j] with ids[j] == k (k < n): the gradient of the row lookup ``W[ids]``.
 
@@ -49,9 +56,7 @@ def embedding_grad(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     ids = ids.reshape(-1)                                        # (N,)
     rows = rows.reshape(len(ids), -1)                            # (N, GH)
     if n <= ONE_HOT_GEMM_MAX_VOCAB:
-        onehot = np.zeros((len(ids), n), dtype=rows.dtype)       # (N, n)
-        onehot[np.arange(len(ids)), ids] = 1.0
-        return onehot.T @ rows                                   # (n, GH)
+        return one_hot(ids, n, rows.dtype).T @ rows              # (n, GH)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -96,6 +101,10 @@ def project_inputs_by_gate(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, gates: 
 def input_grads_by_gate(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
     """Backward of :func:`project_inputs_by_gate`: dzx (G, T, B, H) -> (dWx (In, GH), db (GH,), dx or None)."""
     G, H = dzx.shape[0], dzx.shape[-1]
+    if x.ndim == 2 and Wx.shape[0] <= ONE_HOT_GEMM_MAX_VOCAB:   # ids: one one-hot matrix for every gate block
+        blocks = one_hot(x.reshape(-1), Wx.shape[0], dzx.dtype).T @ dzx.reshape(G, -1, H)   # (G, V, H)
+        dWx = blocks.transpose(1, 0, 2).reshape(Wx.shape)                                  # (V, GH)
+        return dWx, dWx.sum(axis=0), None
     blocks = [input_grads(x, dzx[g], Wx[:, g * H:(g + 1) * H]) for g in range(G)]   # per gate block
     dWx = np.concatenate([dWx_g for dWx_g, _, _ in blocks], axis=1)                 # (In, GH)
     db = np.concatenate([db_g for _, db_g, _ in blocks])                           # (GH,)
