@@ -34,7 +34,7 @@ Each cell comes twice, as the lab shows every fast kernel beside its reference:
   This is what training runs (``Cell.window_forward``). minLSTM's kernel computes f' in a form that cannot
   divide 0 by 0 (two sigmoids that both round to 0 for very negative zf, zi would):
 
-      f' = f / (f + i) = sig(log f - log i) = sig(softplus(-zi) - softplus(-zf))       i' = sig(-(...))
+      f' = f / (f + i) = sig(log f - log i) = sig(softplus(-zi) - softplus(-zf))       i' = 1 - f'
       with d = softplus(-zi) - softplus(-zf):   dd = (df' - di') f' i'
       dzf = dd (1 - f)    dzi = -dd (1 - i)      (d softplus(-z)/dz = -(1 - sig(z)))
 
@@ -145,6 +145,7 @@ class WindowCache:
 
     a: np.ndarray           # (T, B, H) the recurrence's coefficients
     h_prev: np.ndarray      # (T, B, H) h_0 .. h_{T-1}
+    hs: np.ndarray          # (T, B, H) h_1 .. h_T (the same array as h_prev, one step on)
     gates: np.ndarray       # (G, T, B, H) zx's array (with a workspace) or a copy, holding the gates
     extra: tuple            # more (T, B, H) gate arrays (minLSTM: i')
     form: str               # "loop" or "scan": the backward runs its recurrence the same way
@@ -181,24 +182,24 @@ def mingru_window_forward(zx, state0, p, ws=None, name="", form: str = DEFAULT_F
     b = workspace_empty(ws, f"{name}b", u.shape, zx.dtype)
     np.multiply(u, h_tilde, out=b)                               # b_t = u h~
     hs, final, h_prev = run_recurrence(a, b, state0, ws, name, form)
-    return hs, final, WindowCache(a, h_prev, gates, (), form, ws is not None)
+    return hs, final, WindowCache(a, h_prev, hs, gates, (), form, ws is not None)
 
 
 def mingru_window_backward(dhs, cache: WindowCache, p, dstate_final=None, ws=None, name=""):
     """dhs (T, B, H) from above -> (dzx (2, T, B, H), {} (no recurrent weights), (dh_0,)).
 
-    With g = db from the reversed recurrence and da = g h_{t-1}: du = db h~ - da = g (h~ - h_{t-1}), then
-    dzu = du u (1 - u) = g (h~ - h_{t-1}) a u, and dh~ = db u = g u."""
+    With g = db from the reversed recurrence and da = g h_{t-1}: du = db h~ - da = g (h~ - h_{t-1}), so
+    dzu = du u (1 - u) = g (h_t - h_{t-1}) (1 - u) -- because u (h~ - h_{t-1}) = h_t - h_{t-1}, the step's
+    own change, which needs no h~ and one pass less -- and dh~ = db u = g u."""
     g = workspace_empty(ws, f"{name}g", cache.a.shape, dhs.dtype)
     g, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, g)   # (T, B, H)
-    u, h_tilde = cache.gates
-    dzu = workspace_empty(ws, f"{name}t", cache.a.shape, dhs.dtype)
-    np.subtract(h_tilde, cache.h_prev, out=dzu)                  # (T, B, H)
-    dzu *= g
-    dzu *= cache.a                                               # g (h~ - h_{t-1}) (1 - u)
+    u = cache.gates[0]
     dzx = cache.gates if cache.in_place else np.empty_like(cache.gates)   # (2, T, B, H)
-    np.multiply(g, u, out=dzx[1])                                # dh~ = g u; order: h~ read above, u below
-    np.multiply(dzu, u, out=dzx[0])                              # dzu, over u
+    np.multiply(g, u, out=dzx[1])                                # dh~ = g u, over h~
+    dzu = dzx[0]                                                 # over u: read it above, not below
+    np.subtract(cache.hs, cache.h_prev, out=dzu)                 # h_t - h_{t-1} = u (h~ - h_{t-1})
+    dzu *= g
+    dzu *= cache.a                                               # dzu = g (h_t - h_{t-1}) (1 - u)
     return dzx, {}, (dh0,)
 
 
@@ -227,25 +228,25 @@ def minlstm_window_forward(zx, state0, p, ws=None, name="", form: str = DEFAULT_
     b = workspace_empty(ws, f"{name}b", h_tilde.shape, zx.dtype)
     np.multiply(i_prime, h_tilde, out=b)                         # b_t = i' h~
     hs, final, h_prev = run_recurrence(a, b, state0, ws, name, form)
-    return hs, final, WindowCache(a, h_prev, gates, (i_prime,), form, ws is not None)
+    return hs, final, WindowCache(a, h_prev, hs, gates, (i_prime,), form, ws is not None)
 
 
 def minlstm_window_backward(dhs, cache: WindowCache, p, dstate_final=None, ws=None, name=""):
     """dhs (T, B, H) from above -> (dzx (3, T, B, H), {}, (dh_0,)).
 
-    da = df' = g h_{t-1} and di' = db h~ = g h~ give dd = (df' - di') f' i' = g (h_{t-1} - h~) f' i', then
+    da = df' = g h_{t-1} and di' = db h~ = g h~ give dd = (df' - di') f' i' = g (h_{t-1} - h~) f' i'
+    = -g (h_t - h_{t-1}) f' (because i' (h~ - h_{t-1}) = h_t - h_{t-1}, the step's own change), then
     dzf = dd (1 - f), dzi = -dd (1 - i) and dh~ = g i'."""
     (i_prime,) = cache.extra
     g = workspace_empty(ws, f"{name}g", i_prime.shape, dhs.dtype)
     g, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, g)   # (T, B, H)
-    zf, zi, h_tilde = cache.gates
+    zf, zi, _ = cache.gates
     dd = workspace_empty(ws, f"{name}t", i_prime.shape, dhs.dtype)
-    np.subtract(cache.h_prev, h_tilde, out=dd)                   # (T, B, H)
+    np.subtract(cache.h_prev, cache.hs, out=dd)                  # (T, B, H) -(h_t - h_{t-1})
     dd *= g
-    dd *= cache.a
-    dd *= i_prime                                                # g (h_{t-1} - h~) f' i'
+    dd *= cache.a                                                # dd = -g (h_t - h_{t-1}) f'
     dzx = cache.gates if cache.in_place else np.empty_like(cache.gates)   # (3, T, B, H)
-    np.multiply(g, i_prime, out=dzx[2])                          # dh~ = g i'; order: h~ read above
+    np.multiply(g, i_prime, out=dzx[2])                          # dh~ = g i', over h~
     for z, dz, sign in ((zf, dzx[0], 1.0), (zi, dzx[1], -1.0)):
         np.negative(z, out=dz)
         sigmoid(dz, out=dz)                                      # 1 - f = sig(-zf) (1 - i), over zf (zi)

@@ -53,10 +53,10 @@ def linear_recurrence_loop(a: np.ndarray, b: np.ndarray, h0: np.ndarray, out: np
     a, b (T, B, H) (any strides: the backward pass hands reversed views), h0 (B, H)."""
     out = np.empty(b.shape, dtype=b.dtype) if out is None else out
     h_prev = h0
-    for t in range(len(b)):
-        np.multiply(a[t], h_prev, out=out[t])                    # (B, H)
-        out[t] += b[t]                                           # h_t = a_t h_{t-1} + b_t
-        h_prev = out[t]
+    for a_t, b_t, h_t in zip(a, b, out, strict=True):            # (B, H) each; views, made once per step
+        np.multiply(a_t, h_prev, h_t)
+        np.add(h_t, b_t, h_t)                                    # h_t = a_t h_{t-1} + b_t
+        h_prev = h_t
     return out
 
 
