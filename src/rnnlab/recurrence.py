@@ -102,8 +102,10 @@ def input_grads_by_gate(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
     """Backward of :func:`project_inputs_by_gate`: dzx (G, T, B, H) -> (dWx (In, GH), db (GH,), dx or None)."""
     G, H = dzx.shape[0], dzx.shape[-1]
     if x.ndim == 2 and Wx.shape[0] <= ONE_HOT_GEMM_MAX_VOCAB:   # ids: one one-hot matrix for every gate block
-        blocks = one_hot(x.reshape(-1), Wx.shape[0], dzx.dtype).T @ dzx.reshape(G, -1, H)   # (G, V, H)
-        dWx = blocks.transpose(1, 0, 2).reshape(Wx.shape)                                  # (V, GH)
+        onehot = one_hot(x.reshape(-1), Wx.shape[0], dzx.dtype)  # (N, V)
+        dWx = np.empty(Wx.shape, dtype=dzx.dtype)                # (V, GH)
+        for g in range(G):                                       # (dzx_g^T onehot)^T: BLAS's faster orientation
+            dWx[:, g * H:(g + 1) * H] = (dzx[g].reshape(-1, H).T @ onehot).T   # (V, H)
         return dWx, dWx.sum(axis=0), None
     blocks = [input_grads(x, dzx[g], Wx[:, g * H:(g + 1) * H]) for g in range(G)]   # per gate block
     dWx = np.concatenate([dWx_g for dWx_g, _, _ in blocks], axis=1)                 # (In, GH)
