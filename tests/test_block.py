@@ -9,7 +9,7 @@ import pytest
 
 from finite_differences import BOUND, EPS, nonzero_like
 from rnnlab import model as charmodel
-from rnnlab.activations import gelu, gelu_grad
+from rnnlab.activations import gelu, gelu_and_grad, gelu_grad
 from rnnlab.block import feed_forward, feed_forward_backward
 from rnnlab.cells import CELLS
 from rnnlab.errors import RnnlabError
@@ -21,6 +21,9 @@ def test_gelu_grad_matches_finite_differences_and_gelu_has_its_known_values():
     z = np.linspace(-6, 6, 101)
     numeric = (gelu(z + EPS) - gelu(z - EPS)) / (2 * EPS)
     assert relative_error(gelu_grad(z), numeric) < BOUND
+    both = gelu_and_grad(z)                                      # the fused form the feed-forward layer uses
+    np.testing.assert_allclose(both[0], gelu(z), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(both[1], gelu_grad(z), rtol=1e-14, atol=1e-15)
     assert gelu(np.array([0.0]))[0] == 0.0
     np.testing.assert_allclose(gelu(np.array([-10.0, 10.0])), [0.0, 10.0], atol=1e-12)   # -> relu far out
 

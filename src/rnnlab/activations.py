@@ -84,6 +84,31 @@ def gelu(z: np.ndarray) -> np.ndarray:
     return 0.5 * z * (1.0 + t)
 
 
+def gelu_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`gelu`, :func:`gelu_grad`) of z at once, sharing t and z^2: the feed-forward layer keeps the
+    derivative for its backward instead of z (8 passes over the (TB, F) array fewer than both apart)."""
+    z2 = z * z
+    t = np.multiply(z2, GELU_K)
+    t += 1.0
+    t *= z
+    t *= GELU_C
+    np.tanh(t, out=t)                                            # t = tanh(c (z + k z^3))
+    y = t + 1.0
+    y *= z
+    y *= 0.5                                                     # 0.5 z (1 + t)
+    grad = np.multiply(t, t)
+    np.subtract(1.0, grad, out=grad)                             # 1 - t^2
+    grad *= z
+    z2 *= 3.0 * GELU_K
+    z2 += 1.0
+    grad *= z2
+    grad *= 0.5 * GELU_C                                         # 0.5 z (1 - t^2) c (1 + 3 k z^2)
+    t += 1.0
+    t *= 0.5
+    grad += t                                                    # + 0.5 (1 + t)
+    return y, grad
+
+
 def gelu_grad(z: np.ndarray) -> np.ndarray:
     """dy/dz of :func:`gelu`, in terms of its *input* z (the output alone does not determine it):
 

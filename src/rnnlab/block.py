@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import gelu, gelu_grad
+from .activations import gelu_and_grad
 from .initializers import init_output
 from .norms import NormCache, norm_backward, norm_forward
 from .recurrence import layer_input_grads, layer_inputs, sequence_backward, sequence_forward
@@ -85,17 +85,17 @@ def feed_forward(v: np.ndarray, p: dict) -> tuple[np.ndarray, tuple]:
     H, F = p["ff.W1"].shape
     v2 = v.reshape(-1, H)                                        # (TB, H)
     z = v2 @ p["ff.W1"] + p["ff.b1"]                             # (TB, F) pre-activation
-    a = gelu(z)                                                  # (TB, F)
+    a, gelu_z = gelu_and_grad(z)                                 # (TB, F) gelu(z) and gelu'(z), for backward
     out = a @ p["ff.W2"] + p["ff.b2"]                            # (TB, H)
-    return out.reshape(v.shape), (v2, z, a)
+    return out.reshape(v.shape), (v2, gelu_z, a)
 
 
 def feed_forward_backward(dout: np.ndarray, cache: tuple, p: dict) -> tuple[np.ndarray, dict]:
     """dout (T, B, H) -> (dv (T, B, H), {ff.W1, ff.b1, ff.W2, ff.b2})."""
-    v2, z, a = cache
+    v2, gelu_z, a = cache
     d2 = dout.reshape(v2.shape)                                  # (TB, H)
-    da = d2 @ p["ff.W2"].T                                       # (TB, F)
-    dz = da * gelu_grad(z)                                       # (TB, F)
+    dz = d2 @ p["ff.W2"].T                                       # (TB, F) da
+    dz *= gelu_z                                                 # dz = da gelu'(z)
     grads = {"ff.W2": a.T @ d2, "ff.b2": d2.sum(axis=0), "ff.W1": v2.T @ dz, "ff.b1": dz.sum(axis=0)}
     return (dz @ p["ff.W1"].T).reshape(dout.shape), grads
 
