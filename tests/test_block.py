@@ -142,18 +142,20 @@ def test_fresh_residual_model_loss_is_about_log_vocab(cell):
     assert abs(loss - math.log(27)) < 1e-6
 
 
-def test_residual_dropout_draws_two_masks_per_layer_and_none_without_a_generator():
+def test_residual_dropout_draws_two_masks_per_layer_in_the_order_forward_uses_them():
+    """Six masks for three layers; handing them to forward equals letting forward draw them from the same
+    Generator (the contract the batch shards rely on), and no Generator means no dropout."""
     config = residual_config("gru", num_layers=3, dropout=0.5)
     assert charmodel.dropout_mask_count(config) == 6
     masks = charmodel.draw_dropout_masks(config, (4, 2, 3), np.random.default_rng(0), np.float64)
     assert len(masks) == 6 and all(set(np.unique(m)) <= {0.0, 2.0} for m in masks)
     params = nonzero_like(charmodel.init_params(config, np.random.default_rng(1)), np.random.default_rng(1))
-    ids = np.random.default_rng(2).integers(0, 6, size=(4, 2))
-    a, _, _ = charmodel.forward(params, config, ids, charmodel.zero_state(config, 2))
-    b, _, _ = charmodel.forward(params, config, ids, charmodel.zero_state(config, 2))
-    c, _, _ = charmodel.forward(params, config, ids, charmodel.zero_state(config, 2), np.random.default_rng(0))
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, c)
+    ids, zero = np.random.default_rng(2).integers(0, 6, size=(4, 2)), charmodel.zero_state(config, 2, np.float64)
+    drawn, _, _ = charmodel.forward(params, config, ids, zero, np.random.default_rng(0))
+    given, _, _ = charmodel.forward(params, config, ids, zero, dropout_masks=masks)
+    np.testing.assert_array_equal(drawn, given)
+    evaluated, _, _ = charmodel.forward(params, config, ids, zero)
+    assert not np.allclose(evaluated, drawn)
 
 
 def test_a_bad_block_or_norm_is_one_clear_error():

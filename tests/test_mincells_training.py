@@ -15,19 +15,7 @@ from rnnlab.model import ModelConfig
 from rnnlab.sampling import sample
 from rnnlab.train import Trainer
 from rnnlab.visualize import visualization_data
-
-TIMING = ("tokens_per_s", "elapsed_s", "wall_s")
-
-
-def run(config, resume_from=None):
-    reports = []
-    trainer = Trainer(config, reports.append)
-    if resume_from is not None:
-        trainer.restore(load_checkpoint(resume_from))
-    trainer.run()
-    metrics = {r.step: {k: v for k, v in r.metrics().items() if k not in TIMING} | {"samples": r.samples}
-               for r in reports}
-    return trainer, metrics
+from test_checkpoint import run  # a run and its reports by step (tests/ is on sys.path, as for crosscheck)
 
 
 @pytest.fixture
