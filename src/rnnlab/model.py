@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,6 +65,8 @@ class ModelConfig:
     block: str = "plain"  # plain: layers stacked directly; residual: pre-norm + residual + feed-forward (block.py)
     norm: str = "rms"     # residual block: rms (RMSNorm) or layer (LayerNorm)
     ffn_mult: int = 4     # residual block: the feed-forward layer's width in units of hidden_size
+    # fields older checkpoints lack (their models had the defaults): the checkpoint schema lets them be missing
+    ADDED_LATER: ClassVar[tuple] = ("block", "norm", "ffn_mult")
 
     def __post_init__(self):
         require(self.cell in CELLS, f"unknown cell {self.cell!r}: use one of {', '.join(CELLS)}")
