@@ -13,8 +13,10 @@ reset gate sits between the two. The cell does not touch weight gradients: the s
 
 ``zx = x @ Wx + b`` is the input's contribution to every gate, computed for *all* time steps at once by the
 sequence loop in ``model.py`` (one matrix product, or a row lookup for character ids, instead of T small
-ones). A state is a tuple of (B, H) arrays whose first element is the hidden output ``h``: ``(h,)`` for RNN
-and GRU, ``(h, c)`` for LSTM. One BPTT loop serves all three cells through :data:`CELLS`.
+ones). A state is a tuple of (B, H) arrays whose first element is the hidden output ``h``: ``(h,)`` for RNN,
+GRU, minGRU and minLSTM, ``(h, c)`` for LSTM. One BPTT loop serves every cell through :data:`CELLS`; minGRU
+and minLSTM, whose gates do not read h, also declare a window kernel that the loop runs instead of stepping
+(its zx then comes gate-major, (G, T, B, H): ``recurrence.layer_inputs``).
 
 ``out`` is where a step writes its results: forward, the new ``h`` followed by the cell's cache arrays
 (widths ``Cell.cache_widths`` times H); backward, ``(dzx, dzh)`` (the same array unless the cell has a
