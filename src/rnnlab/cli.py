@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a JSONL file written by rnnlab train --metrics_file; several: their curves overlaid")
     add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
+    add_flag(plot, "x", default="step", choices=["step", "minutes"],
+             help="the horizontal axis: steps, or minutes of training (to compare runs of different speeds)")
     add_flag(plot, "labels", default=None,
              help="comma-separated names for several metrics files (default: each file's name, or its folder's "
                   "when the file is called metrics.jsonl)")
@@ -704,7 +706,7 @@ def run_plot(args: argparse.Namespace, typed: set[str]) -> int:
     require(labels is None or len(labels) == len(args.metrics),
             f"--labels names {len(labels or [])} runs but {len(args.metrics)} metrics files are given: give one "
             "label per file")
-    path = plot_metrics(args.metrics, args.out, args.title, labels)
+    path = plot_metrics(args.metrics, args.out, args.title, labels, args.x)
     print(f"rnnlab: wrote {path}")
     return 0
 
