@@ -24,6 +24,9 @@ from rnnlab.training.trainer import TrainConfig
 V, H, T, B = 7, 4, 5, 3
 TOL = dict(rtol=1e-10, atol=1e-12)
 CONFIGS = [charmodel.ModelConfig(V, cell, H, layers) for cell in sorted(CELLS) for layers in (1, 2)]
+# the residual block (block.py) around every cell, both normalisations, two layers, a feed-forward of 2H
+BLOCK_CONFIGS = [charmodel.ModelConfig(V, cell, H, 2, block="residual", norm=norm, ffn_mult=2)
+                 for cell in sorted(CELLS) for norm in ("rms", "layer")]
 NO_CLIP = TrainConfig(clip_value=None, clip_norm=None)
 
 
@@ -45,7 +48,8 @@ def one_torch_thread():
 
 
 def config_id(config):
-    return f"{config.cell}-{config.num_layers}layer"
+    block = f"-residual-{config.norm}" if config.block == "residual" else ""
+    return f"{config.cell}-{config.num_layers}layer{block}"
 
 
 def random_params(config, seed=0):

@@ -30,14 +30,24 @@ def test_quick_bench_writes_every_field(tmp_path):
     engines = {row["engine"] for row in data["rows"]}
     numpy_row = next(row for row in data["rows"] if row["engine"] == "numpy")
     assert {f"speedup_vs_{e}" for e in engines - {"numpy"}} <= numpy_row.keys()
+    cells = ("rnn", "lstm", "gru", "mingru", "minlstm")
     assert {(r["cell"], r["hidden"], r["batch"], r["seq"]) for r in data["rows"]} == {
-        (cell, *shape) for cell in ("rnn", "lstm", "gru") for shape in ((50, 1, 10), (128, 32, 64))}
+        (cell, *shape) for cell in cells for shape in ((50, 1, 10), (128, 32, 64))}
     assert "| lstm | 128/32/64 | numpy |" in result.stdout
+    cross = {(c["shape"], c["cell"], c["engine"], c["vs_cell"], c["vs_engine"]) for c in data["cross_cell"]}
+    assert ("128/32/64", "mingru", "numpy", "gru", "torch") in cross and len(cross) == 2 * 3 * len(engines) ** 2 * 2
+    assert "| 128/32/64 | mingru, numpy | gru, numpy |" in result.stdout
 
 
 def test_flop_count_of_an_lstm_step():
     """3 x (recurrent 2*T*B*H*4H + output 2*T*B*H*V) for H=2, B=3, T=5, V=65."""
     assert flops_per_step("lstm", Shape(2, 3, 5)) == 3 * (2 * 5 * 3 * 2 * 8 + 2 * 5 * 3 * 2 * 65)
+
+
+def test_flop_count_of_a_mingru_step_has_no_recurrent_product():
+    """Only the output layer for one layer (its input projection is a row lookup); layer 2 adds x Wx."""
+    assert flops_per_step("mingru", Shape(2, 3, 5)) == 3 * (2 * 5 * 3 * 2 * 65)
+    assert flops_per_step("mingru", Shape(2, 3, 5, 2)) == 3 * (2 * 5 * 3 * 2 * 4 + 2 * 5 * 3 * 2 * 65)
 
 
 def test_flop_count_of_a_two_layer_step_adds_the_second_layers_two_products():

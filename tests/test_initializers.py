@@ -24,9 +24,12 @@ def test_pytorch_scheme_draws_every_array_uniform_in_one_over_sqrt_h(cell):
     least 2,560 draws: the estimate's relative standard deviation is ~2.3 %, so 10 % is over 4 of them)."""
     k = 1 / math.sqrt(H)
     p = layer(cell, "pytorch")
-    for name in ("Wx", "Wh") + (("b", "bh") if CELLS[cell].recurrent_bias else ()):
+    single = ("Wx", "Wh") + (("b", "bh") if CELLS[cell].recurrent_bias else ())
+    if not CELLS[cell].recurrent_weights:
+        single = ("Wx", "b")                                                 # no Wh; one bias, as nn.Linear
+    for name in single:
         assert np.abs(p[name]).max() <= k and np.abs(p[name]).max() > 0.9 * k, name
-    if not CELLS[cell].recurrent_bias:
+    if "b" not in single:
         b = np.concatenate([layer(cell, "pytorch", seed=seed)["b"] for seed in range(40)])
         assert np.abs(b).max() <= 2 * k
         assert np.var(b) == pytest.approx(2 * k * k / 3, rel=0.1)
@@ -37,10 +40,14 @@ def test_keras_scheme_is_glorot_orthogonal_rows_zero_bias_unit_forget_bias(cell)
     G = CELLS[cell].n_gates
     p = layer(cell, "keras")
     assert np.abs(p["Wx"]).max() <= math.sqrt(6 / (In + G * H))
-    np.testing.assert_allclose(p["Wh"] @ p["Wh"].T, np.eye(H), atol=1e-12)   # (H, GH): orthonormal rows
+    if CELLS[cell].recurrent_weights:
+        np.testing.assert_allclose(p["Wh"] @ p["Wh"].T, np.eye(H), atol=1e-12)   # (H, GH): orthonormal rows
+    else:
+        assert "Wh" not in p
     expected_b = np.zeros(G * H)
-    if cell == "lstm":
-        expected_b[H:2 * H] = 1.0                                            # unit_forget_bias
+    if CELLS[cell].forget_gate is not None:
+        block = CELLS[cell].forget_gate
+        expected_b[block * H:(block + 1) * H] = 1.0                          # unit_forget_bias
     np.testing.assert_array_equal(p["b"], expected_b)
     if CELLS[cell].recurrent_bias:
         np.testing.assert_array_equal(p["bh"], 0.0)
@@ -70,9 +77,9 @@ def test_forget_bias_sets_only_the_lstm_forget_slice(scheme):
         np.testing.assert_array_equal(set_[name], plain[name])
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "mingru"])
 def test_forget_bias_on_a_cell_without_forget_gate_is_an_error(cell):
-    with pytest.raises(RnnlabError, match="LSTM only"):
+    with pytest.raises(RnnlabError, match="LSTM and minLSTM only"):
         layer(cell, "rnnlab", forget_bias=1.0)
 
 
@@ -94,7 +101,8 @@ def test_train_config_init_and_forget_bias_reach_the_parameters():
 def test_rnnlab_scheme_is_keras_without_the_unit_forget_bias(cell):
     """The default draws exactly Keras' weights from the same Generator; only the LSTM forget slice differs
     (0 instead of 1), so `--init keras --forget_bias 0` reproduces `--init rnnlab` (docs/results.md)."""
-    ours, keras = layer(cell, "rnnlab"), layer(cell, "keras", forget_bias=0.0 if cell == "lstm" else None)
+    forget_bias = None if CELLS[cell].forget_gate is None else 0.0
+    ours, keras = layer(cell, "rnnlab"), layer(cell, "keras", forget_bias=forget_bias)
     assert ours.keys() == keras.keys()
     for name in ours:
         np.testing.assert_array_equal(ours[name], keras[name])

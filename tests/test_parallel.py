@@ -21,10 +21,10 @@ from rnnlab.training.trainer import TrainConfig
 RTOL, ATOL = 1e-12, 1e-15
 
 
-def random_setup(cell, dropout=0.0, batch=7, T=6, V=9, H=5, seed=0):
+def random_setup(cell, dropout=0.0, batch=7, T=6, V=9, H=5, seed=0, block="plain"):
     """A 2-layer model with nonzero biases, a padded batch (different lengths, some all-padding positions)
     and a random carried state."""
-    config = ModelConfig(vocab_size=V, cell=cell, hidden_size=H, num_layers=2, dropout=dropout)
+    config = ModelConfig(vocab_size=V, cell=cell, hidden_size=H, num_layers=2, dropout=dropout, block=block)
     rng = np.random.default_rng(seed)
     params = {k: v + rng.normal(scale=0.1, size=v.shape) for k, v in init_params(config, rng, np.float64).items()}
     ids = rng.integers(0, V, size=(T + 1, batch))
@@ -66,6 +66,18 @@ def test_sharded_step_with_dropout_uses_the_unsplit_masks(cell):
     whole batch in the unsplit step's order, each shard taking its rows -- hence the same loss, gradients
     and final state, and the same Generator state out (a run resumes identically whatever --threads)."""
     config, params, batch, state = random_setup(cell, dropout=0.4, seed=1)
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    reference = loss_and_grads(params, config, batch.ids, batch.targets, state, batch.mask, rng_a)
+    sharded = ShardedSteps(2, min_rows=1).loss_and_grads(params, config, batch, state, rng_b)
+    assert_same_step(reference, sharded)
+    assert rng_b.bit_generator.state == rng_a.bit_generator.state
+
+
+@pytest.mark.parametrize("cell", ["gru", "mingru", "minlstm"])
+def test_sharded_residual_step_with_dropout_equals_the_unsplit_step(cell):
+    """The residual block draws two masks per layer; the shards take their rows of the same masks."""
+    config, params, batch, state = random_setup(cell, dropout=0.4, seed=5, block="residual")
+    params = {k: v + np.random.default_rng(6).normal(scale=0.1, size=v.shape) for k, v in params.items()}  # Wy != 0
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     reference = loss_and_grads(params, config, batch.ids, batch.targets, state, batch.mask, rng_a)
     sharded = ShardedSteps(2, min_rows=1).loss_and_grads(params, config, batch, state, rng_b)

@@ -75,3 +75,21 @@ def test_records_a_resumed_or_restarted_run_repeated_are_replaced_by_the_later_o
     assert steps(superseded_dropped(restarted)) == [500, 1000, 1500]
     assert superseded_dropped(restarted)[0] is restarted[2]
     assert steps(superseded_dropped([{"step": 5}, {"note": "x"}, {"step": 6}])) == [5, None, 6]
+
+
+def test_runs_of_different_speeds_are_drawn_against_training_minutes(tmp_path):
+    """--x minutes puts each record at elapsed_s / 60: a run twice as fast reaches step 1,000 in half the time."""
+    from rnnlab.tools.plot import curve
+
+    records = [{"step": s, "val_loss": 3 - s / 1000, "elapsed_s": 0.3 * s} for s in (100, 200, 1000)]
+    assert curve(records, "val_loss", "minutes") == [(0.5, 2.9), (1.0, 2.8), (5.0, 2.0)]
+    assert curve(records, "val_loss") == [(100, 2.9), (200, 2.8), (1000, 2.0)]
+    for name, seconds_per_step in (("fast", 0.1), ("slow", 0.2)):
+        (tmp_path / name).mkdir()
+        lines = [{"step": s, "smooth_loss": 3 - s / 900, "val_loss": 3.1 - s / 1000, "elapsed_s": seconds_per_step * s}
+                 for s in range(100, 1100, 100)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "time.png"
+    result = rnnlab("plot", tmp_path / "fast" / "metrics.jsonl", tmp_path / "slow" / "metrics.jsonl", "--x", "minutes",
+                    "--out", out)
+    assert result.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.stderr

@@ -17,6 +17,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from crosscheck import (  # noqa: E402
+    BLOCK_CONFIGS,
     CONFIGS,
     NO_CLIP,
     TOL,
@@ -68,7 +69,7 @@ def keras_inputs(batch, state):
 
 # ---- weights ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_numpy_keras_numpy_round_trip_is_exact(config):
     params = random_params(config)
     model = keras_model(config, params)
@@ -112,7 +113,7 @@ def test_a_keras_initialised_model_converts_to_the_same_function(cell):
 
 # ---- forward and gradients -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_logits_final_state_and_masked_loss_match(config):
     params, batch, state = random_params(config), random_batch(), random_state(config)
     logits, final, _ = charmodel.forward(params, config, batch.ids, state)
@@ -125,7 +126,7 @@ def test_logits_final_state_and_masked_loss_match(config):
 
 
 @pytest.mark.parametrize("upstream", ["masked loss", "random dlogits"])
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_every_parameter_gradient_matches_gradient_tape(config, upstream):
     """From a nonzero initial state; upstream either the masked loss or a random dL/dlogits."""
     params, batch, state = random_params(config), random_batch(), random_state(config)
@@ -171,6 +172,16 @@ def test_ten_steps_follow_keras_optimizers(name):
     the same parameters after every step, and the same optimizer moments at the end."""
     config = charmodel.ModelConfig(V, "gru", H, 2)
     assert_optimizer_trajectories_match(rkeng.KerasTapeEngine, config, KERAS_OPTIMIZERS[name], 10)
+
+
+@pytest.mark.parametrize("config", [c for c in BLOCK_CONFIGS if c.cell in ("lstm", "mingru", "minlstm")],
+                         ids=config_id)
+def test_ten_adam_steps_of_min_cells_and_the_residual_block_follow_keras(config):
+    """The block around the LSTM and the min cells (the plain min cells too) through KerasTapeEngine."""
+    assert_optimizer_trajectories_match(rkeng.KerasTapeEngine, config, KERAS_OPTIMIZERS["adam"], 10)
+    plain = charmodel.ModelConfig(V, config.cell, H, 2)
+    if config.cell != "lstm" and config.norm == "rms":
+        assert_optimizer_trajectories_match(rkeng.KerasTapeEngine, plain, KERAS_OPTIMIZERS["adam"], 10)
 
 
 @pytest.mark.parametrize("optimizer, option", [(RMSProp(), "eps_inside_sqrt"), (Adam(), "eps_hat"),

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crosscheck import (  # noqa: E402
+    BLOCK_CONFIGS,
     CONFIGS,
     NO_CLIP,
     TOL,
@@ -44,7 +45,7 @@ from rnnlab.training.trainer import TrainConfig  # noqa: E402
 
 
 def torch_model(config, params):
-    model = rtorch.TorchCharRNN(config, torch.float64)
+    model = rtorch.char_model(config, torch.float64)
     model.load_numpy(params)
     return model
 
@@ -62,7 +63,7 @@ def torch_grads(model, config):
 
 # ---- weights ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_numpy_torch_numpy_round_trip_is_exact(config):
     params = random_params(config)
     converted = rtorch.from_torch(rtorch.to_torch(params, config), config)
@@ -78,7 +79,7 @@ def test_a_torch_initialised_model_converts_to_the_same_function(cell):
     logits: torch -> numpy is right on its own, not only as the inverse of numpy -> torch."""
     config = charmodel.ModelConfig(V, cell, H, 2)
     torch.manual_seed(0)
-    model = rtorch.TorchCharRNN(config, torch.float64)
+    model = rtorch.char_model(config, torch.float64)
     for name, p in model.named_parameters():
         assert torch.count_nonzero(p) == p.numel(), name      # every bias, including the frozen bias_hh
     batch, state = random_batch(), random_state(config)
@@ -100,7 +101,7 @@ def test_rnn_and_lstm_train_one_bias_like_rnnlab():
 
 # ---- forward and gradients -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_logits_final_state_and_masked_loss_match(config):
     params, batch, state = random_params(config), random_batch(), random_state(config)
     logits, final, _ = charmodel.forward(params, config, batch.ids, state)
@@ -114,7 +115,7 @@ def test_logits_final_state_and_masked_loss_match(config):
 
 
 @pytest.mark.parametrize("upstream", ["masked loss", "random dlogits"])
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CONFIGS + BLOCK_CONFIGS, ids=config_id)
 def test_every_parameter_gradient_matches_autograd(config, upstream):
     """From a nonzero initial state; upstream either the masked loss or a random dL/dlogits."""
     params, batch, state = random_params(config), random_batch(), random_state(config)
@@ -129,6 +130,52 @@ def test_every_parameter_gradient_matches_autograd(config, upstream):
         expected = numpy_grads(params, config, batch.ids, state, dy)
     loss.backward()
     assert_dicts_close(torch_grads(model, config), expected)
+
+
+# ---- minGRU / minLSTM: the linear recurrence on tensors -------------------------------------------------
+
+@pytest.mark.parametrize("form", ["loop", "scan"])
+def test_torch_linear_recurrence_equals_numpys_and_its_backward_is_autograds(form):
+    """torch_layers.LinearRecurrence (the loop the CPU runs, the scan a GPU runs) computes scan.py's h, and its
+    hand-written backward passes torch.autograd.gradcheck (float64 central differences, its default
+    tolerances: atol 1e-5, rtol 1e-3 on a handful of elements), for T a power of two or not."""
+    from rnnlab.frameworks.torch_layers import LinearRecurrence
+    from rnnlab.nn.scan import linear_recurrence_loop
+
+    rng = np.random.default_rng(0)
+    for steps in (1, 5, 8):
+        a, b = rng.uniform(0.05, 0.95, (steps, 2, 3)), rng.normal(size=(steps, 2, 3))
+        h0 = rng.normal(size=(2, 3))
+        h = LinearRecurrence.apply(*(torch.from_numpy(x) for x in (a, b, h0)), form)
+        np.testing.assert_allclose(h.numpy(), linear_recurrence_loop(a, b, h0), **TOL)
+        inputs = tuple(torch.from_numpy(x).requires_grad_() for x in (a, b, h0))
+        assert torch.autograd.gradcheck(lambda a, b, h0: LinearRecurrence.apply(a, b, h0, form), inputs)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_the_gpus_scan_gives_the_cpus_logits_and_gradients(cell, monkeypatch):
+    """A GPU runs the window by the doubling scan, the CPU by the loop: forcing the scan on the CPU gives the
+    same logits and gradients (float64 rounding), so the GPU computes rnnlab's model too."""
+    from rnnlab.frameworks import torch_layers
+
+    config = charmodel.ModelConfig(V, cell, H, 2, block="residual")
+    params, batch, state = random_params(config), random_batch(), random_state(config)
+    results = []
+    for form in ("loop", "scan"):
+        monkeypatch.setattr(torch_layers, "torch_scan_form", lambda device, form=form: form)
+        model = torch_model(config, params)
+        logits, _ = model(torch.from_numpy(batch.ids), to_torch_state(state))
+        rtorch.masked_cross_entropy(logits, torch.from_numpy(batch.targets), torch.from_numpy(batch.mask)).backward()
+        results.append((logits.detach().numpy(), torch_grads(model, config)))
+    np.testing.assert_allclose(results[1][0], results[0][0], **TOL)
+    assert_dicts_close(results[1][1], results[0][1])
+
+
+@pytest.mark.parametrize("config", [c for c in BLOCK_CONFIGS if c.cell in ("gru", "mingru", "minlstm")],
+                         ids=config_id)
+def test_ten_adam_steps_of_the_residual_block_follow_torch_optim(config):
+    """The block through TorchEngine and NumpyEngine: the same parameters after every step, the same moments."""
+    assert_optimizer_trajectories_match(rtorch.TorchEngine, config, Adam(lr=0.01), 10)
 
 
 # ---- optimizers ------------------------------------------------------------------------------------------
@@ -150,7 +197,7 @@ TORCH_OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(TORCH_OPTIMIZERS))
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru", "minlstm"])
 def test_ten_steps_follow_torch_optim(name, cell):
     """10 steps of TorchEngine (torch.optim) and NumpyEngine (rnnlab.nn.optim): the same parameters after
     every step, and the same optimizer moments at the end. LSTM has the frozen bias, GRU both biases."""

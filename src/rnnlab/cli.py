@@ -171,16 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
     add_flag(plot, "title", default=None, help="plot title (default: the metrics file name)")
     add_flag(plot, "overwrite", action="store_true", help="replace an existing --out that rnnlab did not write")
+    add_flag(plot, "x", default="step", choices=["step", "minutes"],
+             help="the horizontal axis: steps, or minutes of training (to compare runs of different speeds)")
     add_flag(plot, "labels", default=None,
              help="comma-separated names for several metrics files (default: each file's name, or its folder's "
                   "when the file is called metrics.jsonl)")
 
     bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flag(bench, "cells", default="rnn,lstm,gru", help="comma-separated cells")
+    add_flag(bench, "cells", default="rnn,lstm,gru,mingru,minlstm", help="comma-separated cells")
     add_flag(bench, "shapes", default=None,
              help="comma-separated HIDDEN/BATCH/SEQ[/LAYERS] (default: 50/1/10,128/32/64,256/64/100,512/64/100,"
-                  "256/32/64/2 -- the last is the README's 2-layer training shape)")
+                  "256/32/64/2,256/32/256,256/32/1024 -- 256/32/64/2 is the README's 2-layer training shape; the "
+                  "long windows are minGRU/minLSTM's)")
     add_flag(bench, "layers", type=int, default=1, help="stacked layers for every --shapes entry without /LAYERS")
     add_flag(bench, "threads", type=int, default=None,
              help="threads per engine (default: the cores available to this process)")
@@ -621,7 +624,7 @@ def run_plot(args: argparse.Namespace) -> int:
     require(labels is None or len(labels) == len(args.metrics),
             f"--labels names {len(labels or [])} runs but {len(args.metrics)} metrics files are given: give one "
             "label per file")
-    path = plot_metrics(args.metrics, args.out, args.title, labels, args.overwrite)
+    path = plot_metrics(args.metrics, args.out, args.title, labels, args.overwrite, args.x)
     print(f"rnnlab: wrote {path}")
     return 0
 

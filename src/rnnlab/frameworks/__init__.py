@@ -19,13 +19,17 @@ edges (``errors``, ``memory``) -- never tools or the CLI.
 Gate blocks. Every framework stores a layer's G gate blocks side by side in one (In, G*H) matrix (PyTorch:
 its transpose), but not in the same order. The orders are written once, here, in rnnlab's gate names:
 
-=====  ================  ================  ==============================  ================================
-cell   rnnlab            PyTorch           Keras (its own names)           ONNX operators LSTM / GRU / RNN
-=====  ================  ================  ==============================  ================================
-rnn    (a)               (a)               (a)                             (a)
-lstm   (i, f, g, o)      (i, f, g, o)      (i, f, g, o)  candidate ``c``   (i, o, f, g)  candidate ``c``
-gru    (r, z, n)         (r, z, n)         (z, r, n)     candidate ``h``   (z, r, n)     candidate ``h``
-=====  ================  ================  ==============================  ================================
+=======  ================  ================  ==============================  ================================
+cell     rnnlab            PyTorch           Keras (its own names)           ONNX operators LSTM / GRU / RNN
+=======  ================  ================  ==============================  ================================
+rnn      (a)               (a)               (a)                             (a)
+lstm     (i, f, g, o)      (i, f, g, o)      (i, f, g, o)  candidate ``c``   (i, o, f, g)  candidate ``c``
+gru      (r, z, n)         (r, z, n)         (z, r, n)     candidate ``h``   (z, r, n)     candidate ``h``
+mingru   (u, h~)           (u, h~)           (u, h~)                         --
+minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)                      --
+=======  ================  ================  ==============================  ================================
+
+(the min cells' twins are rnnlab's own layers, torch_layers.MinRNN and keras.MinRNNCell: one order for all)
 
 and :func:`reorder_gates` moves blocks from one order to another (z is the GRU's update gate, which
 cells.py calls u; ``rnnlab.frameworks.onnx`` writes the model as an ONNX graph of those operators). The bias
@@ -42,11 +46,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import RnnlabError
+from ..nn.cells import CELLS
 from ..nn.optim import OPTIMIZERS
 
-RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}
+MIN_GATES = {"mingru": ("u", "h~"), "minlstm": ("f", "i", "h~")}   # the twins are rnnlab's own layers: one order
+RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
+TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
+KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n"), **MIN_GATES}
 ONNX_GATES = {"rnn": ("a",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "n")}     # ONNX operators' own orders
 
 FRAMEWORKS = ("torch", "keras", "onnx")
@@ -81,17 +87,34 @@ def reorder_gates(array: np.ndarray, source: tuple, target: tuple, axis: int = -
     return np.concatenate([blocks[gate] for gate in target], axis=axis)
 
 
+def layer_to_torch(p: dict, cell: str, prefix: str, k: int) -> dict:
+    """One layer {Wx, Wh, b[, bh]} -> the torch.nn.{RNN,LSTM,GRU} weights of its layer k, named ``prefix`` +
+    ``weight_ih_l{k}`` etc. (NumPy, no torch needed)."""
+    b = p["b"]
+    bh = p.get("bh", np.zeros_like(b))                               # RNN/LSTM: no recurrent bias
+    return {f"{prefix}weight_ih_l{k}": to_torch_gates(p["Wx"], cell, axis=1).T,   # (GH, In)
+            f"{prefix}weight_hh_l{k}": to_torch_gates(p["Wh"], cell, axis=1).T,   # (GH, H)
+            f"{prefix}bias_ih_l{k}": to_torch_gates(b, cell, axis=0),             # (GH,)
+            f"{prefix}bias_hh_l{k}": to_torch_gates(bh, cell, axis=0)}            # (GH,)
+
+
+def layered(config) -> bool:
+    """Whether the model is not a plain stack of nn.RNN / LSTM / GRU: minGRU, minLSTM or the residual block,
+    built by ``torch_layers.TorchLayeredRNN`` instead of ``torch.TorchCharRNN``."""
+    return config.block != "plain" or not CELLS[config.cell].recurrent_weights
+
+
 def to_torch(params: dict, config) -> dict:
     """rnnlab params -> {state_dict name: array} of ``frameworks.torch.TorchCharRNN`` -- an ``nn.RNN/LSTM/GRU``
-    named ``rnn`` and an ``nn.Linear`` named ``out`` -- in NumPy, same dtype (no torch needed)."""
+    named ``rnn`` and an ``nn.Linear`` named ``out`` -- in NumPy, same dtype (no torch needed); a layered model
+    (min cells, residual block) -> ``torch_layers.TorchLayeredRNN``'s names (that one needs torch)."""
+    if layered(config):
+        from .torch_layers import layered_to_torch
+        return layered_to_torch(params, config)
     state = {}
     for k in range(config.num_layers):
-        b = params[f"l{k}.b"]
-        state[f"rnn.weight_ih_l{k}"] = to_torch_gates(params[f"l{k}.Wx"], config.cell, axis=1).T  # (GH, In)
-        state[f"rnn.weight_hh_l{k}"] = to_torch_gates(params[f"l{k}.Wh"], config.cell, axis=1).T  # (GH, H)
-        state[f"rnn.bias_ih_l{k}"] = to_torch_gates(b, config.cell, axis=0)                       # (GH,)
-        bh = params.get(f"l{k}.bh", np.zeros_like(b))                # RNN/LSTM: no recurrent bias
-        state[f"rnn.bias_hh_l{k}"] = to_torch_gates(bh, config.cell, axis=0)                      # (GH,)
+        state.update(layer_to_torch({name[len(f"l{k}."):]: value for name, value in params.items()
+                                     if name.startswith(f"l{k}.")}, config.cell, "rnn.", k))
     state["out.weight"] = params["Wy"].T                                                          # (V, H)
     state["out.bias"] = params["by"]                                                              # (V,)
     return {name: np.ascontiguousarray(value) for name, value in state.items()}

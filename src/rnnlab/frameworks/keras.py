@@ -41,7 +41,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from ..errors import require
+from ..nn.activations import GELU_C, GELU_K
 from ..nn.cells import CELLS
+from ..nn.norms import EPS
 from . import KERAS_GATES, RNNLAB_GATES, reorder_gates
 
 KERAS_LAYERS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -65,37 +67,72 @@ def _from_keras_gates(array: np.ndarray, cell: str) -> np.ndarray:
     return reorder_gates(array, KERAS_GATES[cell], RNNLAB_GATES[cell], axis=-1)
 
 
+def recurrent_to_keras(p: dict, cell: str) -> list:
+    """One recurrent layer {Wx, Wh, b[, bh]} -> its Keras weights: [kernel, recurrent_kernel, bias], or
+    [kernel, bias] for :class:`MinRNNCell`."""
+    if not CELLS[cell].recurrent_weights:
+        return [p["Wx"], p["b"]]                                                    # (In, GH), (GH,)
+    bias = _to_keras_gates(p["b"], cell)                                            # (G*H,)
+    if cell == "gru":
+        bias = np.stack([bias, _to_keras_gates(p["bh"], cell)])                     # (2, 3H)
+    return [_to_keras_gates(p["Wx"], cell), _to_keras_gates(p["Wh"], cell), bias]  # (In, G*H), (H, G*H)
+
+
+def recurrent_from_keras(weights: list, cell: str) -> dict:
+    """The inverse of :func:`recurrent_to_keras`."""
+    weights = [np.asarray(w) for w in weights]
+    if not CELLS[cell].recurrent_weights:
+        return {"Wx": weights[0], "b": weights[1]}
+    kernel, recurrent_kernel, bias = weights
+    p = {"Wx": _from_keras_gates(kernel, cell), "Wh": _from_keras_gates(recurrent_kernel, cell)}
+    if cell == "gru":
+        p["b"], p["bh"] = (_from_keras_gates(row, cell) for row in bias)
+    else:
+        p["b"] = _from_keras_gates(bias, cell)
+    return p
+
+
+def other_weight_names(config) -> dict:
+    """{Keras layer name: the rnnlab parameters of its weights, in Keras' order} for every layer but the
+    recurrent ones: the output layer, and the residual block's embedding, norms and feed-forward layers."""
+    def norm(prefix):
+        return [f"{prefix}g"] + ([f"{prefix}b"] if config.norm == "layer" else [])   # gamma (, beta)
+
+    names = {}
+    if config.residual:
+        names["emb"] = ["emb"]
+        for k in range(config.num_layers):
+            names.update({f"l{k}_norm1": norm(f"l{k}.norm1."), f"l{k}_norm2": norm(f"l{k}.norm2."),
+                          f"l{k}_ff1": [f"l{k}.ff.W1", f"l{k}.ff.b1"], f"l{k}_ff2": [f"l{k}.ff.W2", f"l{k}.ff.b2"]})
+        names["norm"] = norm("norm.")
+    names["output"] = ["Wy", "by"]
+    return names
+
+
 def to_keras(params: dict, config) -> dict:
-    """rnnlab params -> {layer name: [weight arrays in Keras' order]} for ``l0``.. and ``output``."""
+    """rnnlab params -> {layer name: [weight arrays in Keras' order]} for ``l0``.., ``output`` (and the
+    residual block's layers)."""
     weights = {}
     for k in range(config.num_layers):
-        bias = _to_keras_gates(params[f"l{k}.b"], config.cell)                        # (G*H,)
-        if config.cell == "gru":
-            bias = np.stack([bias, _to_keras_gates(params[f"l{k}.bh"], config.cell)])  # (2, 3H)
-        weights[f"l{k}"] = [_to_keras_gates(params[f"l{k}.Wx"], config.cell),      # (In, G*H)
-                            _to_keras_gates(params[f"l{k}.Wh"], config.cell),      # (H, G*H)
-                            bias]
-    weights["output"] = [params["Wy"], params["by"]]                                # (H, V), (V,)
+        p = {name[len(f"l{k}."):]: value for name, value in params.items() if name.startswith(f"l{k}.")}
+        weights[f"l{k}"] = recurrent_to_keras(p, config.cell)
+    weights.update({layer: [params[name] for name in names] for layer, names in other_weight_names(config).items()})
     return weights
 
 
 def from_keras(weights: dict, config) -> dict:
-    """{layer name: [kernel, recurrent_kernel, bias] / [kernel, bias]} -> rnnlab params."""
+    """{layer name: its weights in Keras' order} -> rnnlab params."""
     params = {}
     for k in range(config.num_layers):
-        kernel, recurrent_kernel, bias = (np.asarray(w) for w in weights[f"l{k}"])
-        params[f"l{k}.Wx"] = _from_keras_gates(kernel, config.cell)                 # (In, G*H)
-        params[f"l{k}.Wh"] = _from_keras_gates(recurrent_kernel, config.cell)       # (H, G*H)
-        if config.cell == "gru":
-            params[f"l{k}.b"], params[f"l{k}.bh"] = (_from_keras_gates(row, config.cell) for row in bias)
-        else:
-            params[f"l{k}.b"] = _from_keras_gates(bias, config.cell)
-    params["Wy"], params["by"] = (np.asarray(w) for w in weights["output"])
+        layer = recurrent_from_keras(weights[f"l{k}"], config.cell)
+        params.update({f"l{k}.{name}": value for name, value in layer.items()})
+    for layer, names in other_weight_names(config).items():
+        params.update({name: np.asarray(value) for name, value in zip(names, weights[layer], strict=True)})
     return {name: np.ascontiguousarray(value) for name, value in params.items()}
 
 
 def weight_layer_names(config) -> list:
-    return [f"l{k}" for k in range(config.num_layers)] + ["output"]
+    return [f"l{k}" for k in range(config.num_layers)] + list(other_weight_names(config))
 
 
 def get_keras_weights(model: keras.Model, config) -> dict:
@@ -126,24 +163,106 @@ class OneHot(layers.Layer):
         return {**super().get_config(), "depth": self.depth}
 
 
+class MinRNNCell(layers.Layer):
+    """minGRU / minLSTM (mincells.py) as a Keras RNN cell: x_t (B, In), [h_{t-1}] -> (h_t, [h_t]), with
+    h_t = a_t h_{t-1} + b_t and (a_t, b_t) from the step's gates. Weights: kernel (In, GH) = rnnlab's Wx,
+    bias (GH,) = b.
+
+    ``keras.layers.RNN`` runs it one step per character, as Keras runs its own LSTM and GRU: the twin checks
+    the model, not the speed. (``keras.ops.associative_scan`` would be the parallel form, but on TensorFlow it
+    needs the window's length when the graph is built, and the engines take windows of any length.)"""
+
+    def __init__(self, cell: str, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.cell, self.units = cell, units
+        self.state_size, self.output_size = units, units
+
+    def build(self, input_shape):
+        width = CELLS[self.cell].n_gates * self.units
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], width), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(width,), initializer="zeros")
+
+    def call(self, x, states, training=None):
+        a, b = KERAS_COEFFICIENTS[self.cell](ops.matmul(x, self.kernel) + self.bias)   # (B, H) each
+        h = a * states[0] + b
+        return h, [h]
+
+    def get_config(self):
+        return {**super().get_config(), "cell": self.cell, "units": self.units}
+
+
+def _mingru_coefficients(zx):
+    zu, h_tilde = ops.split(zx, 2, axis=-1)
+    u = ops.sigmoid(zu)
+    return 1.0 - u, u * h_tilde                                                   # a = 1 - u, b = u h~
+
+
+def _minlstm_coefficients(zx):
+    zf, zi, h_tilde = ops.split(zx, 3, axis=-1)
+    f_prime = ops.sigmoid(ops.softplus(-zi) - ops.softplus(-zf))                   # f / (f + i), stably
+    return f_prime, (1.0 - f_prime) * h_tilde                                     # a = f', b = i' h~
+
+
+KERAS_COEFFICIENTS = {"mingru": _mingru_coefficients, "minlstm": _minlstm_coefficients}
+
+
+def recurrent_layer(config, name: str, dtype: str):
+    """The recurrent layer of a cell, returning its sequence and final state: Keras' own for RNN / LSTM / GRU,
+    :class:`MinRNNCell` in ``keras.layers.RNN`` for the min cells."""
+    if not CELLS[config.cell].recurrent_weights:
+        return layers.RNN(MinRNNCell(config.cell, config.hidden_size, dtype=dtype), return_sequences=True,
+                          return_state=True, name=name, dtype=dtype)
+    return KERAS_LAYERS[config.cell](config.hidden_size, return_sequences=True, return_state=True, name=name,
+                                     dtype=dtype, **KERAS_CELL_OPTIONS[config.cell])
+
+
+def norm_layer(config, name: str, dtype: str):
+    """RMSNorm or LayerNorm with rnnlab's eps (norms.EPS; Keras' defaults are 1e-6 and 1e-3)."""
+    if config.norm == "rms":
+        return layers.RMSNormalization(epsilon=EPS, name=name, dtype=dtype)
+    return layers.LayerNormalization(epsilon=EPS, name=name, dtype=dtype)
+
+
+def gelu(x):
+    """block.py's GELU, the tanh approximation, written out: ``keras.activations.gelu(approximate=True)`` is the
+    same formula, but TensorFlow computes it with k = 0.044715 rounded to float32 (its logits differed from
+    rnnlab's and PyTorch's by ~1e-9 in float64)."""
+    return 0.5 * x * (1.0 + ops.tanh(GELU_C * x * (1.0 + GELU_K * x * x)))
+
+
 def char_layers(config, dtype: str = "float32", dropout_seed: int | None = None) -> dict:
-    """The layers of the model, named as the weight conversion expects (``l{k}``, ``output``)."""
+    """The layers of the model, named as the weight conversion expects (``l{k}``, ``output``; the residual
+    block's ``emb``, ``l{k}_norm1`` ..., ``norm``)."""
     V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-    use_dropout = config.dropout > 0 and L > 1
-    return {
+    n_dropout = (2 * L if config.residual else L - 1) if config.dropout > 0 else 0
+
+    def dropout(k):
+        return layers.Dropout(config.dropout, seed=None if dropout_seed is None else dropout_seed + k,
+                              name=f"dropout{k}", dtype=dtype)
+
+    parts = {
         "one_hot": OneHot(V, dtype=dtype, name="one_hot"),
-        "recurrent": [KERAS_LAYERS[config.cell](H, return_sequences=True, return_state=True, name=f"l{k}",
-                                                dtype=dtype, **KERAS_CELL_OPTIONS[config.cell])
-                      for k in range(L)],
-        "dropout": [layers.Dropout(config.dropout, seed=None if dropout_seed is None else dropout_seed + k,
-                                   name=f"dropout{k}", dtype=dtype) for k in range(L - 1)] if use_dropout else [],
+        "recurrent": [recurrent_layer(config, f"l{k}", dtype) for k in range(L)],
+        "dropout": [dropout(k) for k in range(n_dropout)],
         "output": layers.Dense(V, name="output", dtype=dtype),
     }
+    if not config.residual:
+        return parts
+    # the embedding as a Dense layer on one-hot input: the same E[ids], and a dense gradient -- Keras' optimizers
+    # update an Embedding's rows sparsely (rows absent from the batch keep their Adam moments), rnnlab's do not
+    return {**parts, "emb": layers.Dense(H, use_bias=False, name="emb", dtype=dtype),
+            "norm1": [norm_layer(config, f"l{k}_norm1", dtype) for k in range(L)],
+            "norm2": [norm_layer(config, f"l{k}_norm2", dtype) for k in range(L)],
+            "ff1": [layers.Dense(config.ffn_size, activation=gelu, name=f"l{k}_ff1", dtype=dtype) for k in range(L)],
+            "ff2": [layers.Dense(H, name=f"l{k}_ff2", dtype=dtype) for k in range(L)],
+            "norm": norm_layer(config, "norm", dtype)}
 
 
 def run_char_layers(parts: dict, ids, states, training=None):
     """ids (B, T), flat states [l0 h, (l0 c), l1 h, ...] each (B, H) -> (logits (B, T, V), final states)."""
     n = len(states) // len(parts["recurrent"])
+    if "emb" in parts:
+        return run_residual_layers(parts, ids, states, n, training)
     x = parts["one_hot"](ids)                                                  # (B, T, V)
     finals = []
     for k, layer in enumerate(parts["recurrent"]):
@@ -152,6 +271,22 @@ def run_char_layers(parts: dict, ids, states, training=None):
         if k < len(parts["dropout"]):
             x = parts["dropout"][k](x, training=training)                     # (B, T, H)
     return parts["output"](x), finals                                          # (B, T, V)
+
+
+def run_residual_layers(parts: dict, ids, states, n: int, training=None):
+    """The residual block (block.py): y = x + D1 RNN(norm1 x), x' = y + D2 FFN(norm2 y); norm; output."""
+    x = parts["emb"](parts["one_hot"](ids))                                    # (B, T, H) = E[ids]
+    finals = []
+
+    def dropped(k, value):
+        return parts["dropout"][k](value, training=training) if parts["dropout"] else value
+
+    for k, layer in enumerate(parts["recurrent"]):
+        hs, *final = layer(parts["norm1"][k](x), initial_state=list(states[k * n:(k + 1) * n]), training=training)
+        finals += final
+        y = x + dropped(2 * k, hs)
+        x = y + dropped(2 * k + 1, parts["ff2"][k](parts["ff1"][k](parts["norm2"][k](y))))
+    return parts["output"](parts["norm"](x)), finals                           # (B, T, V)
 
 
 def build_keras_model(config, dtype: str = "float32", dropout_seed: int | None = None) -> keras.Model:

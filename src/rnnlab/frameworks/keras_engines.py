@@ -110,7 +110,7 @@ class KerasEngine:
         self.model_config = model_config
         self.dtype = np.dtype(next(iter(params.values())).dtype).name
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
-        dropout_on = model_config.dropout > 0 and model_config.num_layers > 1
+        dropout_on = model_config.dropout > 0 and (model_config.num_layers > 1 or model_config.block != "plain")
         self.dropout_seed = int(dropout_rng.integers(2 ** 31)) if dropout_on else None
         self.model = self.build_model()
         set_keras_weights(self.model, to_keras(params, model_config))

@@ -46,7 +46,7 @@ from ..errors import RnnlabError, TrainingDiverged, require
 from ..nn.cells import CELLS
 from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
 from ..training import distributed
-from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, to_torch, unsupported
+from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, layered, reorder_gates, to_torch, unsupported
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -61,20 +61,35 @@ def _from_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
     return reorder_gates(array, TORCH_GATES[cell], RNNLAB_GATES[cell], axis=axis)
 
 
+def layer_from_torch(state: dict, cell: str, prefix: str, k: int) -> dict:
+    """The inverse of :func:`layer_to_torch`: ``state`` holds NumPy arrays -> {Wx, Wh, b[, bh]}."""
+    p = {"Wx": _from_torch_gates(state[f"{prefix}weight_ih_l{k}"].T, cell, axis=1),  # (In, GH)
+         "Wh": _from_torch_gates(state[f"{prefix}weight_hh_l{k}"].T, cell, axis=1)}  # (H, GH)
+    b_ih = _from_torch_gates(state[f"{prefix}bias_ih_l{k}"], cell, axis=0)
+    b_hh = _from_torch_gates(state[f"{prefix}bias_hh_l{k}"], cell, axis=0)
+    if cell == "gru":
+        p["b"], p["bh"] = b_ih, b_hh
+    else:
+        p["b"] = b_ih + b_hh                                         # the two biases add up
+    return p
+
+
+def numpy_state(state: dict) -> dict:
+    """{name: tensor or array} -> {name: NumPy array}."""
+    return {name: value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+            for name, value in state.items()}
+
+
 def from_torch(state: dict, config) -> dict:
-    """{TorchCharRNN state_dict name: array or tensor} -> rnnlab params (NumPy)."""
-    state = {name: value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
-             for name, value in state.items()}
+    """{TorchCharRNN (or TorchLayeredRNN) state_dict name: array or tensor} -> rnnlab params (NumPy)."""
+    state = numpy_state(state)
+    if layered(config):
+        from .torch_layers import layered_from_torch
+        return layered_from_torch(state, config)
     params = {}
     for k in range(config.num_layers):
-        params[f"l{k}.Wx"] = _from_torch_gates(state[f"rnn.weight_ih_l{k}"].T, config.cell, axis=1)  # (In, GH)
-        params[f"l{k}.Wh"] = _from_torch_gates(state[f"rnn.weight_hh_l{k}"].T, config.cell, axis=1)  # (H, GH)
-        b_ih = _from_torch_gates(state[f"rnn.bias_ih_l{k}"], config.cell, axis=0)
-        b_hh = _from_torch_gates(state[f"rnn.bias_hh_l{k}"], config.cell, axis=0)
-        if config.cell == "gru":
-            params[f"l{k}.b"], params[f"l{k}.bh"] = b_ih, b_hh
-        else:
-            params[f"l{k}.b"] = b_ih + b_hh                           # the two biases add up
+        layer = layer_from_torch(state, config.cell, "rnn.", k)
+        params.update({f"l{k}.{name}": value for name, value in layer.items()})
     params["Wy"] = state["out.weight"].T                                                           # (H, V)
     params["by"] = state["out.bias"]
     return {name: np.ascontiguousarray(value) for name, value in params.items()}
@@ -283,12 +298,22 @@ class Precision:
             self.scaler.update()
 
 
+def char_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The nn.Module of rnnlab's model: :class:`TorchCharRNN` for a plain stack of RNN / LSTM / GRU (cuDNN's
+    fused multi-layer kernels), ``torch_layers.TorchLayeredRNN`` for minGRU, minLSTM and the residual block.
+    Both take (ids, state) with the state a tuple of (L, B, H) tensors, and load_numpy / numpy_params."""
+    if layered(config):
+        from .torch_layers import TorchLayeredRNN
+        return TorchLayeredRNN(config, dtype)
+    return TorchCharRNN(config, dtype)
+
+
 def device_forward(params: dict, config, device: str):
     """``forward(ids (T, B), state or None) -> (logits (T, B, V) array, state)`` running on ``device``, for
     ``sampling.sample``: the model computes there and the sampler draws on the host from rnnlab's
     Generator, so the text is the NumPy engine's up to float rounding."""
     where = resolve_device(device)
-    model = TorchCharRNN(config, TORCH_DTYPES[np.dtype(params["Wy"].dtype)])
+    model = char_model(config, TORCH_DTYPES[np.dtype(params["Wy"].dtype)])
     model.load_numpy(params)
     model.to(where).eval()
 
@@ -336,10 +361,12 @@ class TorchEngine:
         self.dtype = TORCH_DTYPES[self.numpy_dtype]
         require(self.device.type != "mps" or self.dtype == torch.float32,
                 "--device mps computes in float32: use --dtype float32")
-        self.model = TorchCharRNN(model_config, self.dtype)
+        self.model = char_model(model_config, self.dtype)
         self.model.load_numpy(params)
         self.model.to(self.device)
-        self.model.rnn.flatten_parameters()        # one contiguous weight buffer: what cuDNN's kernels read
+        for module in self.model.modules():
+            if isinstance(module, nn.RNNBase):
+                module.flatten_parameters()        # one contiguous weight buffer: what cuDNN's kernels read
         self.network = distributed.data_parallel(self.model, self.world, self.device)   # trains the model
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.mapped = torch_optimizer(optimizer, self.trainable)

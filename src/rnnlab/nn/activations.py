@@ -1,7 +1,7 @@
 """Activation functions, each next to its derivative.
 
 The derivatives are written in terms of the function's *output* (``y``), because that is what the forward
-pass caches: the backward pass then needs no extra exponentials.
+pass caches: the backward pass then needs no extra exponentials. (GELU's, at the end, needs its input.)
 
     tanh:     y = (e^z - e^-z) / (e^z + e^-z)          dy/dz = 1 - y^2
     sigmoid:  y = 1 / (1 + e^-z)                        dy/dz = y (1 - y)
@@ -66,3 +66,54 @@ def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     and no log(0) for a very unlikely class (its log-probability stays a finite negative number)."""
     shifted = z - z.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+GELU_C = float(np.sqrt(2.0 / np.pi))
+GELU_K = 0.044715
+
+
+def gelu(z: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch ``gelu(approximate="tanh")``, Keras
+    ``gelu(approximate=True)``): the feed-forward layer of the residual block (block.py).
+
+        y = 0.5 z (1 + tanh(c (z + k z^3)))          c = sqrt(2 / pi), k = 0.044715
+
+    (z + k z^3 is computed as z (1 + k z^2): NumPy's ``z ** 3`` calls pow() per element, 300x slower.)
+    """
+    t = np.tanh(GELU_C * z * (1.0 + GELU_K * z * z))
+    return 0.5 * z * (1.0 + t)
+
+
+def gelu_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`gelu`, :func:`gelu_grad`) of z at once, sharing t and z^2: the feed-forward layer keeps the
+    derivative for its backward instead of z (8 passes over the (TB, F) array fewer than both apart)."""
+    z2 = z * z
+    t = np.multiply(z2, GELU_K)
+    t += 1.0
+    t *= z
+    t *= GELU_C
+    np.tanh(t, out=t)                                            # t = tanh(c (z + k z^3))
+    y = t + 1.0
+    y *= z
+    y *= 0.5                                                     # 0.5 z (1 + t)
+    grad = np.multiply(t, t)
+    np.subtract(1.0, grad, out=grad)                             # 1 - t^2
+    grad *= z
+    z2 *= 3.0 * GELU_K
+    z2 += 1.0
+    grad *= z2
+    grad *= 0.5 * GELU_C                                         # 0.5 z (1 - t^2) c (1 + 3 k z^2)
+    t += 1.0
+    t *= 0.5
+    grad += t                                                    # + 0.5 (1 + t)
+    return y, grad
+
+
+def gelu_grad(z: np.ndarray) -> np.ndarray:
+    """dy/dz of :func:`gelu`, in terms of its *input* z (the output alone does not determine it):
+
+        t = tanh(c (z + k z^3))      dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 k z^2)
+    """
+    z2 = z * z
+    t = np.tanh(GELU_C * z * (1.0 + GELU_K * z2))
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_K * z2)

@@ -1,4 +1,4 @@
-"""The recurrent cells -- vanilla RNN, LSTM, GRU -- side by side, behind one interface.
+"""The recurrent cells -- vanilla RNN, LSTM, GRU, and minGRU / minLSTM -- side by side, behind one interface.
 
 Every cell is a pair of *stateless* functions, and ``Cell.init`` draws its parameters under one of the
 initialisation schemes of ``initializers.py`` (rnnlab, pytorch, keras, blockorth; ``--init``):
@@ -13,8 +13,10 @@ reset gate sits between the two. The cell does not touch weight gradients: the s
 
 ``zx = x @ Wx + b`` is the input's contribution to every gate, computed for *all* time steps at once by the
 sequence loop in ``model.py`` (one matrix product, or a row lookup for character ids, instead of T small
-ones). A state is a tuple of (B, H) arrays whose first element is the hidden output ``h``: ``(h,)`` for RNN
-and GRU, ``(h, c)`` for LSTM. One BPTT loop serves all three cells through :data:`CELLS`.
+ones). A state is a tuple of (B, H) arrays whose first element is the hidden output ``h``: ``(h,)`` for RNN,
+GRU, minGRU and minLSTM, ``(h, c)`` for LSTM. One BPTT loop serves every cell through :data:`CELLS`; minGRU
+and minLSTM, whose gates do not read h, also declare a window kernel that the loop runs instead of stepping
+(its zx then comes gate-major, (G, T, B, H): ``recurrence.layer_inputs``).
 
 ``out`` is where a step writes its results: forward, the new ``h`` followed by the cell's cache arrays
 (widths ``Cell.cache_widths`` times H); backward, ``(dzx, dzh)`` (the same array unless the cell has a
@@ -25,13 +27,15 @@ The returned state and cache are views of ``out``. The recurrent products read W
 
 Parameter layout (one layer; ``In`` inputs, ``H`` units, ``G`` gate blocks side by side in column order):
 
-=====  ==  ==================  ==========================================================
-cell   G   gate order           parameters
-=====  ==  ==================  ==========================================================
-rnn    1   (h)                  Wx (In, H),  Wh (H, H),  b (H,)
-lstm   4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)
-gru    3   (r, u, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
-=====  ==  ==================  ==========================================================
+=======  ==  ==================  ==========================================================
+cell     G   gate order           parameters
+=======  ==  ==================  ==========================================================
+rnn      1   (h)                  Wx (In, H),  Wh (H, H),  b (H,)
+lstm     4   (i, f, g, o)         Wx (In, 4H), Wh (H, 4H), b (4H,)
+gru      3   (r, u, n)            Wx (In, 3H), Wh (H, 3H), b (3H,) input bias, bh (3H,) recurrent bias
+mingru   2   (u, h~)              Wx (In, 2H), b (2H,): no Wh (mincells.py)
+minlstm  3   (f, i, h~)           Wx (In, 3H), b (3H,): no Wh
+=======  ==  ==================  ==========================================================
 
 Keras stores LSTM gates as (i, f, c, o) -- the same order, ``c`` is our ``g`` -- and PyTorch as (i, f, g, o)
 with two biases that add up. Our GRU is the "reset after" form of PyTorch ``nn.GRU`` and Keras
@@ -49,6 +53,18 @@ import numpy as np
 
 from .activations import sigmoid, sigmoid_grad, tanh_grad
 from .initializers import DEFAULT_INIT, init_layer
+from .mincells import (
+    MINGRU_CACHE,
+    MINLSTM_CACHE,
+    mingru_step_backward,
+    mingru_step_forward,
+    mingru_window_backward,
+    mingru_window_forward,
+    minlstm_step_backward,
+    minlstm_step_forward,
+    minlstm_window_backward,
+    minlstm_window_forward,
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Vanilla RNN
@@ -294,6 +310,12 @@ class Cell:
     ``--forget_bias`` sets, or None. ``gates_over_input``: the forward step reads ``zx`` before it writes its
     gate activations (its first cache array, as wide as ``zx``), so the loop may hand it ``zx``'s own slot
     for them, and the backward step may then write the gate gradients there.
+
+    ``recurrent_weights``: the layer has ``Wh`` (False for minGRU / minLSTM: their gates read the input
+    only; the sequence loop then computes no dWh). ``window_forward`` / ``window_backward``: a kernel that
+    runs a whole window at once -- ``(zx, state0, p, ws, name) -> (hs, final state, cache)`` and
+    ``(dhs, cache, p, dstate_final, ws, name) -> (dzx, recurrent grads, dstate0)``, the signatures of
+    ``recurrence.sequence_forward`` / ``sequence_backward``, which run it instead of stepping (mincells.py).
     """
 
     name: str
@@ -305,6 +327,9 @@ class Cell:
     recurrent_bias: bool = False
     forget_gate: int | None = None
     gates_over_input: bool = False
+    recurrent_weights: bool = True
+    window_forward: Callable | None = None
+    window_backward: Callable | None = None
 
     def init(self, input_size: int, hidden: int, rng: np.random.Generator, scheme: str = DEFAULT_INIT,
              forget_bias: float | None = None) -> dict:
@@ -315,6 +340,8 @@ class Cell:
         """{name: shape} of one layer's parameters (what ``init`` returns), without allocating them."""
         GH = self.n_gates * hidden
         shapes = {"Wx": (input_size, GH), "Wh": (hidden, GH), "b": (GH,)}
+        if not self.recurrent_weights:
+            del shapes["Wh"]
         return {**shapes, "bh": (GH,)} if self.recurrent_bias else shapes
 
     def zero_state(self, batch: int, hidden: int, dtype) -> tuple:
@@ -327,4 +354,10 @@ CELLS = {
                  gates_over_input=True),
     "gru": Cell("gru", 3, 1, GRU_CACHE, gru_cell_step, gru_cell_step_backward, recurrent_bias=True,
                 gates_over_input=True),
+    # gates from the input only: a linear recurrence, run a window at a time (mincells.py, scan.py)
+    "mingru": Cell("mingru", 2, 1, MINGRU_CACHE, mingru_step_forward, mingru_step_backward, recurrent_weights=False,
+                   window_forward=mingru_window_forward, window_backward=mingru_window_backward),
+    "minlstm": Cell("minlstm", 3, 1, MINLSTM_CACHE, minlstm_step_forward, minlstm_step_backward, forget_gate=0,
+                    recurrent_weights=False, window_forward=minlstm_window_forward,
+                    window_backward=minlstm_window_backward),
 }

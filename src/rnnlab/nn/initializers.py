@@ -1,8 +1,9 @@
 """Initialisation schemes: the starting weights of every cell and of the output layer, one scheme per entry.
 
-A scheme fills one recurrent layer -- ``Wx`` (In, GH), ``Wh`` (H, GH), ``b`` (GH,) and, for a cell with a
-recurrent bias (GRU), ``bh`` (GH,) -- and the output layer ``Wy`` (H, V), ``by`` (V,). ``pytorch`` and
-``keras`` are those frameworks' own defaults, so a student can start rnnlab exactly as they would:
+A scheme fills one recurrent layer -- ``Wx`` (In, GH), ``Wh`` (H, GH) (not for minGRU / minLSTM, which have
+none), ``b`` (GH,) and, for a cell with a recurrent bias (GRU), ``bh`` (GH,) -- and the output layer ``Wy``
+(H, V), ``by`` (V,). ``pytorch`` and ``keras`` are those frameworks' own defaults, so a student can start
+rnnlab exactly as they would:
 
 ==========  ============================  =========================  ======================  ================
 scheme      Wx                            Wh                         b (and bh)              Wy, by
@@ -14,7 +15,8 @@ blockorth   U(+-1/sqrt(H))                orthogonal (H, H) per gate 0; LSTM for
 ==========  ============================  =========================  ======================  ================
 
 "U(+-1/sqrt(H)) each": PyTorch has two bias vectors per layer (``bias_ih`` + ``bias_hh``) drawn
-independently; where rnnlab has one (RNN, LSTM) it draws their *sum*, so the function at step 0 has the
+independently; where rnnlab has one (RNN, LSTM) it draws their *sum* (minGRU / minLSTM, whose twin is one
+``nn.Linear``, draw one), so the function at step 0 has the
 same distribution. The GRU keeps both, like PyTorch. "orthogonal rows (H, GH)": one orthogonal matrix over
 all G gate blocks together (Keras' ``Orthogonal`` on the recurrent kernel), so ||h Wh|| = ||h|| and each
 gate's (H, H) block has entries of standard deviation 1/sqrt(GH).
@@ -63,11 +65,15 @@ def orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 
 def pytorch_layer(cell, input_size: int, hidden: int, rng: np.random.Generator) -> dict:
     k, GH = 1.0 / np.sqrt(hidden), cell.n_gates * hidden
-    p = {"Wx": uniform(rng, (input_size, GH), k), "Wh": uniform(rng, (hidden, GH), k)}
+    p = {"Wx": uniform(rng, (input_size, GH), k)}
+    if cell.recurrent_weights:
+        p["Wh"] = uniform(rng, (hidden, GH), k)
     if cell.recurrent_bias:
         p["b"], p["bh"] = uniform(rng, GH, k), uniform(rng, GH, k)
-    else:
+    elif cell.recurrent_weights:
         p["b"] = uniform(rng, GH, k) + uniform(rng, GH, k)       # bias_ih + bias_hh
+    else:
+        p["b"] = uniform(rng, GH, k)                             # minGRU / minLSTM: one bias, as nn.Linear
     return p
 
 
@@ -81,7 +87,9 @@ def glorot_orthogonal_layer(cell, input_size: int, hidden: int, rng: np.random.G
     """Keras' recurrent-layer defaults: Glorot Wx, one orthogonal (H, GH) Wh, zero biases; the LSTM's
     forget slice at ``forget_bias`` (Keras: 1, ``unit_forget_bias=True``; rnnlab: 0)."""
     GH = cell.n_gates * hidden
-    p = {"Wx": glorot_uniform(rng, input_size, GH), "Wh": orthogonal(rng, hidden, GH), "b": np.zeros(GH)}
+    p = {"Wx": glorot_uniform(rng, input_size, GH), "b": np.zeros(GH)}
+    if cell.recurrent_weights:
+        p["Wh"] = orthogonal(rng, hidden, GH)
     if cell.recurrent_bias:
         p["bh"] = np.zeros(GH)
     if cell.forget_gate is not None:
@@ -103,9 +111,9 @@ def keras_output(hidden: int, vocab: int, rng: np.random.Generator) -> dict:
 
 def blockorth_layer(cell, input_size: int, hidden: int, rng: np.random.Generator) -> dict:
     GH = cell.n_gates * hidden
-    p = {"Wx": uniform(rng, (input_size, GH), 1.0 / np.sqrt(hidden)),
-         "Wh": np.concatenate([orthogonal(rng, hidden, hidden) for _ in range(cell.n_gates)], axis=1),
-         "b": np.zeros(GH)}
+    p = {"Wx": uniform(rng, (input_size, GH), 1.0 / np.sqrt(hidden)), "b": np.zeros(GH)}
+    if cell.recurrent_weights:
+        p["Wh"] = np.concatenate([orthogonal(rng, hidden, hidden) for _ in range(cell.n_gates)], axis=1)
     if cell.recurrent_bias:
         p["bh"] = np.zeros(GH)
     if cell.forget_gate is not None:
@@ -135,7 +143,7 @@ def set_forget_bias(cell, p: dict, hidden: int, value: float) -> None:
 def check_init(cell, scheme: str, forget_bias: float | None) -> None:
     require(scheme in INIT_SCHEMES, f"unknown --init {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
     require(forget_bias is None or cell.forget_gate is not None,
-            f"--forget_bias applies to the LSTM only; the {cell.name} cell has no forget gate")
+            f"--forget_bias applies to the LSTM and minLSTM only; the {cell.name} cell has no forget gate")
     require(forget_bias is None or np.isfinite(forget_bias), f"--forget_bias must be finite, got {forget_bias}")
 
 

@@ -2,6 +2,10 @@
 
     ids (T, B) --layer 0--> h^0 (T, B, H) --dropout--> layer 1 --> ... --> h^{L-1} --Wy, by--> logits (T, B, V)
 
+That is the plain stack (``--block plain``, the default). ``--block residual`` puts every layer in the
+residual block of block.py instead -- embedding, pre-normalisation, residual connections, a feed-forward
+layer, a final normalisation (:func:`residual_forward`) -- for any cell.
+
 Parameters are one flat dict of named arrays -- ``l0.Wx``, ``l0.Wh``, ``l0.b`` (+ ``l0.bh`` for GRU), ...,
 ``Wy``, ``by`` -- and gradients use the same keys, so optimizers, clipping and checkpoints see one
 uniform dict. The first layer's ``Wx`` (V, G*H) doubles as the character embedding: x is one-hot, so
@@ -20,16 +24,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import RnnlabError, TrainingDiverged, require
+from .block import (
+    BLOCKS,
+    block_param_shapes,
+    init_block,
+    init_norm,
+    norm_of,
+    norm_param_shapes,
+    residual_layer_backward,
+    residual_layer_forward,
+)
 from .cells import CELLS
 from .initializers import DEFAULT_INIT, init_output
 from .losses import softmax_cross_entropy
+from .norms import NORMS, norm_backward, norm_forward
 from .optim import clip_by_global_norm, clip_by_value, global_norm
 from .output import output_forward, output_layer_grads, project_logit_grad_to_hidden
-from .recurrence import Workspace, input_grads, project_inputs, sequence_backward, sequence_forward, workspace_empty
+from .recurrence import (
+    Workspace,
+    embedding_grad,
+    layer_input_grads,
+    layer_inputs,
+    sequence_backward,
+    sequence_forward,
+    workspace_empty,
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +62,12 @@ class ModelConfig:
     cell: str = "rnn"
     hidden_size: int = 100
     num_layers: int = 1
-    dropout: float = 0.0  # between stacked layers, training only (inverted dropout)
+    dropout: float = 0.0  # plain: between stacked layers; residual: on both branches; training only (inverted)
+    block: str = "plain"  # plain: layers stacked directly; residual: pre-norm + residual + feed-forward (block.py)
+    norm: str = "rms"     # residual block: rms (RMSNorm) or layer (LayerNorm)
+    ffn_mult: int = 4     # residual block: the feed-forward layer's width in units of hidden_size
+    # fields older checkpoints lack (their models had the defaults): the checkpoint schema lets them be missing
+    ADDED_LATER: ClassVar[tuple] = ("block", "norm", "ffn_mult")
 
     def __post_init__(self):
         require(self.cell in CELLS, f"unknown cell {self.cell!r}: use one of {', '.join(CELLS)}")
@@ -46,6 +75,17 @@ class ModelConfig:
         require(self.hidden_size > 0, f"--hidden_size must be > 0, got {self.hidden_size}")
         require(self.num_layers > 0, f"--num_layers must be > 0, got {self.num_layers}")
         require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        require(self.block in BLOCKS, f"unknown --block {self.block!r}: use one of {', '.join(BLOCKS)}")
+        require(self.norm in NORMS, f"unknown --norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        require(self.ffn_mult > 0, f"--ffn_mult must be > 0, got {self.ffn_mult}")
+
+    @property
+    def residual(self) -> bool:
+        return self.block == "residual"
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn_mult * self.hidden_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,23 +104,37 @@ def strip_prefix(params: dict, prefix: str) -> dict:
 def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float32, scheme: str = DEFAULT_INIT,
                 forget_bias: float | None = None) -> dict:
     """Fresh parameters under an initialisation ``scheme`` (rnnlab, pytorch, keras, blockorth) with an
-    optional LSTM ``forget_bias``; see ``initializers.py``."""
+    optional LSTM ``forget_bias``; see ``initializers.py``. The residual stack's output layer starts at
+    Wy = 0: the final normalisation hands it rows of RMS 1, which a Glorot Wy would turn into logits of
+    standard deviation ~1.1 -- a first loss ~0.7 nats above ln V instead of ln V. (With Wy = 0 the first
+    step's gradient reaches only Wy and by; the layers below learn from the second step on.)"""
     cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
-    params = {}
+    params = {"emb": init_output(V, H, rng, scheme)["Wy"]} if config.residual else {}   # (V, H)
     for layer in range(config.num_layers):
-        for name, value in cell.init(V if layer == 0 else H, H, rng, scheme, forget_bias).items():
+        layer_input = V if layer == 0 and not config.residual else H
+        for name, value in cell.init(layer_input, H, rng, scheme, forget_bias).items():
             params[f"l{layer}.{name}"] = value
+        if config.residual:
+            for name, value in init_block(H, config.ffn_size, config.norm, rng, scheme).items():
+                params[f"l{layer}.{name}"] = value
     params.update(init_output(H, V, rng, scheme))
+    if config.residual:
+        params.update(init_norm("norm.", H, config.norm))
+        params["Wy"] = np.zeros((H, V))   # it reads unit-RMS rows: a drawn Wy would start 0.7 nats above ln V
     return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}  # one layout: C
 
 
 def param_shapes(config: ModelConfig) -> dict:
     """{name: shape} of every parameter ``init_params`` makes, computed without allocating anything."""
     cell, H, V = CELLS[config.cell], config.hidden_size, config.vocab_size
-    shapes = {}
+    shapes = {"emb": (V, H)} if config.residual else {}
     for layer in range(config.num_layers):
-        for name, shape in cell.param_shapes(V if layer == 0 else H, H).items():
-            shapes[f"l{layer}.{name}"] = shape
+        layer_shapes = cell.param_shapes(V if layer == 0 and not config.residual else H, H)
+        if config.residual:
+            layer_shapes.update(block_param_shapes(H, config.ffn_size, config.norm))
+        shapes.update({f"l{layer}.{name}": shape for name, shape in layer_shapes.items()})
+    if config.residual:
+        shapes.update(norm_param_shapes("norm.", H, config.norm))
     return {**shapes, "Wy": (H, V), "by": (V,)}
 
 
@@ -91,6 +145,8 @@ def training_bytes(config: ModelConfig, batch: int, seq_length: int, itemsize: i
     cell, H, T, B = CELLS[config.cell], config.hidden_size, seq_length, batch
     n_params = sum(math.prod(shape) for shape in param_shapes(config).values())
     per_layer = T * B * H * (2 * cell.n_gates + sum(cell.cache_widths) + 2) + B * H
+    if config.residual:                                        # norms, branches, the FFN's (T, B, F) arrays
+        per_layer += T * B * (8 * H + 3 * config.ffn_size)
     activations = config.num_layers * per_layer + T * B * (2 * config.vocab_size + H)
     return itemsize * (n_params * (2 + optimizer_slots) + activations)
 
@@ -135,13 +191,18 @@ def dropout_mask(config: ModelConfig, shape: tuple, rng: np.random.Generator, dt
     return (rng.random(shape) < keep).astype(dtype) / keep
 
 
+def dropout_mask_count(config: ModelConfig) -> int:
+    """Masks per training step: plain, one between each two layers; residual, one per branch (2 per layer)."""
+    return 2 * config.num_layers if config.residual else config.num_layers - 1
+
+
 def draw_dropout_masks(config: ModelConfig, shape: tuple, rng: np.random.Generator | None, dtype) -> list | None:
-    """Every mask one training step draws, in the order :func:`forward` draws them (one (T, B, H) mask per
-    layer below the top), or None when the step has no dropout. A batch split into shards draws them once
-    for the whole batch, so each shard uses its rows of the very masks the unsplit step would use."""
-    if rng is None or config.dropout == 0 or config.num_layers == 1:
+    """Every mask one training step draws, in the order :func:`forward` draws them ((T, B, H) masks, see
+    :func:`dropout_mask_count`), or None when the step has no dropout. A batch split into shards draws them
+    once for the whole batch, so each shard uses its rows of the very masks the unsplit step would use."""
+    if rng is None or config.dropout == 0 or dropout_mask_count(config) == 0:
         return None
-    return [dropout_mask(config, shape, rng, dtype) for _ in range(config.num_layers - 1)]
+    return [dropout_mask(config, shape, rng, dtype) for _ in range(dropout_mask_count(config))]
 
 
 def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
@@ -150,14 +211,15 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
     """ids (T, B) -> (logits (T, B, V), final state, cache). Dropout runs only when ``dropout_rng`` is given
     (each mask drawn as its layer is reached) or ``dropout_masks`` are (drawn beforehand, one per layer below
     the top). With a workspace ``ws`` the large per-step arrays are reused from the previous call."""
+    if config.residual:
+        return residual_forward(params, config, ids, state, dropout_rng, ws, dropout_masks)
     cell = CELLS[config.cell]
     cache = ForwardCache()
     x = ids
     final_state = []
     for layer in range(config.num_layers):
         p = layer_params(params, layer)
-        zx = workspace_empty(ws, f"l{layer}.zx", (*ids.shape, p["Wx"].shape[1]), p["Wx"].dtype)
-        project_inputs(x, p["Wx"], p["b"], zx)                   # (T, B, GH)
+        zx = layer_inputs(cell, x, p, ws, f"l{layer}.")          # (T, B, GH), or (G, T, B, H) for min cells
         hs, last, steps = sequence_forward(cell, zx, state[layer], p, ws, f"l{layer}.")  # (T, B, H)
         cache.layer_inputs.append(x)
         cache.sequences.append(steps)
@@ -179,6 +241,8 @@ def forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
 def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelConfig,
              ws: Workspace | None = None) -> dict:
     """BPTT through the stack: da = dL/dh of the top layer (T, B, H) -> grads of every layer parameter."""
+    if config.residual:
+        return residual_backward(da, cache, params, config, ws)
     cell = CELLS[config.cell]
     grads = {}
     dh = da
@@ -186,11 +250,58 @@ def backward(da: np.ndarray, cache: ForwardCache, params: dict, config: ModelCon
         p = layer_params(params, layer)
         dzx, layer_grads, _ = sequence_backward(cell, dh, cache.sequences[layer], p, ws=ws, name=f"l{layer}.")
         x = cache.layer_inputs[layer]
-        layer_grads["Wx"], layer_grads["b"], dx = input_grads(x, dzx, p["Wx"])
+        layer_grads["Wx"], layer_grads["b"], dx = layer_input_grads(cell, x, dzx, p["Wx"])
         grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})
         if layer > 0:
             mask = cache.dropout_masks[layer - 1]
             dh = dx if mask is None else dx * mask               # (T, B, H) into the layer below
+    return grads
+
+
+@dataclass
+class ResidualCache:
+    """What the residual stack's backward needs from its forward."""
+
+    ids: np.ndarray                                    # (T, B) character ids
+    layers: list = field(default_factory=list)         # per layer, its block.LayerCache
+    top_norm: object = None                            # norms.NormCache of the final normalisation
+    top_hidden: np.ndarray | None = None               # norm(x^L) (T, B, H): what the output layer reads
+
+
+def residual_forward(params: dict, config: ModelConfig, ids: np.ndarray, state: list,
+                     dropout_rng: np.random.Generator | None = None, ws: Workspace | None = None,
+                     dropout_masks: list | None = None):
+    """The residual stack (block.py): x^0 = E[ids], L residual layers, logits = norm(x^L) Wy + by."""
+    cell = CELLS[config.cell]
+    cache = ResidualCache(ids)
+    x = np.take(params["emb"], ids, axis=0)                      # (T, B, H) the embedding
+    if dropout_masks is None:
+        dropout_masks = draw_dropout_masks(config, x.shape, dropout_rng, x.dtype)
+    final_state = []
+    for layer in range(config.num_layers):
+        masks = (None, None) if dropout_masks is None else tuple(dropout_masks[2 * layer:2 * layer + 2])
+        x, last, layer_cache = residual_layer_forward(cell, x, layer_params(params, layer), state[layer], masks, ws,
+                                                      f"l{layer}.")
+        cache.layers.append(layer_cache)
+        final_state.append(last)
+    top, cache.top_norm = norm_forward(x, *norm_of(params, "norm."))   # (T, B, H)
+    cache.top_hidden = top
+    logits = workspace_empty(ws, "logits", (*ids.shape, params["Wy"].shape[1]), x.dtype)
+    return output_forward(top, params["Wy"], params["by"], logits), final_state, cache
+
+
+def residual_backward(da: np.ndarray, cache: ResidualCache, params: dict, config: ModelConfig,
+                      ws: Workspace | None = None) -> dict:
+    """Backward of :func:`residual_forward`: da = dL/d norm(x^L) (T, B, H) -> grads of every parameter but
+    the output layer's."""
+    cell = CELLS[config.cell]
+    dx, top_grads = norm_backward(da, cache.top_norm, params["norm.g"])
+    grads = {f"norm.{name}": value for name, value in top_grads.items()}
+    for layer in reversed(range(config.num_layers)):
+        dx, layer_grads = residual_layer_backward(cell, dx, cache.layers[layer], layer_params(params, layer), ws,
+                                                  f"l{layer}.")
+        grads.update({f"l{layer}.{name}": value for name, value in layer_grads.items()})
+    grads["emb"] = embedding_grad(cache.ids, dx, params["emb"].shape[0])   # (V, H)
     return grads
 
 

@@ -16,10 +16,12 @@ ids that product is a row lookup ``(Wx + b)[ids]`` (x is one-hot), and its gradi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cells import Cell
+if TYPE_CHECKING:                    # cells.py registers mincells.py's window kernels, which use Workspace
+    from .cells import Cell
 
 ONE_HOT_GEMM_MAX_VOCAB = 512  # above this, sorting + reduceat beats the one-hot product
 
@@ -38,6 +40,13 @@ def project_inputs(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, out: np.ndarray
     return out                                                   # (T, B, GH)
 
 
+def one_hot(ids: np.ndarray, n: int, dtype) -> np.ndarray:
+    """ids (N,) -> (N, n) rows of zeros with a 1 at each id."""
+    onehot = np.zeros((len(ids), n), dtype=dtype)                # (N, n)
+    onehot[np.arange(len(ids)), ids] = 1.0
+    return onehot
+
+
 def embedding_grad(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """out[k] = sum of rows[j] with ids[j] == k (k < n): the gradient of the row lookup ``W[ids]``.
 
@@ -47,9 +56,7 @@ def embedding_grad(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     ids = ids.reshape(-1)                                        # (N,)
     rows = rows.reshape(len(ids), -1)                            # (N, GH)
     if n <= ONE_HOT_GEMM_MAX_VOCAB:
-        onehot = np.zeros((len(ids), n), dtype=rows.dtype)       # (N, n)
-        onehot[np.arange(len(ids)), ids] = 1.0
-        return onehot.T @ rows                                   # (n, GH)
+        return one_hot(ids, n, rows.dtype).T @ rows              # (n, GH)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -69,6 +76,58 @@ def input_grads(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray) -> tuple[np.ndar
     T, B, In = x.shape
     x2 = x.reshape(T * B, In)
     return x2.T @ dzx2, db, (dzx2 @ Wx.T).reshape(T, B, In)      # dWx (In, GH), dx (T, B, In)
+
+
+def project_inputs_by_gate(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, gates: int,
+                           out: np.ndarray | None = None) -> np.ndarray:
+    """The same zx as :func:`project_inputs`, gate block by gate block: (G, T, B, H), ``out`` if given.
+
+    The window kernels (mincells.py) work on one gate of a whole window per call; NumPy's element-wise calls
+    run 2-5x faster over a contiguous (T, B, H) block than over a (T, B, H) slice of a (T, B, GH) array,
+    whose rows of H numbers it would loop over one at a time (docs/mincells.md measures it)."""
+    T, B = x.shape[:2]
+    H = Wx.shape[1] // gates
+    out = np.empty((gates, T, B, H), dtype=Wx.dtype) if out is None else out
+    if x.ndim == 2:                                              # ids: a row lookup in each gate's table
+        table = np.ascontiguousarray((Wx + b).reshape(-1, gates, H).transpose(1, 0, 2))   # (G, V, H)
+        for g in range(gates):
+            project_inputs(x, table[g], np.zeros(H, dtype=Wx.dtype), out[g])  # (T, B, H)
+        return out
+    for g in range(gates):
+        project_inputs(x, Wx[:, g * H:(g + 1) * H], b[g * H:(g + 1) * H], out[g])   # (T, B, H), one GEMM each
+    return out
+
+
+def input_grads_by_gate(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
+    """Backward of :func:`project_inputs_by_gate`: dzx (G, T, B, H) -> (dWx (In, GH), db (GH,), dx or None)."""
+    G, H = dzx.shape[0], dzx.shape[-1]
+    if x.ndim == 2 and Wx.shape[0] <= ONE_HOT_GEMM_MAX_VOCAB:   # ids: one one-hot matrix for every gate block
+        onehot = one_hot(x.reshape(-1), Wx.shape[0], dzx.dtype)  # (N, V)
+        dWx = np.empty(Wx.shape, dtype=dzx.dtype)                # (V, GH)
+        for g in range(G):                                       # (dzx_g^T onehot)^T: BLAS's faster orientation
+            dWx[:, g * H:(g + 1) * H] = (dzx[g].reshape(-1, H).T @ onehot).T   # (V, H)
+        return dWx, dWx.sum(axis=0), None
+    blocks = [input_grads(x, dzx[g], Wx[:, g * H:(g + 1) * H]) for g in range(G)]   # per gate block
+    dWx = np.concatenate([dWx_g for dWx_g, _, _ in blocks], axis=1)                 # (In, GH)
+    db = np.concatenate([db_g for _, db_g, _ in blocks])                           # (GH,)
+    dx = None if x.ndim == 2 else sum(dx_g for _, _, dx_g in blocks)                # (T, B, In)
+    return dWx, db, dx
+
+
+def layer_inputs(cell: Cell, x: np.ndarray, p: dict, ws: Workspace | None = None, name: str = "") -> np.ndarray:
+    """zx of one layer in the layout its cell reads: (T, B, GH) for the step loop, gate-major (G, T, B, H) for a
+    window kernel; in the workspace's ``{name}zx`` array when there is one."""
+    Wx = p["Wx"]
+    T, B = x.shape[:2]
+    if cell.window_forward is None:
+        return project_inputs(x, Wx, p["b"], workspace_empty(ws, f"{name}zx", (T, B, Wx.shape[1]), Wx.dtype))
+    shape = (cell.n_gates, T, B, Wx.shape[1] // cell.n_gates)
+    return project_inputs_by_gate(x, Wx, p["b"], cell.n_gates, workspace_empty(ws, f"{name}zx", shape, Wx.dtype))
+
+
+def layer_input_grads(cell: Cell, x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
+    """Backward of :func:`layer_inputs` -> (dWx, db, dx or None for ids)."""
+    return input_grads(x, dzx, Wx) if cell.window_forward is None else input_grads_by_gate(x, dzx, Wx)
 
 
 class Workspace:
@@ -118,7 +177,26 @@ class SequenceCache:
 
 
 def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
-    """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, SequenceCache).
+    """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, cache): the cell's window
+    kernel if it has one (minGRU, minLSTM: the whole window at once, mincells.py), else one step per
+    character (:func:`step_loop_forward`)."""
+    if cell.window_forward is not None:
+        return cell.window_forward(zx, state0, p, ws, name)
+    return step_loop_forward(cell, zx, state0, p, ws, name)
+
+
+def sequence_backward(cell: Cell, dhs: np.ndarray, cache, p: dict, dstate_final: tuple | None = None,
+                      ws: Workspace | None = None, name: str = ""):
+    """BPTT: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}, dstate0), by the cell's
+    window kernel if it has one, else :func:`step_loop_backward`."""
+    if cell.window_backward is not None:
+        return cell.window_backward(dhs, cache, p, dstate_final, ws, name)
+    return step_loop_backward(cell, dhs, cache, p, dstate_final, ws, name)
+
+
+def step_loop_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
+    """Run ``cell`` one step per character over zx (T, B, GH) from state0 -> (hs (T, B, H), final state,
+    SequenceCache). Every cell can run this way (minGRU's and minLSTM's textbook steps too).
 
     Each step writes into slot t of arrays kept in ``ws`` under ``name``; the final state is a copy, so it
     stays valid when the workspace is reused. With a workspace, memory is reused hard: the gate activations
@@ -136,7 +214,7 @@ def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Wor
         else:
             caches.append(workspace_empty(ws, f"{name}cache{k}", (T, B, width * H), zx.dtype))
     state, steps = (hs_all[0], *state0[1:]), []
-    p = with_transposed_weights(p, T)
+    p = with_transposed_weights(p, T) if cell.recurrent_weights else p
     for t in range(T):
         out = (hs_all[t + 1], *(cache[t] for cache in caches))
         state, step_cache = cell.step_forward(zx[t], state, p, out)
@@ -145,23 +223,25 @@ def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Wor
     return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None)
 
 
-def sequence_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
-                 ws: Workspace | None = None, name: str = ""):
-    """BPTT: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}, dstate0).
+def step_loop_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
+                       ws: Workspace | None = None, name: str = ""):
+    """BPTT one step per character: dhs (T, B, H) = dL/dh_t from above -> (dzx (T, B, GH), grads {Wh[, bh]}
+    ({} for a cell without recurrent weights), dstate0).
 
     ``dstate_final`` is the gradient arriving at the last state from outside the window; truncated BPTT
     passes None (zero): the window's future is cut off.
     """
     T, B = dhs.shape[:2]
-    GH = p["Wh"].shape[1]
+    GH = cell.n_gates * dhs.shape[2]
     dzx = cache.spare if cache.spare is not None else np.empty((T, B, GH), dtype=dhs.dtype)  # (T, B, GH)
     dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
-    p = with_transposed_weights(p, T)
+    p = with_transposed_weights(p, T) if cell.recurrent_weights else p
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
-    return dzx, recurrent_grads(cache.h_prev, dzh, cell.recurrent_bias), dstate
+    grads = recurrent_grads(cache.h_prev, dzh, cell.recurrent_bias) if cell.recurrent_weights else {}
+    return dzx, grads, dstate
 
 
 def recurrent_grads(h_prev: np.ndarray, dzh: np.ndarray, recurrent_bias: bool) -> dict:

@@ -75,6 +75,8 @@ class Seq2SeqConfig:
         for name in ("encoder_cell", "decoder_cell"):
             cell = getattr(self, name)
             require(cell in CELLS, f"unknown --{name} {cell!r}: use one of {', '.join(CELLS)}")
+            require(CELLS[cell].recurrent_weights, f"--cell {cell}: the translator steps its cells one character "
+                    "at a time with attention; use rnn, lstm or gru (mingru and minlstm are for language models)")
         for name in ("source_vocab_size", "target_vocab_size"):
             require(getattr(self, name) >= 2, f"{name} is {getattr(self, name)}: a vocabulary needs at least 2 symbols")
         for name in ("encoder_hidden", "decoder_hidden", "attention_size", "max_output_length"):

@@ -5,15 +5,17 @@ A *training step* is what every engine's ``train_step`` does: forward, softmax c
 
 Method (these machines are shared and noisy, so only ratios from one run mean much):
 
-* each engine runs in its own worker subprocess, new for every (cell, shape), so its peak RSS is its own
+* each (cell, engine) runs in its own worker subprocess, new for every shape, so its peak RSS is its own
   (``--quick`` reuses the workers to save start-up time; its RSS column is then a running maximum);
 * every engine gets the same number of threads (``--threads``, default: the cores available to the
   process): the NumPy engine's batch shards or BLAS threads (``parallel.py``), ``torch.set_num_threads``,
   TensorFlow's intra-op pool;
-* the workers are warmed up, then timed in interleaved rounds (numpy, torch, keras, numpy, ...) of about
-  ``round_s`` seconds each; the median time per step is reported with the fastest and slowest round, and a
-  row whose rounds spread (max - min) / median by more than ``SPREAD_LIMIT`` is flagged: the machine's
-  load changed under it, and its ratios should be measured again;
+* the workers are warmed up, then timed in interleaved rounds (every engine of every cell of the shape, one
+  after the other: numpy, torch, keras of the first cell, then of the next, ...) of about ``round_s``
+  seconds each, so engines *and cells* compare round by round (the window kernels of minGRU / minLSTM
+  against the stepping cells: :func:`cross_cell_ratios`); the median time per step is reported with the
+  fastest and slowest round, and a row whose rounds spread (max - min) / median by more than
+  ``SPREAD_LIMIT`` is flagged: the machine's load changed under it, and its ratios should be measured again;
 * the float32 GEMM peak of this machine is measured in the same run (best of several 1024^3 products),
   and each engine's achieved GFLOP/s is the model's matrix FLOPs per step divided by its time per step;
   the 1-minute load average is recorded before and after.
@@ -53,8 +55,11 @@ from ..training.trainer import TrainConfig
 from .blas import openblas_kernels
 
 VOCAB = 65
-# (hidden, batch, seq, layers); the last is the README's Shakespeare training shape (2 x 256, batch 32 x 64)
-SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1), (256, 64, 100, 1), (512, 64, 100, 1), (256, 32, 64, 2))
+# (hidden, batch, seq, layers); (256, 32, 64, 2) is the README's Shakespeare training shape (2 x 256, batch
+# 32 x 64); the long windows of T = 256 and 1,024 are where minGRU / minLSTM's window kernels pay (mincells.py)
+SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1), (256, 64, 100, 1), (512, 64, 100, 1), (256, 32, 64, 2),
+          (256, 32, 256, 1), (256, 32, 1024, 1))
+DEFAULT_CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm")
 QUICK_SHAPES = ((50, 1, 10, 1), (128, 32, 64, 1))
 DEFAULT_ROUNDS = 7   # more rounds narrowed the median little beyond 7 (benchmarks/bench_rounds.py, performance.md)
 # (slowest - fastest round) / median above this: flagged; the targets turn on ratios near 1.0x and 1.5x
@@ -91,9 +96,11 @@ class Shape:
 
 
 def flops_per_step(cell: str, shape: Shape, vocab: int = VOCAB) -> float:
-    """Matrix FLOPs of one training step (forward + backward), see the module docstring."""
+    """Matrix FLOPs of one training step (forward + backward), see the module docstring. minGRU and minLSTM
+    have no recurrent product: only the input projections of the layers above the first."""
     H, B, T, G, L = shape.hidden, shape.batch, shape.seq, CELLS[cell].n_gates, shape.layers
-    forward = (2 * L - 1) * 2 * T * B * H * (G * H) + 2 * T * B * H * vocab
+    products = (2 * L - 1) if CELLS[cell].recurrent_weights else (L - 1)
+    forward = products * 2 * T * B * H * (G * H) + 2 * T * B * H * vocab
     return 3.0 * forward
 
 
@@ -228,28 +235,35 @@ def available_engines(requested) -> list[str]:
 
 def bench_one(cell: str, shape: Shape, workers: list, rounds: int, round_s: float) -> list[dict]:
     """Interleaved timing of every engine on one (cell, shape) -> one row per engine (RSS added later)."""
-    steps, times, how = {}, {w.engine: [] for w in workers}, {}
-    for w in workers:                           # build, warm up, and find the step count filling one round
-        how[w.engine] = w.build(cell, shape)
+    return bench_interleaved([(cell, w) for w in workers], shape, rounds, round_s)
+
+
+def bench_interleaved(entries: list, shape: Shape, rounds: int, round_s: float) -> list[dict]:
+    """Interleaved timing of (cell, worker) entries on one shape -- every engine of every cell, round i of each
+    one after the other, so that cells as well as engines can be compared round by round -> one row per
+    entry (RSS added later)."""
+    steps, times, how = {}, {index: [] for index in range(len(entries))}, {}
+    for index, (cell, w) in enumerate(entries):   # build, warm up, and find the step count filling one round
+        how[index] = w.build(cell, shape)
         w.time(2)
         per_step = max(w.time(3) / 3, 1e-6)
-        steps[w.engine] = max(1, int(round_s / per_step))
+        steps[index] = max(1, int(round_s / per_step))
     for _ in range(rounds):
-        for w in workers:
+        for index, (_, w) in enumerate(entries):
             time.sleep(SETTLE_S)
-            times[w.engine].append(w.time(steps[w.engine]) / steps[w.engine])
-    flops = flops_per_step(cell, shape)
+            times[index].append(w.time(steps[index]) / steps[index])
     rows = []
-    for w in workers:
-        rounds_s = times[w.engine]
+    for index, (cell, w) in enumerate(entries):
+        rounds_s = times[index]
         seconds = statistics.median(rounds_s)
         rows.append({"cell": cell, "hidden": shape.hidden, "batch": shape.batch, "seq": shape.seq,
-                     "layers": shape.layers, "engine": w.engine, "parallelism": how[w.engine],
+                     "layers": shape.layers, "engine": w.engine, "parallelism": how[index],
                      "seconds_per_step": seconds, "min_seconds_per_step": min(rounds_s),
                      "max_seconds_per_step": max(rounds_s), "round_seconds_per_step": rounds_s,
                      "spread": (max(rounds_s) - min(rounds_s)) / seconds,
-                     "tokens_per_s": shape.batch * shape.seq / seconds, "gflops": flops / seconds / 1e9,
-                     "rounds": rounds, "steps_per_round": steps[w.engine]})
+                     "tokens_per_s": shape.batch * shape.seq / seconds,
+                     "gflops": flops_per_step(cell, shape) / seconds / 1e9,
+                     "rounds": rounds, "steps_per_round": steps[index]})
     for row in rows:
         row["noisy"] = row["spread"] > SPREAD_LIMIT
     return rows
@@ -267,6 +281,27 @@ def add_ratios(rows: list[dict]) -> None:
                                                           row["round_seconds_per_step"], strict=True)]
             numpy_row[f"speedup_range_vs_{row['engine']}"] = [min(paired), max(paired)]
             numpy_row[f"rss_ratio_vs_{row['engine']}"] = numpy_row["peak_rss_mb"] / row["peak_rss_mb"]
+
+
+def cross_cell_ratios(rows: list[dict]) -> list[dict]:
+    """Every row of a cell that runs a window at a time (minGRU, minLSTM) against every row of a cell that
+    steps (RNN, LSTM, GRU) on the same shape, timed interleaved in the same rounds: {shape, cell, engine,
+    vs_cell, vs_engine, speedup (ratio of the medians), speedup_range (of the per-round ratios)}."""
+    found = []
+    for row in rows:
+        if CELLS[row["cell"]].window_forward is None:
+            continue
+        for other in rows:
+            same_shape = all(other[k] == row[k] for k in ("hidden", "batch", "seq", "layers"))
+            if not same_shape or CELLS[other["cell"]].window_forward is not None:
+                continue
+            paired = [theirs / mine for mine, theirs in zip(row["round_seconds_per_step"],
+                                                            other["round_seconds_per_step"], strict=True)]
+            found.append({"shape": str(Shape(row["hidden"], row["batch"], row["seq"], row["layers"])),
+                          "cell": row["cell"], "engine": row["engine"], "vs_cell": other["cell"],
+                          "vs_engine": other["engine"], "speedup": row["tokens_per_s"] / other["tokens_per_s"],
+                          "speedup_range": [min(paired), max(paired)]})
+    return found
 
 
 def load_average() -> float | None:
@@ -288,26 +323,28 @@ def run_bench(cells, shapes, engines, rounds: int = DEFAULT_ROUNDS, round_s: flo
     threads = resolve_threads(threads)
     load_before = load_average()
     peak = gemm_peak_gflops()
-    rows, workers = [], []
+    rows, workers = [], {}
     try:
-        for shape in shapes:
+        for shape in shapes:                    # every cell and engine of a shape, timed in the same rounds
+            if fresh_workers or not workers:
+                for w in workers.values():
+                    w.kill()
+                workers = {(cell, engine): Worker(engine, threads, device) for cell in cells for engine in engines}
+            group = bench_interleaved([(cell, w) for (cell, _), w in workers.items()], shape, rounds, round_s)
+            if fresh_workers:
+                rss = {key: w.peak_rss_mb() for key, w in workers.items()}
+            else:
+                rss = {key: w._send("rss")["peak_rss_mb"] for key, w in workers.items()}
+            for row in group:
+                row["peak_rss_mb"] = rss[row["cell"], row["engine"]]
             for cell in cells:
-                if fresh_workers or not workers:
-                    workers = [Worker(engine, threads, device) for engine in engines]
-                group = bench_one(cell, shape, workers, rounds, round_s)
-                if fresh_workers:
-                    rss = {w.engine: w.peak_rss_mb() for w in workers}
-                else:
-                    rss = {w.engine: w._send("rss")["peak_rss_mb"] for w in workers}
-                for row in group:
-                    row["peak_rss_mb"] = rss[row["engine"]]
-                add_ratios(group)
-                for row in group:
-                    rows.append(row)
-                    if on_row:
-                        on_row(row)
+                add_ratios([row for row in group if row["cell"] == cell])
+            for row in group:
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     finally:
-        for w in workers:
+        for w in workers.values():
             w.kill()
     peak = max(peak, gemm_peak_gflops())  # the machine's best, measured before and after the engines
     for row in rows:
@@ -315,7 +352,7 @@ def run_bench(cells, shapes, engines, rounds: int = DEFAULT_ROUNDS, round_s: flo
         row["peak_fraction"] = row["gflops"] / peak
     return {"gemm_peak_gflops": peak, "blas_kernels": openblas_kernels(), "engines": engines, "threads": threads,
             "cores_available": resolve_threads(None), "load_average": [load_before, load_average()],
-            "spread_limit": SPREAD_LIMIT, "rows": rows}
+            "spread_limit": SPREAD_LIMIT, "rows": rows, "cross_cell": cross_cell_ratios(rows)}
 
 
 def paired_range(row: dict, engine: str) -> str:
@@ -347,6 +384,13 @@ def format_table(result: dict) -> str:
         lines.append(f"| {r['cell']} | {shape} | {r['engine']} | {r['parallelism']} | {timing} | "
                      f"{r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f} | "
                      f"{r['peak_rss_mb']:.0f} | {speedups} |")
+    if result.get("cross_cell"):
+        lines += ["", "Window kernels against stepping cells, same shape, same rounds (speed-up: tokens/s ratio of "
+                  "the medians [range of the per-round ratios]):", "",
+                  "| H/B/T[/L] | cell, engine | against | speed-up |", "|---|---|---|---:|"]
+        lines += [f"| {c['shape']} | {c['cell']}, {c['engine']} | {c['vs_cell']}, {c['vs_engine']} | "
+                  f"{c['speedup']:.2f}x [{c['speedup_range'][0]:.2f}-{c['speedup_range'][1]:.2f}] |"
+                  for c in result["cross_cell"]]
     return "\n".join(lines)
 
 

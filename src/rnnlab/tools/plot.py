@@ -66,9 +66,14 @@ def superseded_dropped(records: list[dict]) -> list[dict]:
     return kept
 
 
-def curve(records: list[dict], key: str) -> list[tuple]:
-    """(step, value) of every record that has both."""
-    return [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+X_AXES = {"step": ("step", 1.0, "step"), "minutes": ("elapsed_s", 1 / 60, "training time (minutes)")}   # --x
+
+
+def curve(records: list[dict], key: str, x: str = "step") -> list[tuple]:
+    """(x, value) of every record that has both: x is the step, or the training minutes so far (elapsed_s,
+    training steps only) to compare runs of different speeds at equal time."""
+    field, scale, _ = X_AXES[x]
+    return [(r[field] * scale, r[key]) for r in records if r.get(key) is not None and r.get(field) is not None]
 
 
 def loss_axes(ax) -> None:
@@ -98,27 +103,30 @@ def run_label(path) -> str:
 
 
 def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[str] | None = None,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, x: str = "step") -> Path:
     """Train (smoothed) and validation loss against step; nats on the left axis, bits/char on the right. When
     the records carry ``state_max`` (the largest |state| per layer, health.py), a second panel shows it.
     Several metrics files (a list): each run's validation curve (and smoothed training loss, dashed, in the
-    same colour) on one panel, to compare runs at equal steps."""
+    same colour) on one panel, to compare runs at equal steps -- or at equal training time, ``x="minutes"``."""
+    require(x in X_AXES, f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     if not isinstance(metrics_path, (str, Path)):
         paths = list(metrics_path)
         if len(paths) > 1:
-            return plot_runs(paths, out_path, title, labels or [run_label(p) for p in paths], overwrite)
+            return plot_runs(paths, out_path, title, labels or [run_label(p) for p in paths], overwrite, x)
         metrics_path = paths[0]
     records = superseded_dropped(read_metrics(metrics_path))      # read first: the guard then knows the input
     out_path = check_plot_path(out_path, overwrite=overwrite)
     plt = pyplot("rnnlab plot")
-    states = [(r["step"], r["state_max"]) for r in records if valid_state_max(r.get("state_max"))]
+    field, scale, x_label = X_AXES[x]
+    states = [(r[field] * scale, r["state_max"]) for r in records
+              if valid_state_max(r.get("state_max")) and r.get(field) is not None]
     fig, axes = plt.subplots(2 if states else 1, 1, figsize=(8, 6.5 if states else 4.5), dpi=110, sharex=True,
                              squeeze=False, gridspec_kw={"height_ratios": [3, 1.3] if states else [1]})
     ax = axes[0, 0]
     for key, label, style in (("train_loss", "train (batch)", dict(alpha=0.25, lw=0.8)),
                               ("smooth_loss", "train (smoothed)", dict(lw=1.6)),
                               ("val_loss", "validation", dict(lw=1.8, marker="o", ms=3))):
-        points = curve(records, key)
+        points = curve(records, key, x)
         if points:
             ax.plot(*zip(*points, strict=True), label=label, **style)
     loss_axes(ax)
@@ -133,11 +141,12 @@ def plot_metrics(metrics_path, out_path, title: str | None = None, labels: list[
         low.set_yscale("log")
         low.grid(alpha=0.3)
         low.legend(fontsize=8)
-    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlabel(x_label)
     return save_figure(plt, fig, out_path, overwrite=overwrite)
 
 
-def plot_runs(paths: list, out_path, title: str | None, labels: list[str], overwrite: bool = False) -> Path:
+def plot_runs(paths: list, out_path, title: str | None, labels: list[str], overwrite: bool = False,
+              x: str = "step") -> Path:
     """Several runs on one panel: validation (solid, markers) and smoothed training loss (dashed)."""
     runs = [superseded_dropped(read_metrics(path)) for path in paths]   # every file checked before drawing
     out_path = check_plot_path(out_path, overwrite=overwrite)
@@ -148,10 +157,10 @@ def plot_runs(paths: list, out_path, title: str | None, labels: list[str], overw
         colour = colours[number % len(colours)]
         for key, suffix, style in (("val_loss", "validation", dict(lw=1.8, marker="o", ms=3)),
                                    ("smooth_loss", "train (smoothed)", dict(lw=1.0, ls="--", alpha=0.7))):
-            points = curve(records, key)
+            points = curve(records, key, x)
             if points:
                 ax.plot(*zip(*points, strict=True), color=colour, label=f"{label}: {suffix}", **style)
-    ax.set_xlabel("step")
+    ax.set_xlabel(X_AXES[x][2])
     loss_axes(ax)
     ax.legend(fontsize=8)
     ax.set_title(title or " vs ".join(labels))

@@ -1,7 +1,8 @@
 """What do the hidden units track, and what does the model expect next? One self-contained HTML page.
 
 For a text x_1 .. x_T, run the trained model from the zero state and keep, for every layer, the state after
-each character (the LSTM's cell state c_t and output h_t; the RNN's and GRU's h_t):
+each character (the LSTM's cell state c_t and output h_t; the h_t of the RNN, GRU, minGRU and minLSTM --
+in the residual block too: see :func:`layer_states`):
 
     a_t = state of one unit after reading x_t                      (T,) per unit, (T, H) per layer
     p_t = softmax(logits_t)                                         the next-character distribution (V,)
@@ -39,8 +40,6 @@ from ..memory import require_memory
 from ..nn import model as charmodel
 from ..nn.activations import softmax
 from ..nn.cells import CELLS
-from ..nn.output import output_forward
-from ..nn.recurrence import project_inputs
 
 STATE_NAMES = ("h", "c")   # a cell's state tuple is (h,) or (h, c) (cells.py); names in that order
 TOP_K = 5                  # next-character predictions kept per position
@@ -54,24 +53,22 @@ TOP_UNITS = 5              # units listed per feature
 def layer_states(params: dict, config: charmodel.ModelConfig, ids: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """ids (T,) -> ([per layer {"h": (T, H), "c": (T, H) for LSTM}], logits (T, V)), from the zero state.
 
-    The same stack as ``model.forward`` (no dropout), stepping the cell directly so that *every* part of
-    the state is kept, not just the h that the next layer sees.
+    The model reads the text one character at a time, as sampling does (``model.forward`` on a window of
+    one), and after each character every layer's *state* is kept: what the layer carries to the next
+    character -- h, and the LSTM's c; for minGRU and minLSTM the h of their linear recurrence. In the
+    residual block (``--block residual``) that is each recurrent layer's h too, not the residual stream,
+    which is recomputed from the text and the states at every position and carried nowhere.
     """
-    cell = CELLS[config.cell]
-    names = STATE_NAMES[:cell.n_states]
-    x = ids.reshape(-1, 1)                                       # (T, 1): a batch of one
-    layers = []
-    for layer, state in enumerate(charmodel.zero_state(config, 1, params["Wy"].dtype)):
-        p = charmodel.layer_params(params, layer)
-        zx = project_inputs(x, p["Wx"], p["b"])                  # (T, 1, GH)
-        steps = []
-        for t in range(zx.shape[0]):
-            state, _ = cell.step_forward(zx[t], state, p)        # each part (1, H)
-            steps.append(state)
-        layers.append({name: np.concatenate([s[k] for s in steps]) for k, name in enumerate(names)})  # (T, H)
-        x = layers[-1]["h"][:, None, :]                          # (T, 1, H) into the layer above
-    logits = output_forward(x, params["Wy"], params["by"])[:, 0]  # (T, V)
-    return layers, logits
+    names = STATE_NAMES[:CELLS[config.cell].n_states]
+    state = charmodel.zero_state(config, 1, params["Wy"].dtype)
+    after, logits = [], []                                       # per character: the state, the logits (V,)
+    for i in ids:
+        out, state, _ = charmodel.forward(params, config, np.array([[i]]), state)   # (1, 1, V)
+        after.append(state)
+        logits.append(out[0, 0])
+    layers = [{name: np.concatenate([s[layer][k] for s in after]) for k, name in enumerate(names)}   # (T, H)
+              for layer in range(config.num_layers)]
+    return layers, np.stack(logits)                              # (T, V)
 
 
 def top_predictions(logits: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:

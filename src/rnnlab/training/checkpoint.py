@@ -138,7 +138,11 @@ DOCUMENT = s.Object({
         choices=["float16", "float32", "float64"]), "source": s.Str(max_len=200), "description": s.Str(max_len=400)}),
     **RUN_STATE.fields,
 }, may_be_missing=["export"])
-TASK_SCHEMAS = {kind: (s.dataclass_schema(task.config_class), task.tokenizer_schema) for kind, task in TASKS.items()}
+# A model field added after checkpoints were first written (a config's ADDED_LATER, e.g. ``block``) may be
+# missing from an older checkpoint, whose model had its default; every other field must be there.
+TASK_SCHEMAS = {kind: (s.Object(s.dataclass_schema(task.config_class).fields,
+                                getattr(task.config_class, "ADDED_LATER", ())), task.tokenizer_schema)
+                for kind, task in TASKS.items()}
 OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
                      for name, cls in OPTIMIZERS.items()}
 

@@ -38,8 +38,10 @@ from ..data.splits import DEFAULT_VAL_FRACTION
 from ..data.text import DATA_MODES, SHIPPED_DATASETS
 from ..errors import RnnlabError, require
 from ..files import check_path_text
+from ..nn.block import BLOCKS
 from ..nn.cells import CELLS
 from ..nn.initializers import INIT_SCHEMES
+from ..nn.norms import NORMS
 from ..nn.optim import LR_SCHEDULES, OPTIMIZERS, make_optimizer, parse_options
 from ..nn.seq2seq import ATTENTION_KINDS
 from ..schema import Object, SchemaError, dataclass_schema
@@ -157,8 +159,15 @@ class ModelSettings(Settings):
     cell: str = setting("rnn", "recurrent cell type", choices=tuple(sorted(CELLS)), resume=LOCKED)
     hidden_size: int = setting(50, "units per recurrent layer", parse=int, check=positive, resume=LOCKED)
     num_layers: int = setting(1, "stacked recurrent layers", parse=int, check=positive, resume=LOCKED)
-    dropout: float = setting(0.0, "between stacked layers, training only", parse=finite_float,
-                             check=in_range(0.0, 1.0))
+    dropout: float = setting(0.0, "between stacked layers (and inside the residual block), training only",
+                             parse=finite_float, check=in_range(0.0, 1.0))
+    block: str = setting("plain", "plain: layers stacked directly; residual: pre-norm, the recurrent layer, a "
+                         "residual connection, a GELU feed-forward layer with its own (nn/block.py)", choices=BLOCKS,
+                         resume=LOCKED)
+    norm: str = setting("rms", "residual block: the pre-normalisation, rms (RMSNorm) or layer (LayerNorm)",
+                        choices=NORMS, resume=LOCKED)
+    ffn_mult: int = setting(4, "residual block: the feed-forward layer's width in units of --hidden_size", parse=int,
+                            check=positive, resume=LOCKED)
     init: str = setting("rnnlab", "initial weights: rnnlab (Glorot, orthogonal recurrent matrix, zero biases), "
                         "pytorch (U(+-1/sqrt(H)) everywhere), keras (rnnlab's + forget bias 1) or blockorth "
                         "(rnnlab's old scheme); see nn/initializers.py", choices=tuple(INIT_SCHEMES), resume=LOCKED)
@@ -337,9 +346,11 @@ class TrainConfig:
     def notes(self) -> list[str]:
         """Settings that are valid but do nothing, said once so nobody waits for an effect."""
         notes = []
-        if self.dropout > 0 and self.num_layers == 1:
+        if self.dropout > 0 and self.num_layers == 1 and self.block == "plain":
             notes.append(f"--dropout {self.dropout} does nothing with one layer: it applies between stacked "
-                         "layers (use --num_layers 2 or more)")
+                         "layers (use --num_layers 2 or more, or --block residual)")
+        if self.block == "plain" and (self.norm, self.ffn_mult) != ("rms", 4):
+            notes.append("--norm and --ffn_mult shape the residual block: they do nothing without --block residual")
         return notes
 
     @staticmethod

@@ -61,12 +61,14 @@ class LanguageModelTask:
 
     @staticmethod
     def describe_model(m) -> str:
-        return f"{m.cell} {m.num_layers}x{m.hidden_size}, vocabulary {m.vocab_size}"
+        block = f", residual block ({m.norm} norm, feed-forward {m.ffn_size})" if m.residual else ""
+        return f"{m.cell} {m.num_layers}x{m.hidden_size}{block}, vocabulary {m.vocab_size}"
 
     def model_config(self, config) -> charmodel.ModelConfig:
         return charmodel.ModelConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                      hidden_size=config.hidden_size, num_layers=config.num_layers,
-                                     dropout=config.dropout)
+                                     dropout=config.dropout, block=config.block, norm=config.norm,
+                                     ffn_mult=config.ffn_mult)
 
     def data(self, config, rng: np.random.Generator) -> TrainData:
         return build_data(self.corpus, config, rng)
@@ -126,6 +128,8 @@ class TranslationTask:
     def __init__(self, config):
         require(config.engine == "numpy", f"--engine {config.engine}: the translator runs on the NumPy engine "
                                           "only (--engine numpy)")
+        require(config.block == "plain", "--block residual is for language models; the translator is an "
+                                         "encoder-decoder of its own (leave --block plain)")
         fraction = val_fraction(config.val_fraction)
         self.pairs = load_pairs(config.dataset, fraction, test_fraction=fraction)
         self.tokenizer = PairTokenizers.fit(self.pairs.train + self.pairs.valid + self.pairs.test)
