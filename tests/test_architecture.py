@@ -4,6 +4,8 @@ every import of every module (top level and inside functions) and fails on one t
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,24 @@ def test_nothing_but_the_cli_and_main_imports_the_cli_or_a_tool():
 def test_the_shipped_texts_are_not_in_a_code_folder():
     assert not list((PACKAGE / "data").glob("*.txt"))
     assert (PACKAGE / "corpora" / "dinos.txt").is_file()
+
+
+def modules_loaded_by(module: str) -> set[str]:
+    """The rnnlab modules that importing ``module`` loads, in a fresh interpreter."""
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('rnnlab')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    return set(done.stdout.split())
+
+
+def test_reading_a_checkpoint_loads_neither_the_translator_nor_the_trainer():
+    """checkpoint.py learns what it needs of a task from its kind (kinds.py): the decoding of translations,
+    the tasks, the engines and the trainer stay unloaded."""
+    loaded = modules_loaded_by("rnnlab.training.checkpoint")
+    assert not loaded & {"rnnlab.generate.translate", "rnnlab.training.tasks", "rnnlab.training.engines",
+                         "rnnlab.training.trainer", "rnnlab.training.parallel"}, sorted(loaded)
+
+
+def test_the_settings_do_not_load_the_engines_or_the_translator():
+    loaded = modules_loaded_by("rnnlab.training.config")
+    assert not loaded & {"rnnlab.training.engines", "rnnlab.training.parallel", "rnnlab.generate.translate"}, \
+        sorted(loaded)

@@ -2,7 +2,6 @@
 scripts/train_pretrained.py): their names resolve from any folder, they sample and visualise offline, and
 the validation loss each records is what rnnlab measures on the shipped split with the shipped weights."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from rnnlab.cli import main
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.checkpoint import load_checkpoint
-from rnnlab.training.config import TrainConfig
+from rnnlab.training.config import SETTINGS, TrainConfig
 from rnnlab.training.trainer import Trainer
 
 SHIPPED = ("shakespeare-lstm", "shakespeare-gru")
@@ -77,8 +76,7 @@ def test_the_recorded_validation_loss_is_what_rnnlab_measures_on_the_shipped_spl
     whole validation split again: it must equal what the export recorded (same code path, same weights;
     rel 1e-6 allows only summation-order differences between BLAS builds)."""
     checkpoint = load_checkpoint(name)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in checkpoint.meta["train"].items() if k in fields}
+    settings = {k: v for k, v in checkpoint.meta["train"].items() if k in SETTINGS}
     trainer = Trainer(TrainConfig(**{**settings, "eval_tokens": None}))
     try:
         trainer.engine.load_state(checkpoint.params, trainer.engine.optimizer_state())

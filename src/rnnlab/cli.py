@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 from . import files
-from .data.corpus import load_corpus
+from .data.corpus import training_examples
 from .errors import RnnlabError, TrainingDiverged, require
 from .files import os_error_message
 from .generate.sampling import PortableRandom, generate
@@ -420,21 +420,6 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     return 0
 
 
-def training_names(checkpoint) -> set[str]:
-    """The names a lines-corpus checkpoint was trained on (for --novelty), from its recorded dataset, which
-    must still be the same text (same size and SHA-256)."""
-    corpus = checkpoint.meta["corpus"]
-    require(corpus["mode"] == "lines",
-            "--novelty needs a one-name-per-line corpus (this checkpoint was trained on running text)")
-    source = corpus["path"] or corpus["name"]
-    require(corpus["path"] is None or os.path.exists(source),
-            f"--novelty needs the training text, but {source} no longer exists: run without --novelty")
-    loaded = load_corpus(source, corpus["mode"])
-    require((loaded.sha256, loaded.n_bytes) == (corpus["sha256"], corpus["bytes"]),
-            f"--novelty needs the training text, but {source} has changed since training: run without --novelty")
-    return set(loaded.examples())
-
-
 def run_sample(args: argparse.Namespace) -> int:
     require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     if args.list:
@@ -453,7 +438,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.novelty:                                             # the samples are kept, to compare: a budget
         require_memory(n * (args.length + len(args.prime)) * 8, f"--novelty over {n:,} samples of up to "
                        f"{args.length:,} characters", "give fewer --num_samples or a smaller --length")
-        seen = training_names(checkpoint)                        # checked before any sampling
+        seen = training_examples(checkpoint.meta["corpus"])      # checked before any sampling
     forward = None
     if args.engine == "torch":
         from .frameworks import load_framework
@@ -519,8 +504,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"rnnlab: wrote {path} ({fmt.summary}, {dtype} weights, {format_bytes(path.stat().st_size)}, "
               f"{validation_summary(model.val_loss, model.val_tokens)})")
         return 0
-    require("export" not in checkpoint.meta, f"{checkpoint.path} is already an exported model: give the "
-                                             "checkpoint of the training run it came from")
+    checkpoint.require_training_run("be exported again to this format")
     folder = CheckpointFolder(args.out, "--out", overwrite=args.overwrite)
     folder.check()                                               # before the validation pass, not after it
     val_loss, val_tokens = validation_loss(checkpoint, dtype)
@@ -610,8 +594,8 @@ def run_translate(args: argparse.Namespace) -> int:
                     lines.append(result.output)
                     if args.show_attention:
                         lines.append(attention_text(result))
+                done += len(texts)                               # counted before they are shown
                 print("\n".join(lines), flush=True)
-                done += len(texts)
         except StoppedAtOnce as stop:
             return say_error(f"rnnlab: interrupted by {stop.name} after {done:,} inputs", stop.status)
     return 0

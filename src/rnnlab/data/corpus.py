@@ -340,6 +340,20 @@ def load_corpus(dataset: str, mode: str = "auto", cache_dir=None,
     return Corpus(name, mode, ids, tokenizer, path, n_bytes, sha, cached)
 
 
+def training_examples(fingerprint: dict) -> set[str]:
+    """The examples (names) of the lines corpus a checkpoint's ``fingerprint`` describes, for --novelty: read
+    from its recorded dataset, which must still be the same text (same size and SHA-256)."""
+    require(fingerprint["mode"] == "lines",
+            "--novelty needs a one-name-per-line corpus (this checkpoint was trained on running text)")
+    source = fingerprint["path"] or fingerprint["name"]
+    require(fingerprint["path"] is None or os.path.exists(source),
+            f"--novelty needs the training text, but {source} no longer exists: run without --novelty")
+    loaded = load_corpus(source, fingerprint["mode"], verify=True)
+    require((loaded.sha256, loaded.n_bytes) == (fingerprint["sha256"], fingerprint["bytes"]),
+            f"--novelty needs the training text, but {source} has changed since training: run without --novelty")
+    return set(loaded.examples())
+
+
 def _has_text(ids: np.ndarray, tokenizer: CharTokenizer) -> bool:
     """Whether any character is not whitespace (the vocabulary says, without a pass over the ids)."""
     return bool(len(ids)) and not whitespace_ids(tokenizer).all()

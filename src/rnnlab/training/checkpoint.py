@@ -78,7 +78,7 @@ from ..nn import model as charmodel
 from ..nn.cells import CELLS
 from ..nn.optim import OPTIMIZERS, make_optimizer
 from .config import TrainConfig
-from .tasks import TASKS
+from .kinds import KINDS
 
 FORMAT_VERSION = 2
 TAGS = ("latest", "best")
@@ -126,7 +126,7 @@ DOCUMENT = s.Object({
     "arrays_sha256": s.Str(pattern=r"[0-9a-f]{64}"),
     "optimizer_slots": s.ListOf(s.Str(pattern=r"[a-z_]{1,32}"), max_len=8),
     "optimizer_step": COUNT,
-    "task": s.Str(choices=list(TASKS)),
+    "task": s.Str(choices=list(KINDS)),
     "model": s.Any(),                          # checked by the task's schemas below (TASK_SCHEMAS)
     "tokenizer": s.Any(),
     "train": TrainConfig.schema(),
@@ -142,7 +142,7 @@ DOCUMENT = s.Object({
 # missing from an older checkpoint, whose model had its default; every other field must be there.
 TASK_SCHEMAS = {kind: (s.Object(s.dataclass_schema(task.config_class).fields,
                                 getattr(task.config_class, "ADDED_LATER", ())), task.tokenizer_schema)
-                for kind, task in TASKS.items()}
+                for kind, task in KINDS.items()}
 OPTIMIZER_SCHEMAS = {name: s.Object({"name": s.Str(choices=[name]), **s.dataclass_schema(cls).fields})
                      for name, cls in OPTIMIZERS.items()}
 
@@ -158,7 +158,7 @@ def validate_document(meta, where: str) -> None:
             "use the rnnlab version that wrote it")
     try:
         DOCUMENT.check(meta, "")
-        task = TASKS[meta["task"]]
+        task = KINDS[meta["task"]]
         model_schema, tokenizer_schema = TASK_SCHEMAS[meta["task"]]
         model_schema.check(meta["model"], "model")
         tokenizer_schema.check(meta["tokenizer"], "tokenizer")
@@ -195,7 +195,7 @@ class Checkpoint:
     @property
     def task(self):
         """The task class (tasks.LanguageModelTask or tasks.TranslationTask) that wrote it."""
-        return TASKS[self.meta["task"]]
+        return KINDS[self.meta["task"]]
 
     @property
     def model_config(self):
@@ -217,6 +217,49 @@ class Checkpoint:
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+    def require_training_run(self, action: str) -> None:
+        """One refusal for what only a training run's checkpoint can do (resume, export): an exported model
+        holds weights alone, no optimizer state."""
+        require("export" not in self.meta, f"checkpoint {self.path} is an exported model (weights only, no "
+                                           f"optimizer state): it samples and visualises but cannot {action}; give "
+                                           "the checkpoint of the training run it came from")
+
+    def check_fits(self, task, model_config, tokenizer, optimizer, batch_size: int, smoothing: float,
+                   new_data: bool = False) -> bool:
+        """Refuse, naming the difference, a checkpoint that does not fit the run about to continue it: its
+        task, model, vocabulary, data (unless ``new_data``), optimizer state, carried state and counters.
+        -> whether the data is the same text (its position then resumes too)."""
+        meta, where = self.meta, self.path
+        self.require_training_run("resume")
+        require(meta["task"] == task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
+                                           f"a {task.kind} model: resume on the same data")
+        saved_model = self.model_config
+        differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in model_config.to_dict().items()
+                  if getattr(saved_model, k) != v]
+        require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
+                            "checkpoint's settings")
+        charmodel.check_param_shapes(task.param_shapes(model_config), self.params)
+        require(tokenizer == self.tokenizer,
+                f"the corpus' characters differ from checkpoint {where}'s vocabulary: resume on the same --dataset")
+        same_data = all(meta["corpus"][k] == task.fingerprint()[k] for k in ("sha256", "bytes"))
+        require(same_data or new_data,
+                f"{task.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
+                "differ): resume on the same data, or add --new_data to continue on this text from its start")
+        slots = sorted(k for k in optimizer.init({}) if k != "step")
+        require(sorted(k for k in self.optimizer_state if k != "step") == slots,
+                f"checkpoint {where} has optimizer state {sorted(self.optimizer_state)}, "
+                f"{meta['train']['optimizer']} needs {slots}")
+        hidden = self.hidden_state
+        if hidden is not None and task.mode == "stream" and hidden[0][0].shape[0] != batch_size:
+            raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
+                              f"has --batch_size {batch_size}: the checkpoint is damaged")
+        run = self.run_state
+        if run.step:                                             # a saved run never looks diverged
+            smooth = run.loss_average / (1 - smoothing ** run.step)
+            require(smooth <= 3 * run.first_loss, f"checkpoint {where}: its smoothed loss {smooth:.4g} is more than "
+                    f"3x its first loss {run.first_loss:.4g}, which a saved run never has: the checkpoint is damaged")
+        return same_data
 
     @property
     def run_state(self) -> RunState:
@@ -444,7 +487,7 @@ def load_checkpoint(path) -> Checkpoint:
     meta, arrays_path, data = read_json_and_arrays(json_path)
     note_checkpoint_read(json_path.parent, f"the checkpoint {json_path}")
     note_corpus(meta["corpus"]["path"])
-    task = TASKS[meta["task"]]
+    task = KINDS[meta["task"]]
     config = task.config_class(**meta["model"])
     expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
     state_rows = TrainConfig(**meta["train"]).batch_size if task.kind == "lm" else 0

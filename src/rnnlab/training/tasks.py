@@ -14,28 +14,24 @@ samples in a report      names or a text                       a few validation 
 extra validation         --                                    exact-match accuracy (and test accuracy at the end)
 =======================  ====================================  ============================================
 
-A checkpoint records its task (``"task"``), and :data:`TASKS` tells the checkpoint reader how to check and
-rebuild that task's model config and tokenizer.
+A checkpoint records its task (``"task"``); what the checkpoint reader needs to check and rebuild that
+task's model config and tokenizer is the task's *kind* (``kinds.py``), on which each task here is built.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import schema as s
 from ..data.corpus import load_corpus
 from ..data.pairs import PairBatches, PairTokenizers, load_pairs, pair_eval_batches, uses_pairs
 from ..data.splits import TrainData, build_data, val_fraction
-from ..data.text import CharTokenizer
-from ..errors import RnnlabError, require
+from ..errors import require
 from ..generate.sampling import sample
 from ..generate.translate import exact_match, translate
 from ..nn import model as charmodel
 from ..nn import seq2seq as s2s
 from .engines import Seq2SeqEngine, engine_class
-
-CHAR = s.Str(pattern=r"(?s).", max_len=1)
-CHAR_TOKENIZER = s.Object({"chars": s.ListOf(CHAR, max_len=2 ** 21), "unk_token": s.Optional(CHAR)})
+from .kinds import LanguageModelKind, TranslatorKind
 
 
 def make_task(config, on_load=None, verify: bool = False):
@@ -46,23 +42,14 @@ def make_task(config, on_load=None, verify: bool = False):
     return LanguageModelTask(config, on_load, verify)
 
 
-class LanguageModelTask:
+class LanguageModelTask(LanguageModelKind):
     """A character language model over a ``lines`` or ``stream`` corpus."""
-
-    kind = "lm"
-    config_class = charmodel.ModelConfig
-    tokenizer_schema = CHAR_TOKENIZER
 
     def __init__(self, config, on_load=None, verify: bool = False):
         require(config.data_mode != "pairs", "--data_mode pairs trains a translator")
         self.corpus = load_corpus(config.dataset, config.data_mode, config.cache_dir, on_load, verify)
         self.tokenizer = self.corpus.tokenizer
         self.name, self.mode, self.chars = self.corpus.name, self.corpus.mode, len(self.corpus)
-
-    @staticmethod
-    def describe_model(m) -> str:
-        block = f", residual block ({m.norm} norm, feed-forward {m.ffn_size})" if m.residual else ""
-        return f"{m.cell} {m.num_layers}x{m.hidden_size}{block}, vocabulary {m.vocab_size}"
 
     def model_config(self, config) -> charmodel.ModelConfig:
         return charmodel.ModelConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
@@ -80,27 +67,6 @@ class LanguageModelTask:
     def engine_class(name: str):
         return engine_class(name)
 
-    @staticmethod
-    def training_bytes(model_config, batch, steps, itemsize, slots) -> int:
-        return charmodel.training_bytes(model_config, batch, steps, itemsize, slots)
-
-    @staticmethod
-    def param_shapes(model_config) -> dict:
-        return charmodel.param_shapes(model_config)
-
-    @staticmethod
-    def tokenizer_from_dict(data: dict) -> CharTokenizer:
-        return CharTokenizer.from_dict(data)
-
-    @staticmethod
-    def vocabulary_fits(model_config, tokenizer) -> bool:
-        return tokenizer.vocab_size == model_config.vocab_size
-
-    @staticmethod
-    def vocab_size(model_config) -> int:
-        """The size of what is predicted (a uniform guess scores ln of it)."""
-        return model_config.vocab_size
-
     def fingerprint(self) -> dict:
         return self.corpus.fingerprint()
 
@@ -115,12 +81,8 @@ class LanguageModelTask:
         return {}
 
 
-class TranslationTask:
+class TranslationTask(TranslatorKind):
     """A sequence-to-sequence translator (seq2seq.py) over ``source<TAB>target`` pairs (pairs.py)."""
-
-    kind = "translate"
-    config_class = s2s.Seq2SeqConfig
-    tokenizer_schema = s.Object({"source": CHAR_TOKENIZER, "target": CHAR_TOKENIZER})
     # pairs that count for the validation accuracy in a report (all of the shipped dates' 2,000): decoding
     # is batched, about 0.3 s per 1,000 pairs
     ACCURACY_PAIRS = 5000
@@ -135,11 +97,6 @@ class TranslationTask:
         self.tokenizer = PairTokenizers.fit(self.pairs.train + self.pairs.valid + self.pairs.test)
         self.name, self.mode = self.pairs.name, "pairs"
         self.chars = self.fingerprint()["chars"]
-
-    @staticmethod
-    def describe_model(m) -> str:
-        return (f"translator: bi-{m.encoder_cell} {m.encoder_hidden} -> {m.decoder_cell} {m.decoder_hidden}, "
-                f"{m.attention} attention, vocabulary {m.source_vocab_size} -> {m.target_vocab_size}")
 
     def model_config(self, config) -> s2s.Seq2SeqConfig:
         longest = max(len(t) for _, t in self.pairs.train + self.pairs.valid + self.pairs.test)
@@ -171,30 +128,6 @@ class TranslationTask:
     def engine_class(name: str):
         return Seq2SeqEngine
 
-    @staticmethod
-    def training_bytes(model_config, batch, steps, itemsize, slots) -> int:
-        n_params = sum(int(np.prod(shape)) for shape in s2s.param_shapes(model_config).values())
-        m = model_config                                        # per (step, example): states, caches, logits
-        widths = 2 * m.encoder_hidden * 8 + m.decoder_hidden * 12 + m.target_vocab_size * 2
-        return itemsize * (n_params * (2 + slots) + steps * batch * widths)
-
-    @staticmethod
-    def param_shapes(model_config) -> dict:
-        return s2s.param_shapes(model_config)
-
-    @staticmethod
-    def tokenizer_from_dict(data: dict) -> PairTokenizers:
-        return PairTokenizers.from_dict(data)
-
-    @staticmethod
-    def vocabulary_fits(model_config, tokenizer) -> bool:
-        return (tokenizer.source.vocab_size, tokenizer.target.vocab_size) == (
-            model_config.source_vocab_size, model_config.target_vocab_size)
-
-    @staticmethod
-    def vocab_size(model_config) -> int:
-        return model_config.target_vocab_size
-
     def fingerprint(self) -> dict:
         return self.pairs.fingerprint()
 
@@ -215,12 +148,3 @@ class TranslationTask:
 
 
 TASKS = {task.kind: task for task in (LanguageModelTask, TranslationTask)}
-
-
-def task_of(meta: dict):
-    """The task class of a checkpoint document (its ``"task"``, validated by the checkpoint schema)."""
-    try:
-        return TASKS[meta["task"]]
-    except KeyError:
-        raise RnnlabError(f"unknown task {meta.get('task')!r}: use one of {', '.join(TASKS)}") from None
-

@@ -29,10 +29,9 @@ import numpy as np
 
 from .. import files
 from ..data.batches import set_generator_state
-from ..errors import RnnlabError, TrainingDiverged, require
+from ..errors import TrainingDiverged, require
 from ..frameworks import engine_optimizer_options
 from ..memory import format_bytes, require_memory
-from ..nn import model as charmodel
 from ..nn.losses import bits_per_char, perplexity
 from ..nn.optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 from . import checkpoint as ckpt
@@ -410,36 +409,9 @@ class Trainer:
         """Continue exactly where ``checkpoint`` stopped: weights, optimizer moments, data position, RNG
         streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
         same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
-        meta, where = checkpoint.meta, checkpoint.path
-        require("export" not in meta, f"checkpoint {where} is an exported model (weights only, no optimizer state): "
-                                      "it samples and visualises but cannot resume; start a new run")
-        require(meta["task"] == self.task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
-                                                f"a {self.task.kind} model: resume on the same data")
-        saved_model = checkpoint.model_config
-        differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in self.model_config.to_dict().items()
-                  if getattr(saved_model, k) != v]
-        require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
-                            "checkpoint's settings")
-        charmodel.check_param_shapes(self.task.param_shapes(self.model_config), checkpoint.params)
-        require(self.tokenizer == checkpoint.tokenizer,
-                f"the corpus' characters differ from checkpoint {where}'s vocabulary: resume on the same --dataset")
-        same_data = all(meta["corpus"][k] == self.task.fingerprint()[k] for k in ("sha256", "bytes"))
-        require(same_data or new_data,
-                f"{self.task.name} is not the text checkpoint {where} was trained on (its size and SHA-256 "
-                "differ): resume on the same data, or add --new_data to continue on this text from its start")
-        slots = sorted(k for k in self.optimizer.init({}) if k != "step")
-        require(sorted(k for k in checkpoint.optimizer_state if k != "step") == slots,
-                f"checkpoint {where} has optimizer state {sorted(checkpoint.optimizer_state)}, "
-                f"{self.config.optimizer} needs {slots}")
-        hidden = checkpoint.hidden_state
-        if hidden is not None and self.task.mode == "stream" and hidden[0][0].shape[0] != self.config.batch_size:
-            raise RnnlabError(f"checkpoint {where} carries a state for {hidden[0][0].shape[0]} streams, this run "
-                              f"has --batch_size {self.config.batch_size}: the checkpoint is damaged")
-        run = checkpoint.run_state
-        if run.step:                                             # a saved run never looks diverged
-            smooth = run.loss_average / (1 - self.smoothing ** run.step)
-            require(smooth <= 3 * run.first_loss, f"checkpoint {where}: its smoothed loss {smooth:.4g} is more than "
-                    f"3x its first loss {run.first_loss:.4g}, which a saved run never has: the checkpoint is damaged")
+        same_data = checkpoint.check_fits(self.task, self.model_config, self.tokenizer, self.optimizer,
+                                          self.config.batch_size, self.smoothing, new_data)
+        run, hidden = checkpoint.run_state, checkpoint.hidden_state
         self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
         if same_data:
             self.batches.load_state_dict(run.data_position)
