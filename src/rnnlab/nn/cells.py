@@ -300,6 +300,48 @@ def gru_cell_step_backward(dstate, cache, p, out=None):
     return dzx, dzh, (dh_prev,)
 
 
+def gru_reference_step_forward(zx, state, p):
+    """The textbook GRU step, one line per equation above: the algorithmic reference for
+    :func:`gru_cell_step` (same inputs and outputs; nothing fused, nothing in place, fresh arrays).
+
+        [xr, xu, xn] = zx_t          [hr, hu, hn] = h_{t-1} Wh + bh
+        r = sig(xr + hr)   u = sig(xu + hu)   n = tanh(xn + r * hn)
+        h_t = (1 - u) * n + u * h_{t-1}
+    """
+    (h_prev,) = state
+    H = h_prev.shape[1]
+    xr, xu, xn = zx[:, :H], zx[:, H:2 * H], zx[:, 2 * H:]        # (B, H) each: the input's share
+    hh = h_prev @ p["Wh"] + p["bh"]                              # (B, 3H) the projected previous state
+    hr, hu, hn = hh[:, :H], hh[:, H:2 * H], hh[:, 2 * H:]
+    r = sigmoid(xr + hr)                                         # (B, H) reset gate
+    u = sigmoid(xu + hu)                                         # (B, H) update gate
+    n = np.tanh(xn + r * hn)                                     # (B, H) candidate
+    h = (1.0 - u) * n + u * h_prev                               # (B, H) hidden state
+    return (h,), (h_prev, r, u, n, hn)
+
+
+def gru_reference_step_backward(dstate, cache, p):
+    """Backward of :func:`gru_reference_step_forward`, one line per equation above.
+
+        dn = dh (1 - u)    du = dh (h_{t-1} - n)    dzn = dn (1 - n^2)    dr = dzn * hn
+        dzx = [dr r(1-r), du u(1-u), dzn]      dzh = [dr r(1-r), du u(1-u), dzn * r]
+        dh_{t-1} = dh u + dzh Wh^T
+    -> (dzx, dzh, (dh_{t-1},)), as every cell's step_backward.
+    """
+    (dh,) = dstate
+    h_prev, r, u, n, hn = cache
+    dn = dh * (1.0 - u)                                          # (B, H) through h_t = (1 - u) n + u h_{t-1}
+    du = dh * (h_prev - n)                                       # (B, H)
+    dzn = dn * tanh_grad(n)                                      # (B, H) through n = tanh(xn + r hn)
+    dr = dzn * hn                                                # (B, H)
+    dzr = dr * sigmoid_grad(r)                                   # (B, H) through r = sig(xr + hr)
+    dzu = du * sigmoid_grad(u)                                   # (B, H) through u = sig(xu + hu)
+    dzx = np.concatenate([dzr, dzu, dzn], axis=1)                # (B, 3H) the input's pre-activations
+    dzh = np.concatenate([dzr, dzu, dzn * r], axis=1)            # (B, 3H) r scales the recurrent n block
+    dh_prev = dh * u + dzh @ p["Wh"].T                           # (B, H) to step t-1
+    return dzx, dzh, (dh_prev,)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One recurrent cell type: what the sequence loop and the initialisers need to know, and its two steps.
