@@ -17,6 +17,8 @@ from rnnlab.training.config import TrainConfig
 from rnnlab.training.trainer import Trainer
 from test_checkpoint import run  # a run and its reports by step (tests/ is on sys.path, as for crosscheck)
 
+pytestmark = pytest.mark.slow      # trains and resumes whole runs
+
 
 @pytest.fixture
 def play(tmp_path):
