@@ -38,7 +38,7 @@ Each cell comes twice, as the lab shows every fast kernel beside its reference:
       with d = softplus(-zi) - softplus(-zf):   dd = (df' - di') f' i'
       dzf = dd (1 - f)    dzi = -dd (1 - i)      (d softplus(-z)/dz = -(1 - sig(z)))
 
-tests/test_mincells.py proves step = window (loop and scan) forward and backward, and both against finite
+tests/nn/test_mincells.py proves step = window (loop and scan) forward and backward, and both against finite
 differences, in float64.
 """
 
