@@ -19,8 +19,8 @@ import statistics
 
 import numpy as np
 
-from rnnlab.bench import Shape, Worker, bench_one
-from rnnlab.parallel import resolve_threads
+from rnnlab.tools.bench import Shape, Worker, bench_one
+from rnnlab.training.parallel import resolve_threads
 
 
 def percentile_range(values, reference) -> str:

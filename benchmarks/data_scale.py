@@ -43,9 +43,9 @@ def sample_anon():                          # RssAnon: the process's own memory,
                 anon[0] = max(anon[0], int(line.split()[1]) / 1024)
         time.sleep(0.005)
 threading.Thread(target=sample_anon, daemon=True).start()
-from rnnlab.corpus import load_corpus
-from rnnlab.config import TrainConfig
-from rnnlab.train import Trainer
+from rnnlab.data.corpus import load_corpus
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.trainer import Trainer
 
 def peak_rss_mb():
     for line in open("/proc/self/status"):
@@ -86,7 +86,7 @@ def run_worker(job: str, path: Path, cache: Path) -> dict:
 
 def build_corpus(path: Path, megabytes: int) -> int:
     """The shipped Shakespeare, copies numbered, until ``megabytes`` MB; returns the size in bytes."""
-    text = resources.files("rnnlab.data").joinpath("shakespeare.txt").read_text(encoding="utf-8")
+    text = resources.files("rnnlab.corpora").joinpath("shakespeare.txt").read_text(encoding="utf-8")
     target, written, copy = megabytes * 2 ** 20, 0, 0
     with open(path, "w", encoding="utf-8") as f:
         while written < target:

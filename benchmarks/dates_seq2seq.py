@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 
-from rnnlab import seq2seq as s2s
-from rnnlab.engines import Seq2SeqEngine
-from rnnlab.optim import Adam
-from rnnlab.pairs import PairBatches, PairTokenizers, load_pairs, pair_eval_batches
-from rnnlab.train import TrainConfig, evaluate
-from rnnlab.translate import exact_match, translate
+from rnnlab.data.pairs import PairBatches, PairTokenizers, load_pairs, pair_eval_batches
+from rnnlab.generate.translate import exact_match, translate
+from rnnlab.nn import seq2seq as s2s
+from rnnlab.nn.optim import Adam
+from rnnlab.training.engines import Seq2SeqEngine
+from rnnlab.training.trainer import TrainConfig, evaluate
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 Shapes are those of the 256/64/100 LSTM benchmark (T=100, B=64, H=256, vocabulary 65), float32. Every pair
 is timed interleaved (old, new, old, new, ...) and the median is reported, so the ratio is meaningful on a
-noisy machine even when the absolute times are not. tests/test_fast_paths.py proves each pair computes the
+noisy machine even when the absolute times are not. tests/training/test_fast_paths.py proves each pair computes the
 same numbers.
 """
 
@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from rnnlab import model as charmodel
-from rnnlab.activations import sigmoid
-from rnnlab.cells import CELLS
-from rnnlab.recurrence import Workspace, embedding_grad, sequence_forward
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.activations import sigmoid
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.recurrence import Workspace, embedding_grad, sequence_forward
 
 T, B, H, V = 100, 64, 256, 65
 rng = np.random.default_rng(0)

@@ -34,7 +34,7 @@ from torch import nn
 
 from rnnlab.errors import RnnlabError
 from rnnlab.frameworks.torch import TORCH_MODULES, resolve_device
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 SHAPES = ((256, 64, 100), (512, 128, 128), (1024, 128, 128))   # (hidden, batch, seq), 2 layers each
 QUICK_SHAPES = ((16, 4, 8),)

@@ -15,9 +15,9 @@ import argparse
 import json
 import time
 
-from rnnlab.config import TrainConfig
-from rnnlab.health import MAX_GAP
-from rnnlab.train import Trainer
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.health import MAX_GAP
+from rnnlab.training.trainer import Trainer
 
 
 def main() -> None:

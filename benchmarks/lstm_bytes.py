@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from rnnlab.cells import CELLS, LSTM_CACHE, _lstm_block_constants, new_grad_out, new_step_out
-from rnnlab.parallel import blas_threads
+from rnnlab.nn.cells import CELLS, LSTM_CACHE, _lstm_block_constants, new_grad_out, new_step_out
+from rnnlab.training.parallel import blas_threads
 
 # ---- the step as it was before issue 17 (for the byte count and the timing) -----------------------------
 

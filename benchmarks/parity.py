@@ -17,7 +17,7 @@ learning rate before each step).
 What is independent: the PyTorch side is written here with ``torch.nn`` layers and PyTorch's own defaults,
 not rnnlab's engine or converted weights -- a one-hot input, ``nn.RNN/LSTM/GRU(num_layers=L)`` with its own
 initialisation (every weight and both biases U(+-1/sqrt(H))), an ``nn.Linear`` head, ``F.cross_entropy``,
-``clip_grad_norm_`` and ``torch.optim.Adam``. rnnlab trains through ``rnnlab.train.Trainer``.
+``clip_grad_norm_`` and ``torch.optim.Adam``. rnnlab trains through ``rnnlab.training.trainer.Trainer``.
 
 Timing: the two engines take turns, ``--eval_every`` steps each, so both see the same machine load; each
 engine's tokens/s counts its training steps only (not validation). For each engine the script also
@@ -37,8 +37,8 @@ import time
 
 import numpy as np
 
-from rnnlab.optim import scheduled_learning_rate
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.nn.optim import scheduled_learning_rate
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 QUICK = dict(cells="rnn,lstm,gru", seeds="0", steps=20, eval_every=10, hidden_size=16, num_layers=2,
              batch_size=4, seq_length=16, val_fraction=0.01)

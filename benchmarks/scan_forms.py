@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import mincells
-from rnnlab.cells import CELLS
-from rnnlab.recurrence import step_loop_backward, step_loop_forward
-from rnnlab.scan import log_space_scan
+from rnnlab.nn import mincells
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.recurrence import step_loop_backward, step_loop_forward
+from rnnlab.nn.scan import log_space_scan
 
 
 def numpy_forms(zx_rows: np.ndarray, zx: np.ndarray, h0: np.ndarray, dh: np.ndarray) -> dict:

@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 
-from rnnlab.batches import Batch
-from rnnlab.engines import NumpyEngine
-from rnnlab.model import ModelConfig, init_params
-from rnnlab.optim import make_optimizer
-from rnnlab.parallel import available_cores
-from rnnlab.train import TrainConfig
+from rnnlab.data.batches import Batch
+from rnnlab.nn.model import ModelConfig, init_params
+from rnnlab.nn.optim import make_optimizer
+from rnnlab.training.engines import NumpyEngine
+from rnnlab.training.parallel import available_cores
+from rnnlab.training.trainer import TrainConfig
 
 SPECS = "lstm/128/32/64/1,lstm/256/64/100/1,lstm/512/64/100/1,lstm/256/32/64/2,gru/256/32/64/2"
 

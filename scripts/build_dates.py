@@ -1,6 +1,6 @@
 """Build the shipped ``dates`` pairs: human-readable dates -> ISO 8601 (``YYYY-MM-DD``). Standard library only.
 
-    python scripts/build_dates.py            # writes src/rnnlab/data/dates.{train,valid,test}.txt
+    python scripts/build_dates.py            # writes src/rnnlab/corpora/dates.{train,valid,test}.txt
     python scripts/build_dates.py --check    # rebuilds in memory and fails if the shipped files differ
 
 Every line is ``source<TAB>target``, e.g. ``saturday 9 may 2018<TAB>2018-05-09``. The dates run from
@@ -31,7 +31,7 @@ SEED = 2018
 FIRST, LAST = datetime.date(1950, 1, 1), datetime.date(2049, 12, 31)
 SIZES = {"train": 30_000, "valid": 2_000, "test": 2_000}
 SPLIT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
-OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "rnnlab" / "data"
+OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "rnnlab" / "corpora"
 
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december"]

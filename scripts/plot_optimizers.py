@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 
 from rnnlab.files import atomic_write_bytes
-from rnnlab.optim import make_optimizer
-from rnnlab.train import Report, TrainConfig, Trainer
+from rnnlab.nn.optim import make_optimizer
+from rnnlab.training.trainer import Report, TrainConfig, Trainer
 
 OPTIMIZERS = ("sgd", "momentum", "rms", "adam", "adagrad")
 COLORS = {"sgd": "tab:gray", "momentum": "tab:blue", "rms": "tab:green", "adam": "tab:red", "adagrad": "tab:purple"}

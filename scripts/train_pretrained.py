@@ -5,8 +5,9 @@
 
 Each model is trained by the `rnnlab train` command in :data:`RECIPES` (its best checkpoint by validation
 loss is kept), then written by `rnnlab export` as float16 weights without optimizer state (a few MB), with
-its validation loss measured on the whole held-out split *with those float16 weights*. The exact commands
-are printed, and recorded in src/rnnlab/data/SOURCES.md. Training is deterministic for a given seed, BLAS
+its validation loss measured on the whole held-out split *with those float16 weights*, into a staging folder
+that this script copies into the package (rnnlab's output guard never writes inside its own package). The exact commands
+are printed, and recorded in src/rnnlab/corpora/SOURCES.md. Training is deterministic for a given seed, BLAS
 build and thread count; a different machine reproduces the losses to about 0.01 nats, not bit for bit.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +52,11 @@ def main() -> None:
         run_dir = Path(args.runs) / name
         run(["rnnlab", "train", *flags, "--checkpoint_dir", str(run_dir), "--metrics_file",
              str(run_dir / "metrics.jsonl"), "--quiet", "--overwrite"])
-        run(["rnnlab", "export", "--checkpoint", str(run_dir / "best.json"), "--out", str(PRETRAINED / name),
+        staged = Path(args.runs) / f"{name}-export"          # rnnlab never writes into its own package:
+        run(["rnnlab", "export", "--checkpoint", str(run_dir / "best.json"), "--out", str(staged),
              "--dtype", "float16", "--description", description, "--overwrite"])
+        shutil.rmtree(PRETRAINED / name, ignore_errors=True)   # the maintainer copies the export there
+        shutil.copytree(staged, PRETRAINED / name, ignore=shutil.ignore_patterns(".*"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A headless Chromium for the pages' tests (tests/test_visualize.py, tests/test_attention_map.py), driven over
+"""A headless Chromium for the pages' tests (test_visualize.py, test_attention_map.py, test_export.py), driven over
 W3C WebDriver by chromedriver with the standard library only. Not a test module: the test files
 ``from browser import ...`` (tests/ is on sys.path under pytest's default import mode)."""
 
@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,10 @@ class WebDriver:
         value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
         self.session = f"/session/{value['sessionId']}"
 
+    def open(self, page) -> None:
+        """Show the file ``page`` (a file:// URL, as a visitor opens a downloaded page)."""
+        self.call("POST", f"{self.session}/url", {"url": Path(page).resolve().as_uri()})
+
     def run(self, script: str, *args):
         return self.call("POST", f"{self.session}/execute/sync", {"script": script, "args": list(args)})
 
@@ -89,9 +94,14 @@ def png_summary(data: bytes) -> tuple[int, int, int]:
     return width, height, len(set(zlib.decompress(b"".join(chunks))))
 
 
-needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                   reason="needs the chromium and chromedriver binaries "
-                                          "(Debian: apt-get install chromium chromium-driver)")
+_browser_present = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                                      reason="needs the chromium and chromedriver binaries "
+                                             "(Debian: apt-get install chromium chromium-driver)")
+
+
+def needs_browser(test):
+    """A test that drives headless Chromium: skipped without it, and in the slow tier (it starts processes)."""
+    return pytest.mark.slow(_browser_present(test))
 
 
 @contextlib.contextmanager
@@ -104,7 +114,7 @@ def open_page(page, tmp_path):
     try:
         browser.wait_until_ready(10)
         browser.start(tmp_path / "profile")
-        browser.call("POST", f"{browser.session}/url", {"url": page.resolve().as_uri()})
+        browser.open(page)
         yield browser
     finally:
         if browser.session:

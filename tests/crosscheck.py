@@ -1,5 +1,5 @@
-"""Shared helpers for the framework cross-checks (tests/test_vs_torch.py, tests/test_vs_keras.py and
-tests/test_frameworks_engines.py): the small model sizes, tolerances and configs they compare at, the
+"""Shared helpers for the framework cross-checks (tests/frameworks/test_vs_torch.py, test_vs_keras.py and
+test_frameworks_engines.py): the small model sizes, tolerances and configs they compare at, the
 random parameters, padded batch and nonzero initial state fed to both sides, the NumPy reference
 gradients, the dict comparison, and the engine-against-NumpyEngine comparisons (step by step, optimizer
 state, resuming from a NumPy checkpoint).
@@ -13,13 +13,13 @@ torch imports it lazily and only if it is installed.
 import numpy as np
 import pytest
 
-from rnnlab import model as charmodel
-from rnnlab.batches import Batch
-from rnnlab.cells import CELLS
-from rnnlab.engines import NumpyEngine
+from rnnlab.data.batches import Batch
 from rnnlab.errors import RnnlabError
-from rnnlab.output import output_layer_grads, project_logit_grad_to_hidden
-from rnnlab.train import TrainConfig
+from rnnlab.nn import model as charmodel
+from rnnlab.nn.cells import CELLS
+from rnnlab.nn.output import output_layer_grads, project_logit_grad_to_hidden
+from rnnlab.training.engines import NumpyEngine
+from rnnlab.training.trainer import TrainConfig
 
 V, H, T, B = 7, 4, 5, 3
 TOL = dict(rtol=1e-10, atol=1e-12)

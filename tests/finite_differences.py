@@ -1,7 +1,7 @@
 """What every finite-difference gradient check in these tests shares: the step, the bound and random
 *nonzero* parameters.
 
-Central differences with eps = 1e-6 in float64 carry ~1e-10 relative error (see rnnlab.gradcheck), so a
+Central differences with eps = 1e-6 in float64 carry ~1e-10 relative error (see rnnlab.nn.gradcheck), so a
 correct gradient has relative error far below the bound of 1e-6, and any missing term would exceed it by
 orders of magnitude. Parameters are random and nonzero, biases included: a zero bias hides bias-gradient
 bugs.

@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-from rnnlab.train import TrainConfig
+from rnnlab.cli import build_parser, given_settings
+from rnnlab.training.config import SETTINGS, default_of
+
+pytestmark = pytest.mark.slow      # runs rnnlab as a process
 
 
 def rnnlab(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -166,22 +169,35 @@ def train_help(tmp_path_factory) -> subprocess.CompletedProcess:
 
 
 def test_train_help_exits_0_and_mentions_every_flag(train_help):
-    """`train --help` exits 0 and lists every TrainConfig option under its flag, with its dash spelling."""
+    """`train --help` exits 0 and lists every training setting under its flag, with its dash spelling."""
     assert train_help.returncode == 0 and train_help.stderr == ""
     entries = help_entries(train_help.stdout)
-    for name in TrainConfig.__dataclass_fields__:
+    for name in SETTINGS:
         assert f"--{name}" in entries, name
         assert f"--{name.replace('_', '-')}" in entries[f"--{name}"]
 
 
-@pytest.mark.parametrize("name", list(TrainConfig.__dataclass_fields__))
+@pytest.mark.parametrize("name", list(SETTINGS))
 def test_train_help_shows_each_default(train_help, name):
     """`train --help` states the default of every option, so a user sees what a run does without flags."""
     entries = help_entries(train_help.stdout)
     if f"--{name}" not in entries:
         pytest.skip(f"no --{name} flag: reported by test_train_help_exits_0_and_mentions_every_flag")
-    default = TrainConfig.__dataclass_fields__[name].default
-    assert f"(default: {default})" in entries[f"--{name}"]
+    assert f"(default: {default_of(SETTINGS[name][1])})" in entries[f"--{name}"]
+
+
+def test_every_setting_has_exactly_one_flag_and_every_train_flag_is_a_setting_or_a_command_option(train_help):
+    """The parser is built from the settings' fields: one entry per field in --help (with its dash spelling),
+    nothing declared twice, and the only other train flags are the command's own options."""
+    firsts = [line.split()[0].rstrip(",") for line in train_help.stdout.splitlines() if line.startswith("  --")]
+    assert len(firsts) == len(set(firsts))
+    assert sorted(firsts) == sorted(f"--{name}" for name in [*SETTINGS, "resume", "new_data", "overwrite", "quiet"])
+
+
+def test_only_the_settings_given_reach_the_config():
+    """The parser adds no defaults of its own: what a resumed run changes is exactly what the user typed."""
+    args = build_parser().parse_args(["train", "--hidden_size", "8", "--learning-rate", "0.01", "--deterministic"])
+    assert given_settings(args) == {"hidden_size": 8, "learning_rate": 0.01, "deterministic": True}
 
 
 TIMING = re.compile(r"[\d,.]+ tok/s|\d+\.\d+s$", re.MULTILINE)

@@ -46,13 +46,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnlab import model as charmodel
-from rnnlab.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab import files, memory
 from rnnlab.cli import main
-from rnnlab.config import resume_config
+from rnnlab.data import corpus
 from rnnlab.errors import RnnlabError, TrainingDiverged
 from rnnlab.files import DirectoryLock
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.nn import model as charmodel
+from rnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.training.config import resume_config
+from rnnlab.training.trainer import TrainConfig, Trainer
 
 NAMES = ["anna", "bob", "carl", "dave", "erik", "fred", "gus", "hank", "ivan", "jon"]
 NAMES_TEXT = "".join(name + "\n" for name in NAMES)
@@ -64,6 +66,7 @@ SAMPLE = ["--num_samples", "2", "--length", "20"]
 # command that hangs (e.g. opening a FIFO for reading) fails the test instead of blocking the whole suite.
 PROCESS_TIMEOUT_S = 60
 ENV = {key: value for key, value in os.environ.items() if key != "RNNLAB_DEBUG"}   # no tracebacks on purpose
+REAL_OS_OPEN = os.open                      # snapshots read with it: a test's deny_open patches os.open
 
 
 # ---- running rnnlab ------------------------------------------------------------------------------------
@@ -87,10 +90,10 @@ def run_in_process(argv: list[str]) -> Result:
     return Result(status, out.getvalue(), err.getvalue())
 
 
-def run_process(argv: list, cwd, timeout: float = PROCESS_TIMEOUT_S) -> Result:
+def run_process(argv: list, cwd, timeout: float = PROCESS_TIMEOUT_S, env: dict | None = None) -> Result:
     """``rnnlab ARGV`` as a real process (argv items may be bytes: names that are not UTF-8)."""
     done = subprocess.run([sys.executable, "-m", "rnnlab.cli", *argv], cwd=cwd, capture_output=True,
-                          timeout=timeout, env=ENV, check=False)
+                          timeout=timeout, env={**ENV, **(env or {})}, check=False)
     return Result(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
 
 
@@ -126,9 +129,9 @@ def snapshot(root: Path, skip=()) -> dict:
     Reads with os.open (so a test's patched ``open`` does not interfere) and never opens a FIFO."""
     root, seen = Path(root), {}
     skip = {str(Path(root, s)) for s in skip}
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
-        for name in dirs + files:
+        for name in dirs + names:
             path = os.path.join(folder, name)
             rel, st_ = os.path.relpath(path, root), os.lstat(path)
             if stat.S_ISLNK(st_.st_mode):
@@ -137,7 +140,7 @@ def snapshot(root: Path, skip=()) -> dict:
                 seen[rel] = ("dir",)
             elif stat.S_ISREG(st_.st_mode):
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = REAL_OS_OPEN(path, os.O_RDONLY)
                 except PermissionError:
                     seen[rel] = ("unreadable", st_.st_size, st_.st_mtime_ns)
                     continue
@@ -207,8 +210,18 @@ def deny_open(monkeypatch, *paths) -> None:
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file, flags, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)):
+            full = os.path.abspath(os.fsdecode(file))
+            if any(full == t or full.startswith(t + os.sep) for t in targets):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(file))
+        return real_os_open(file, flags, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded_open)   # open() in rnnlab's modules
     monkeypatch.setattr(io, "open", guarded_open)         # Path.open / read_bytes / write_text
+    monkeypatch.setattr(os, "open", guarded_os_open)      # the output guard's descriptors (files.py)
 
 
 @pytest.fixture
@@ -233,6 +246,7 @@ class Case:
     cwd: str = "."                           # the working folder, relative to ws
     process: bool = False                    # run as a real process (FIFOs, bytes argv, NumPy warnings)
     stdout_empty: bool = True                # an error must come before anything is printed
+    env: dict = dataclasses.field(default_factory=dict)   # environment variables set for the command
 
 
 def write(name: str, content: str | bytes):
@@ -492,10 +506,12 @@ CASES = {
     # 5. --checkpoint_dir is proven writable before the first step
     "read-only --checkpoint_dir": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "ro"], 2,
                                        "cannot be written", steps(mkdir("ro"), deny("ro"))),
-    "--checkpoint_dir is a file": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2,
-                                       "a file of that name is in the way"),
+    "--checkpoint_dir is a file": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt"],
+                                       2, "a file of that name is in the way"),
+    "--checkpoint_dir is the dataset": Case(
+        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt"], 2, "in the way"),
     "--checkpoint_dir under a file": Case(
-        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "names.txt/sub"], 2, "cannot be written"),
+        ["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "victim.txt/sub"], 2, "is in the way"),
     "--checkpoint_dir is a FIFO": Case(["train", "--dataset", "names.txt", *TINY, "--checkpoint_dir", "fifo"], 2,
                                        "in the way", mkfifo("fifo"), process=True),
     # 9. non-UTF-8 names (bytes in argv need a real process)
@@ -555,7 +571,7 @@ CASES = {
                                             lambda ws, mp: replace_member_raw(ws / "run", "param/Wy.npy",
                                                                               npy_claiming((10 ** 9, 10 ** 9)))),
     ".npy state header claims a huge shape": Case(
-        ["sample", "--checkpoint", "run"], 2, "header claims",
+        ["sample", "--checkpoint", "run"], 2, "a carried state holds at most the run's 1 rows",
         lambda ws, mp: replace_member_raw(ws / "run", "state/0/0.npy", npy_claiming((10 ** 9, 8)))),
     "integer weights": Case(["sample", "--checkpoint", "run"], 2, "has dtype int64",
                             with_param("Wy", lambda a: a.astype(np.int64))),
@@ -630,19 +646,27 @@ CASES = {
     "--dropout with one layer": Case(["train", "--dataset", "names.txt", *TINY, "--dropout", "0.3"], 0,
                                      "does nothing with one layer", stdout_empty=False),
     "--metrics_file is the dataset": Case(["train", "--dataset", "names.txt", *TINY, "--metrics_file", "names.txt"],
-                                          2, "same file as the dataset", check=unchanged_text("names.txt", NAMES_TEXT)),
+                                          2, "is the dataset, which this run reads",
+                                          check=unchanged_text("names.txt", NAMES_TEXT)),
     "--metrics_file is the dataset by another path": Case(
-        ["train", "--dataset", "names.txt", *TINY, "--metrics_file", "link.txt"], 2, "same file as the dataset",
+        ["train", "--dataset", "names.txt", *TINY, "--metrics_file", "link.txt"], 2,
+        "is the dataset, which this run reads",
         lambda ws, mp: (ws / "link.txt").symlink_to(ws / "names.txt")),
     "--metrics_file is the checkpoint": Case([*RESUME, "--metrics_file", "run/latest.json"], 2,
-                                             "same file as the checkpoint"),
+                                             "is the checkpoint, which this run reads"),
 }
 
 
 def table(cases: dict) -> list:
     """pytest params named by the table's keys (a row may already be a pytest.param carrying marks)."""
-    return [pytest.param(*row.values, id=name, marks=row.marks) if not isinstance(row, Case)
-            else pytest.param(row, id=name) for name, row in cases.items()]
+    return [pytest.param(*row.values, id=name, marks=[*row.marks, *slow_if_process(row.values[0])])
+            if not isinstance(row, Case) else pytest.param(row, id=name, marks=slow_if_process(row))
+            for name, row in cases.items()]
+
+
+def slow_if_process(case: Case) -> list:
+    """A row that runs rnnlab as a real process belongs to the slow tier (a second each)."""
+    return [pytest.mark.slow] if case.process else []
 
 
 def release(kept) -> None:
@@ -651,7 +675,202 @@ def release(kept) -> None:
             item.release()
 
 
-@pytest.mark.parametrize("case", table(CASES))
+# ---- issue 21: outputs, caches, budgets, the distributed environment ------------------------------------
+
+def books(ws, mp):
+    """A dataset folder (and a glob over it) of two name files."""
+    (ws / "books").mkdir()
+    (ws / "books" / "a.txt").write_text(NAMES_TEXT)
+    (ws / "books" / "b.txt").write_text(NAMES_TEXT[::-1].strip() + "\n")
+
+
+def cache_folder(ws, mp):
+    (ws / "cache").mkdir()
+    (ws / "cache" / "CACHEDIR.TAG").write_text(files.CACHE_TAG_TEXT)
+
+
+def cache_every_text(ws, mp):
+    mp.setattr(corpus, "CACHE_MIN_BYTES", 1)                  # even 10 names go through the cache
+
+
+def best_behind_latest(ws, mp):
+    """best.json at step 3 beside latest.json at step 5 (as a run whose validation stopped improving)."""
+    meta = json.loads((ws / "run" / "latest.json").read_text())
+    (ws / "run" / "best.json").write_text(json.dumps({**meta, "step": 3, "optimizer_step": 3}))
+
+
+def link(name: str, target):
+    def setup(ws, mp):
+        (ws / name).symlink_to(target(ws) if callable(target) else target)
+    return setup
+
+
+def hard_link(name: str, target: str):
+    def setup(ws, mp):
+        (ws / name).unlink(missing_ok=True)
+        os.link(ws / target, ws / name)
+    return setup
+
+
+def deflated_state(rows: int):
+    """The carried state replaced by ``rows`` rows of zeros, deflated (a few KB claiming megabytes)."""
+    def setup(ws, mp):
+        arrays = {**read_arrays(ws / "run"), "state/0/0": np.zeros((rows, 8), np.float32)}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_arrays_bytes(ws / "run", buffer.getvalue())
+    return setup
+
+
+def little_memory(ws, mp):
+    mp.setattr(memory, "available_memory", lambda: 2_000)     # 1.6 KB may be used: less than a checkpoint
+
+
+def still_a_device(path: str):
+    def check(ws, result):
+        assert stat.S_ISCHR(os.lstat(path).st_mode)
+    return check
+
+
+def still_a_link(name: str):
+    def check(ws, result):
+        assert (ws / name).is_symlink()
+    return check
+
+
+def package_untouched(ws, result):
+    assert (files.PACKAGE / "corpora" / "dinos.txt").read_bytes() == DINOS_BEFORE
+
+
+DINOS_BEFORE = (files.PACKAGE / "corpora" / "dinos.txt").read_bytes()
+# finite float32 weights of 3e38: every unit saturates at h = 1, so h @ Wy = 8 x 3e38 = inf
+HUGE_WEIGHTS = change_arrays(lambda arrays: {k: np.full_like(v, 3e38) if k.startswith("param/") else v
+                                             for k, v in arrays.items()})
+VIS = ["visualize", "--checkpoint", "run", "--text", "anna", "--out"]
+FRESH = ["train", "--dataset", "names.txt", *TINY]
+BENCH = ["bench", "--quick", "--engines", "numpy", "--cells", "rnn", "--shapes", "8/1/4", "--rounds", "1"]
+PEERS = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}
+
+OUTPUT_CASES = {
+    # an output is never what the run reads
+    "visualize --out the checkpoint's arrays": Case([*VIS, f"run/{ARRAYS}"], 2, "which this run reads"),
+    "visualize --out the checkpoint's JSON": Case([*VIS, "run/latest.json"], 2, "which this run reads"),
+    "visualize --out best.json beside it": Case([*VIS, "run/best.json"], 2, "is a file of the checkpoint"),
+    "visualize --out the training corpus": Case([*VIS, "names.txt"], 2, "is the training corpus"),
+    "plot --out its own metrics file": pytest.param(
+        Case(["plot", "m.png", "--out", "m.png"], 2, "is the metrics file, which this run reads",
+             write("m.png", METRICS)), marks=NEEDS_MATPLOTLIB),
+    "bench --json a checkpoint's latest.json": Case([*BENCH, "--json", "run/latest.json"], 2,
+                                                    "is a file of the checkpoint"),
+    "--metrics_file another run's latest.json": Case([*FRESH, "--checkpoint_dir", "new", "--metrics_file",
+                                                      "run/latest.json"], 2, "is a file of the checkpoint"),
+    "--metrics_file a resumed run's arrays": Case([*RESUME, "--metrics_file", f"run/{ARRAYS}"], 2,
+                                                  "which this run reads"),
+    "--metrics_file a best-*.npz of the resumed run": Case(
+        [*RESUME, "--metrics_file", "run/best-000003.npz"], 2, "is a file of the checkpoint"),
+    "--metrics_file inside the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--metrics_file", "books/m.jsonl"], 2,
+        "is inside the dataset folder books, which this run reads", books),
+    "--metrics_file a new match of the --dataset glob": Case(
+        ["train", "--dataset", "books/*.txt", *TINY, "--metrics_file", "books/new.txt"], 2,
+        "is matched by the dataset pattern", books),
+    "--metrics_file the package's dinos.txt": Case(
+        ["train", "--dataset", "dinos", *TINY, "--metrics_file", str(files.PACKAGE / "corpora" / "dinos.txt")], 2,
+        "rnnlab's installed package", check=package_untouched),
+    "--checkpoint_dir inside the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--checkpoint_dir", "books/run"], 2,
+        "its files would become part of the input", books),
+    "--cache_dir is the --dataset folder": Case(
+        ["train", "--dataset", "books", *TINY, "--cache_dir", "books"], 2, "is the dataset folder books",
+        steps(books, cache_every_text)),
+    "export --overwrite into its own --checkpoint folder": Case(
+        ["export", "--checkpoint", "run", "--out", "run", "--overwrite"], 2, "which this run reads"),
+    "export --out another run's folder": Case(["export", "--checkpoint", "run", "--out", "other"], 2,
+                                              "already holds a run's checkpoint", copy_run("other")),
+    "resume from best.json over a later latest.json": Case(
+        ["train", "--resume", "run/best.json", "--iterations", "9", "--quiet"], 2, "a later point of the run",
+        best_behind_latest),
+    "resume from best.json over it with --overwrite": Case(
+        ["train", "--resume", "run/best.json", "--iterations", "9", "--quiet", "--overwrite"], 0, "checkpoint",
+        best_behind_latest, step_of("run", 9), may_change=("run",), stdout_empty=False),
+    # an existing file that rnnlab did not write
+    "visualize --out a file rnnlab did not write": Case([*VIS, "victim.txt"], 2, "is not a page written by rnnlab"),
+    "visualize --out it with --overwrite": Case([*VIS, "victim.txt", "--overwrite"], 0, "wrote",
+                                                may_change=("victim.txt",), stdout_empty=False),
+    "plot --out an image rnnlab did not write": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "photo.png"], 2, "is not an image drawn by rnnlab",
+             steps(write("m.jsonl", METRICS), write("photo.png", b"\x89PNG my photo"))), marks=NEEDS_MATPLOTLIB),
+    "bench --json a file rnnlab did not write": Case([*BENCH, "--json", "victim.txt"], 2,
+                                                     "is not a JSON file written by rnnlab"),
+    "--metrics_file a binary file": Case([*FRESH, "--metrics_file", "blob.bin"], 2,
+                                         "is not an rnnlab metrics file", write("blob.bin", b"\0\1\2 binary")),
+    # special files and links
+    "visualize --out a FIFO nobody reads": Case([*VIS, "fifo"], 2, "is a FIFO that nobody reads", mkfifo("fifo")),
+    "visualize --out /dev/null": Case([*VIS, "/dev/null"], 0, "wrote /dev/null", check=still_a_device("/dev/null"),
+                                      stdout_empty=False),
+    "visualize --out a link to this process' stdout": Case(
+        [*VIS, "out.html"], 0, 'content="rnnlab"', link("out.html", "/proc/self/fd/1"), still_a_link("out.html"),
+        process=True, stdout_empty=False),
+    "visualize --out a link to a file": Case([*VIS, "page.html"], 2, "is a symbolic link",
+                                             link("page.html", lambda ws: ws / "victim.txt")),
+    "visualize --out a hard link": Case([*VIS, "page.html"], 2, "has 2 hard links",
+                                        hard_link("page.html", "victim.txt")),
+    "--metrics_file a link to a file": Case([*FRESH, "--metrics_file", "m.jsonl"], 2, "is a symbolic link",
+                                            link("m.jsonl", lambda ws: ws / "victim.txt")),
+    "lock file hard-linked to a file outside": Case(RESUME, 2, "has 2 hard links, not a lock file of its own",
+                                                    hard_link("run/.rnnlab.lock", "victim.txt")),
+    "lock file a symbolic link": Case(
+        RESUME, 2, "lock file", steps(lambda ws, mp: (ws / "run" / ".rnnlab.lock").unlink(missing_ok=True),
+                                      link("run/.rnnlab.lock", lambda ws: ws / "victim.txt"))),
+    # rnnlab's own folders
+    "visualize --out inside the cache": Case([*VIS, "cache/page.html"], 2, "inside rnnlab's corpus cache",
+                                             cache_folder),
+    "--checkpoint_dir is the cache": Case([*FRESH, "--checkpoint_dir", "cache"], 2, "is rnnlab's corpus cache",
+                                          cache_folder),
+    "--cache_dir holds other files": Case([*FRESH, "--cache_dir", "stuff"], 2, "holds files that are not rnnlab's",
+                                          steps(write("stuff/notes.txt", "mine"), cache_every_text)),
+    "--cache_dir is a checkpoint folder": Case([*FRESH, "--cache_dir", "run"], 2, "holds a checkpoint",
+                                               cache_every_text),
+    # budgets
+    "sample --novelty over 10**9 samples": Case(["sample", "--checkpoint", "run", "--novelty",
+                                                 "--num_samples", str(10 ** 9)], 2, "needs about"),
+    "sample --beam_size 10**8": Case(["sample", "--checkpoint", "run", "--beam_size", str(10 ** 8)], 2, "needs about"),
+    "a deflated state of 10**6 rows": Case(["sample", "--checkpoint", "run"], 2, "a carried state holds at most",
+                                           deflated_state(10 ** 6)),
+    "arrays beyond the memory available": Case(["sample", "--checkpoint", "run"], 2, "needs about", little_memory),
+    # values that overflow: refused where they would first become inf or NaN
+    "weights of 3e38: sample": Case(["sample", "--checkpoint", "run"], 2, "overflow", HUGE_WEIGHTS),
+    "weights of 3e38: visualize": Case([*VIS, "v.html"], 2, "overflow", HUGE_WEIGHTS),
+    "weights of 3e38: beam search": Case(["sample", "--checkpoint", "run", "--beam_size", "3"], 2, "overflow",
+                                         HUGE_WEIGHTS),
+    "metrics of 1e308: plot": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "p.png"], 2, "outside [0, 1e+06]",
+             write("m.jsonl", '{"step": 1, "train_loss": 1e308, "smooth_loss": 2.0}\n')), marks=NEEDS_MATPLOTLIB),
+    "a negative loss: plot": pytest.param(
+        Case(["plot", "m.jsonl", "--out", "p.png"], 2, "outside [0, 1e+06]",
+             write("m.jsonl", '{"step": 1, "train_loss": -3.0}\n')), marks=NEEDS_MATPLOTLIB),
+    # smaller: one line whatever the input
+    "bench --cells ''": Case(["bench", "--cells", "", "--quick"], 2, "names no cell"),
+    "bench --engines ','": Case(["bench", "--engines", ",", "--quick"], 2, "names no engine"),
+    "a checkpoint name with a newline": Case(["sample", "--checkpoint", "bad\nname"], 2, "bad\\nname"),
+    "a checkpoint name with an escape sequence": Case(["sample", "--checkpoint", "x\x1b[31mred"], 2,
+                                                      "x\\x1b[31mred"),
+    "--dist_timeout 0": Case([*FRESH, "--dist_timeout", "0"], 2, "--dist_timeout must be between"),
+    # the distributed environment
+    "WORLD_SIZE garbage": Case(FRESH, 2, "WORLD_SIZE='two' is not a whole number", env={"WORLD_SIZE": "two"}),
+    "RANK >= WORLD_SIZE": Case(FRESH, 2, "RANK=2 must be between 0 and 1",
+                               env={"WORLD_SIZE": "2", "RANK": "2", **PEERS}),
+    "LOCAL_RANK negative": Case(FRESH, 2, "LOCAL_RANK=-1 must be between", env={"LOCAL_RANK": "-1"}),
+    "MASTER_PORT garbage": Case(FRESH, 2, "MASTER_PORT='http'",
+                                env={**PEERS, "WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "http"}),
+    "WORLD_SIZE=2 without MASTER_ADDR": Case(FRESH, 2, "MASTER_ADDR is not set",
+                                             env={"WORLD_SIZE": "2", "RANK": "1"}),
+    "RANK garbage in a real process": Case(FRESH, 2, "RANK='0.5' is not a whole number",
+                                           env={"WORLD_SIZE": "2", "RANK": "0.5", **PEERS}, process=True),
+}
+
+
+@pytest.mark.parametrize("case", table({**CASES, **OUTPUT_CASES}))
 def test_hostile_input_ends_in_one_line_and_touches_nothing_else(case: Case, ws, monkeypatch):
     """Each hostile input ends with the expected exit status and one line naming the problem, and touches
     nothing outside the folders the row allows (a refused command writes nothing at all)."""
@@ -659,9 +878,11 @@ def test_hostile_input_ends_in_one_line_and_touches_nothing_else(case: Case, ws,
     try:
         before = snapshot(ws)
         if case.process:
-            result = run_process(case.argv, ws / case.cwd)
+            result = run_process(case.argv, ws / case.cwd, env=case.env)
         else:
             monkeypatch.chdir(ws / case.cwd)
+            for name, value in case.env.items():
+                monkeypatch.setenv(name, value)
             result = run_in_process(case.argv)
     finally:
         release(kept)                                            # the other writer's lock
@@ -686,6 +907,7 @@ def modes_are_enforced() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not modes_are_enforced(), reason="root reads any file whatever its mode: see the deny_open rows")
 @pytest.mark.parametrize("what", ["dataset", "text", "arrays", "metrics"])
 def test_unreadable_file_by_chmod_is_one_line_and_exit_2(what, ws):
@@ -894,6 +1116,7 @@ def fresh_copy(home: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_mutated_checkpoint_json_is_refused_in_one_line_or_loads_and_never_touches_other_files(home, data):
@@ -929,6 +1152,7 @@ def value_at(document, path):
     return document
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_checkpoint_json_with_other_plausible_values_is_refused_in_one_line_or_runs_cleanly(home, data):
@@ -968,6 +1192,7 @@ def array_of(dtype: str, shape: tuple, fill: float) -> np.ndarray:
         return np.full(shape, fill).astype(dtype) if dtype != "<U3" else np.full(shape, "abc")
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_mutated_checkpoint_arrays_are_refused_in_one_line_or_load_and_never_touch_other_files(home, data):
@@ -1073,6 +1298,7 @@ def test_a_run_stopped_by_a_signal_at_a_random_moment_saves_and_resumes_bit_iden
     assert len(set(stopped_at)) > 1, stopped_at                   # the moments really differed
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_holds_the_folder(names, tmp_path):
     """Two real processes: while one trains into a folder, another `train` there is refused in one line and
     the first one's work is intact (it then stops cleanly on SIGTERM)."""
@@ -1094,6 +1320,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_folder(names, tmp_path
     assert 1 <= load_checkpoint(directory).meta["step"] < SIGNAL_TOTAL_STEPS
 
 
+@pytest.mark.slow
 def test_train_into_a_closed_pipe_saves_and_exits_141(names, tmp_path):
     """`rnnlab train ... | head -1`: the reader takes the header and goes away; the next report cannot be
     written, so the run stops after its step, saves `latest` and exits 141 (128 + SIGPIPE), no traceback.
@@ -1113,6 +1340,7 @@ def test_train_into_a_closed_pipe_saves_and_exits_141(names, tmp_path):
     assert 1 <= load_checkpoint(directory).meta["step"] < SIGNAL_TOTAL_STEPS
 
 
+@pytest.mark.slow
 def test_sample_into_a_closed_pipe_ends_without_a_traceback(ws):
     """`rnnlab sample ... | head -1` where head has already gone: the write fails with EPIPE. (A pipe whose
     reader is closed before the command starts makes this deterministic; with a live reader it would depend
@@ -1128,6 +1356,51 @@ def test_sample_into_a_closed_pipe_ends_without_a_traceback(ws):
     err = done.stderr.decode()
     assert "Traceback" not in err and "Error" not in err, err
     assert done.returncode == 141, (done.returncode, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sample_streams_an_endless_text_and_stops_on_a_signal(ws, signum, status):
+    """`sample --length 10**12` prints as it draws (the first characters arrive long before the end, nothing
+    is held), and a signal ends it between two characters: one line, 128 + N."""
+    stream_checkpoint(ws, None)
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "sample", "--checkpoint", "stream",
+                             "--length", str(10 ** 12)], cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV)
+    try:
+        first = proc.stdout.read(200)                       # arrives while the sample goes on
+        assert len(first) == 200
+        proc.send_signal(signum)
+        rest, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert proc.returncode == status, err
+    assert err.splitlines() == [f"rnnlab: interrupted by {signal.Signals(signum).name} after 0 of 1 samples"], err
+
+
+@pytest.mark.slow
+def test_translate_answers_each_window_before_its_input_ends(tmp_path):
+    """`translate --input -` prints the translations of the first 256 lines while stdin is still open: the
+    input is read as it comes, never whole; SIGTERM then ends it in one line."""
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{a}\t{a.upper()}\n" for a in ["ab", "ba", "abc", "cab", "bca", "aab"] * 5))
+    assert main(["train", "--dataset", str(pairs), "--hidden_size", "8", "--iterations", "3", "--quiet",
+                 "--checkpoint_dir", str(tmp_path / "ck")]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "translate", "--checkpoint", "ck", "--input", "-"],
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV)
+    try:
+        proc.stdin.write(b"ab\n" * 256)
+        proc.stdin.flush()
+        answers = [proc.stdout.readline() for _ in range(256)]   # before any more input is given
+        assert all(line.endswith(b"\n") for line in answers)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.decode().splitlines() == ["rnnlab: interrupted by SIGTERM after 256 inputs"], err
 
 
 # ---- 4. what a killed save leaves behind -----------------------------------------------------------------

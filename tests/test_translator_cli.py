@@ -6,16 +6,19 @@ A tiny pairs file (26 letters -> their upper case, twice over) keeps every run t
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
-from rnnlab.config import MODE_DEFAULTS, config_for_mode
-from rnnlab.tasks import pairs_mode
-from rnnlab.train import Trainer
+from rnnlab.data.pairs import uses_pairs
+from rnnlab.training.checkpoint import load_checkpoint
+from rnnlab.training.config import MODE_DEFAULTS, config_for_mode
+from rnnlab.training.trainer import Trainer
+
+pytestmark = pytest.mark.slow      # trains translators
 
 WORDS = ["cab", "bad", "dab", "ace", "bead", "deca", "abed", "cede", "bade", "dace", "ebb", "add"]
 
@@ -41,7 +44,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_pairs_data_is_recognised_and_gets_the_translator_defaults(pairs_file):
     """A file whose lines hold one tab each (and the shipped 'dates') trains a translator, with the pairs
     defaults for every setting not given."""
-    assert pairs_mode(str(pairs_file), "auto") and pairs_mode("dates", "auto") and not pairs_mode("dinos", "auto")
+    assert uses_pairs(str(pairs_file), "auto") and uses_pairs("dates", "auto") and not uses_pairs("dinos", "auto")
     config = config_for_mode("pairs", {"dataset": "dates", "batch_size": 16})
     assert config.batch_size == 16 and config.cell == MODE_DEFAULTS["pairs"]["cell"]
     assert config.learning_rate == MODE_DEFAULTS["pairs"]["learning_rate"]
@@ -64,7 +67,7 @@ def test_train_reports_exact_match_and_translate_prints_one_line_per_input(tmp_p
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "cab", "bead")
     assert status == 0 and len(out.splitlines()) == 2
     assert set("".join(out.split())) <= set("ABCDE")
-    stdin = type("B", (), {"read": lambda self: b"cab\n\nbad\n"})()
+    stdin = io.BytesIO(b"cab\n\nbad\n")                                    # read as it comes, in chunks
     monkeypatch.setattr("sys.stdin", type("In", (), {"buffer": stdin})())
     status, out, _ = run(capsys, "translate", "--checkpoint", ck, "--input", "-")
     assert status == 0 and out.count("\n") == 3 and out.splitlines()[1] == ""    # an empty line stays empty
@@ -111,7 +114,7 @@ def test_commands_refuse_the_other_kind_of_checkpoint(tmp_path, pairs_file, caps
 
 def test_a_translator_resumes_exactly(tmp_path, pairs_file):
     """N steps + resume to 2N == 2N steps: the same parameters and optimizer moments, bit for bit."""
-    from rnnlab.config import TrainConfig
+    from rnnlab.training.config import TrainConfig
 
     common = dict(dataset=str(pairs_file), **{**MODE_DEFAULTS["pairs"], "hidden_size": 16, "attention_size": 8,
                                               "batch_size": 8, "sample_every": 100, "eval_every": 100})

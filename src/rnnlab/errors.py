@@ -18,3 +18,15 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`RnnlabError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise RnnlabError(message)
+
+
+OVERFLOW = ("the model computes infinite or NaN values with this checkpoint's weights (they overflow): the "
+            "checkpoint is damaged or its run diverged; use another checkpoint")
+
+
+def require_finite(values, what: str = "the model") -> None:
+    """Refuse non-finite ``values`` that a computation produced from finite but huge inputs (e.g. weights of
+    1e38 that overflow float32 in the first product): never a silent wrong answer, never a page of NaN."""
+    import numpy as np
+    if not np.isfinite(values).all():
+        raise RnnlabError(OVERFLOW if what == "the model" else f"{what} is infinite or NaN: {OVERFLOW}")

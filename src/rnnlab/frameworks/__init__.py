@@ -4,28 +4,38 @@
                               TorchEngine                                             (pip install 'rnnlab[torch]')
     rnnlab.frameworks.keras   build_keras_model (functional), TFCharRNN (keras.Model subclass with its own
                               train_step and generate), to_keras / from_keras         (pip install 'rnnlab[tf]')
+    rnnlab.frameworks.onnx    the language model as an ONNX graph (to_onnx), and the ONNX Runtime session
+                              that runs it (onnx_forward)                          (pip install 'rnnlab[export]')
     rnnlab.frameworks.keras_engines   the optimizer mapping and KerasFitEngine, KerasTapeEngine,
                               KerasClassEngine
 
 This package itself needs NumPy only: torch and tensorflow are imported by those two modules, and only
 when one of them is asked for (``engines.engine_class`` or :func:`load_framework`).
 
+Import rule (tests/test_architecture.py): ``rnnlab.frameworks``, ``rnnlab.nn``, ``rnnlab.data``,
+``rnnlab.training`` (their engines are training engines: the process group, the engine interface) and the
+edges (``errors``, ``memory``) -- never tools or the CLI.
+
 Gate blocks. Every framework stores a layer's G gate blocks side by side in one (In, G*H) matrix (PyTorch:
 its transpose), but not in the same order. The orders are written once, here, in rnnlab's gate names:
 
-=======  ================  ================  =========================================================
-cell     rnnlab            PyTorch           Keras (its own names)
-=======  ================  ================  =========================================================
-rnn      (a)               (a)               (a)
-lstm     (i, f, g, o)      (i, f, g, o)      (i, f, g, o)   Keras calls the candidate ``c``
-gru      (r, z, n)         (r, z, n)         (z, r, n)      Keras calls the candidate ``h``
-mingru   (u, h~)           (u, h~)           (u, h~)        the twins are rnnlab's own layers
-minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)     (torch_layers.MinRNN, keras.MinRNNCell)
-=======  ================  ================  =========================================================
+=======  ================  ================  ==============================  ================================
+cell     rnnlab            PyTorch           Keras (its own names)           ONNX operators LSTM / GRU / RNN
+=======  ================  ================  ==============================  ================================
+rnn      (a)               (a)               (a)                             (a)
+lstm     (i, f, g, o)      (i, f, g, o)      (i, f, g, o)  candidate ``c``   (i, o, f, g)  candidate ``c``
+gru      (r, z, n)         (r, z, n)         (z, r, n)     candidate ``h``   (z, r, n)     candidate ``h``
+mingru   (u, h~)           (u, h~)           (u, h~)                         --
+minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)                      --
+=======  ================  ================  ==============================  ================================
 
-and :func:`reorder_gates` moves blocks from one order to another. The bias layouts (PyTorch's two bias
-vectors, Keras' (2, 3H) GRU bias) are handled by each module's ``to_*`` / ``from_*`` pair; see
-docs/frameworks.md for every convention difference.
+(the min cells' twins are rnnlab's own layers, torch_layers.MinRNN and keras.MinRNNCell: one order for all)
+
+and :func:`reorder_gates` moves blocks from one order to another (z is the GRU's update gate, which
+cells.py calls u; ``rnnlab.frameworks.onnx`` writes the model as an ONNX graph of those operators). The bias
+layouts (PyTorch's two bias vectors, Keras' (2, 3H) GRU bias, ONNX's [input; recurrent] bias) are handled by
+each module's conversion (:func:`to_torch` here, NumPy only); see docs/frameworks.md for every convention
+difference.
 """
 
 from __future__ import annotations
@@ -36,15 +46,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import RnnlabError
-from ..optim import OPTIMIZERS
+from ..nn.cells import CELLS
+from ..nn.optim import OPTIMIZERS
 
 MIN_GATES = {"mingru": ("u", "h~"), "minlstm": ("f", "i", "h~")}   # the twins are rnnlab's own layers: one order
 RNNLAB_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
 TORCH_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), **MIN_GATES}
 KERAS_GATES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n"), **MIN_GATES}
+ONNX_GATES = {"rnn": ("a",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "n")}     # ONNX operators' own orders
 
-FRAMEWORKS = ("torch", "keras")
-FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}   # package -> pip extra
+FRAMEWORKS = ("torch", "keras", "onnx")
+FRAMEWORK_PACKAGES = {"torch": "torch", "tensorflow": "tf", "keras": "tf",     # package -> pip extra
+                      "onnx": "export", "onnxruntime": "export"}
 
 
 # The rnnlab optimizer options under which a framework's own optimizer follows rnnlab's trajectory
@@ -72,6 +85,43 @@ def reorder_gates(array: np.ndarray, source: tuple, target: tuple, axis: int = -
     """
     blocks = dict(zip(source, np.split(array, len(source), axis=axis), strict=True))
     return np.concatenate([blocks[gate] for gate in target], axis=axis)
+
+
+def layer_to_torch(p: dict, cell: str, prefix: str, k: int) -> dict:
+    """One layer {Wx, Wh, b[, bh]} -> the torch.nn.{RNN,LSTM,GRU} weights of its layer k, named ``prefix`` +
+    ``weight_ih_l{k}`` etc. (NumPy, no torch needed)."""
+    b = p["b"]
+    bh = p.get("bh", np.zeros_like(b))                               # RNN/LSTM: no recurrent bias
+    return {f"{prefix}weight_ih_l{k}": to_torch_gates(p["Wx"], cell, axis=1).T,   # (GH, In)
+            f"{prefix}weight_hh_l{k}": to_torch_gates(p["Wh"], cell, axis=1).T,   # (GH, H)
+            f"{prefix}bias_ih_l{k}": to_torch_gates(b, cell, axis=0),             # (GH,)
+            f"{prefix}bias_hh_l{k}": to_torch_gates(bh, cell, axis=0)}            # (GH,)
+
+
+def layered(config) -> bool:
+    """Whether the model is not a plain stack of nn.RNN / LSTM / GRU: minGRU, minLSTM or the residual block,
+    built by ``torch_layers.TorchLayeredRNN`` instead of ``torch.TorchCharRNN``."""
+    return config.block != "plain" or not CELLS[config.cell].recurrent_weights
+
+
+def to_torch(params: dict, config) -> dict:
+    """rnnlab params -> {state_dict name: array} of ``frameworks.torch.TorchCharRNN`` -- an ``nn.RNN/LSTM/GRU``
+    named ``rnn`` and an ``nn.Linear`` named ``out`` -- in NumPy, same dtype (no torch needed); a layered model
+    (min cells, residual block) -> ``torch_layers.TorchLayeredRNN``'s names (that one needs torch)."""
+    if layered(config):
+        from .torch_layers import layered_to_torch
+        return layered_to_torch(params, config)
+    state = {}
+    for k in range(config.num_layers):
+        state.update(layer_to_torch({name[len(f"l{k}."):]: value for name, value in params.items()
+                                     if name.startswith(f"l{k}.")}, config.cell, "rnn.", k))
+    state["out.weight"] = params["Wy"].T                                                          # (V, H)
+    state["out.bias"] = params["by"]                                                              # (V,)
+    return {name: np.ascontiguousarray(value) for name, value in state.items()}
+
+
+def to_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
+    return reorder_gates(array, RNNLAB_GATES[cell], TORCH_GATES[cell], axis=axis)
 
 
 def load_framework(name: str):

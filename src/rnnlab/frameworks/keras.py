@@ -40,10 +40,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ..activations import GELU_C, GELU_K
-from ..cells import CELLS
 from ..errors import require
-from ..norms import EPS
+from ..nn.activations import GELU_C, GELU_K
+from ..nn.cells import CELLS
+from ..nn.norms import EPS
 from . import KERAS_GATES, RNNLAB_GATES, reorder_gates
 
 KERAS_LAYERS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}

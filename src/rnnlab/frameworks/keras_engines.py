@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..cells import CELLS
 from ..errors import RnnlabError, TrainingDiverged
-from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
+from ..nn.cells import CELLS
+from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
 from . import MappedOptimizer, unsupported
 from .keras import (
     TFCharRNN,

@@ -5,7 +5,8 @@
 Time first (``batch_first=False``), like rnnlab. ``nn.*(dropout=p)`` is the same inverted dropout on every
 layer's output but the last's, in training mode only.
 
-Weight conversion, the only place the two layouts meet (:func:`to_torch` / :func:`from_torch`):
+Weight conversion, the only place the two layouts meet (:func:`to_torch`, NumPy only, in ``frameworks/__init__.py``
+so that ``rnnlab export --format safetensors`` needs no torch / :func:`from_torch`):
 
 ==================  ======================  ================================================================
 rnnlab              TorchCharRNN            how
@@ -41,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
-from ..cells import CELLS
 from ..errors import RnnlabError, TrainingDiverged, require
-from ..optim import SGD, Adagrad, Adam, Momentum, RMSProp
-from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, reorder_gates, unsupported
+from ..nn.cells import CELLS
+from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
+from ..training import distributed
+from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, layered, reorder_gates, to_torch, unsupported
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -56,23 +57,8 @@ NUMPY_DTYPES = {torch_dtype: numpy_dtype for numpy_dtype, torch_dtype in TORCH_D
 # Weight conversion
 # --------------------------------------------------------------------------------------------------------
 
-def _to_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
-    return reorder_gates(array, RNNLAB_GATES[cell], TORCH_GATES[cell], axis=axis)
-
-
 def _from_torch_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
     return reorder_gates(array, TORCH_GATES[cell], RNNLAB_GATES[cell], axis=axis)
-
-
-def layer_to_torch(p: dict, cell: str, prefix: str, k: int) -> dict:
-    """One layer {Wx, Wh, b[, bh]} -> the torch.nn.{RNN,LSTM,GRU} weights of its layer k, named ``prefix`` +
-    ``weight_ih_l{k}`` etc."""
-    b = p["b"]
-    bh = p.get("bh", np.zeros_like(b))                               # RNN/LSTM: no recurrent bias
-    return {f"{prefix}weight_ih_l{k}": _to_torch_gates(p["Wx"], cell, axis=1).T,   # (GH, In)
-            f"{prefix}weight_hh_l{k}": _to_torch_gates(p["Wh"], cell, axis=1).T,   # (GH, H)
-            f"{prefix}bias_ih_l{k}": _to_torch_gates(b, cell, axis=0),             # (GH,)
-            f"{prefix}bias_hh_l{k}": _to_torch_gates(bh, cell, axis=0)}            # (GH,)
 
 
 def layer_from_torch(state: dict, cell: str, prefix: str, k: int) -> dict:
@@ -92,26 +78,6 @@ def numpy_state(state: dict) -> dict:
     """{name: tensor or array} -> {name: NumPy array}."""
     return {name: value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
             for name, value in state.items()}
-
-
-def layered(config) -> bool:
-    """Whether the model is not a plain stack of nn.RNN / LSTM / GRU: minGRU, minLSTM or the residual block,
-    built by ``torch_layers.TorchLayeredRNN`` instead of :class:`TorchCharRNN`."""
-    return config.block != "plain" or not CELLS[config.cell].recurrent_weights
-
-
-def to_torch(params: dict, config) -> dict:
-    """rnnlab params -> {TorchCharRNN (or TorchLayeredRNN) state_dict name: array} (NumPy, same dtype)."""
-    if layered(config):
-        from .torch_layers import layered_to_torch
-        return layered_to_torch(params, config)
-    state = {}
-    for k in range(config.num_layers):
-        state.update(layer_to_torch({name[len(f"l{k}."):]: value for name, value in params.items()
-                                     if name.startswith(f"l{k}.")}, config.cell, "rnn.", k))
-    state["out.weight"] = params["Wy"].T                                                           # (V, H)
-    state["out.bias"] = params["by"]                                                               # (V,)
-    return {name: np.ascontiguousarray(value) for name, value in state.items()}
 
 
 def from_torch(state: dict, config) -> dict:
@@ -288,6 +254,15 @@ def resolve_device(name: str, world: distributed.World | None = None) -> torch.d
     return torch.device("cuda", index)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether PyTorch's CPU kernels (oneDNN) run bf16 recurrent layers on this CPU: they need AVX-512 (BW,
+    VL, DQ). The answer follows ONEDNN_MAX_CPU_ISA, so an AVX2-only machine can be emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Precision:
     """``--precision``. fp32 computes in the parameters' dtype. bf16 and fp16 run the forward pass under
     ``torch.autocast``: matrix products and the recurrence in 16 bits; the loss, the parameters, their
@@ -298,6 +273,9 @@ class Precision:
     def __init__(self, name: str, device: torch.device):
         require(name != "fp16" or device.type != "cpu", "--precision fp16 is for GPUs (PyTorch's CPU recurrent "
                                                         "kernels have no fp16 form): on the CPU use bf16 or fp32")
+        require(name != "bf16" or device.type != "cpu" or cpu_bf16_supported(),
+                "--precision bf16 on the CPU needs a CPU with AVX-512 (PyTorch's oneDNN recurrent kernels have no "
+                "bf16 form without it; this CPU has AVX2 at most): use --precision fp32 here, or a GPU")
         self.device_type = device.type
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None

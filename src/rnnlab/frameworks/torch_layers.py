@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cells import CELLS
-from ..norms import EPS
-from .torch import TORCH_MODULES, TorchCharRNN, layer_from_torch, layer_to_torch
+from ..nn.cells import CELLS
+from ..nn.norms import EPS
+from . import layer_to_torch
+from .torch import TORCH_MODULES, TorchCharRNN, layer_from_torch
 
 # --------------------------------------------------------------------------------------------------------
 # The linear recurrence on tensors, forward and backward

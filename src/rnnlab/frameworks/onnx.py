@@ -1,0 +1,187 @@
+"""The character language model as an ONNX graph, with the recurrent state as explicit inputs and outputs.
+
+    ids (T, B) int64 --OneHot--> x (T, B, V) --LSTM / GRU / RNN operator, one per layer--> (T, B, H)
+                                             --MatMul Wy, Add by--> logits (T, B, V)
+    h0 (L, B, H) [c0 (L, B, H) for the LSTM]  -->  hn (L, B, H) [cn (L, B, H)]: the state after the last step
+
+T and B are free: a runtime feeds one character at a time and passes ``hn`` (and ``cn``) back in to
+sample, or feeds a whole window to score it; zeros for ``h0`` / ``c0`` are the start state. Feeding a
+text in two calls with the state carried computes exactly what one call over the whole text computes.
+
+Why the graph is written here, with ``onnx.helper``, and not exported through the torch twin
+(``torch.onnx``): torch 2.13's exporter is the dynamo one, which needs the onnxscript package and traces
+through ``torch.export``; the legacy TorchScript exporter is deprecated. Written directly, exporting needs
+only the ``onnx`` package (no torch), every name in the graph is ours, each layer is ONE standard operator
+whose meaning the ONNX specification fixes (runtimes have fused kernels for them; ONNX Runtime Web runs
+them in WebAssembly), and the weight conversion is the same explicit gate reordering as for PyTorch and
+Keras (``ONNX_GATES`` in ``frameworks/__init__.py``).
+
+Opset 17 (IR version 8): the operators used here (OneHot, Slice, Squeeze with axes as an input, LSTM,
+GRU, RNN, MatMul, Add, Concat) have had their present form since opset 13-14, and 17 is the newest opset
+that runtimes of 2022 onwards (ONNX Runtime >= 1.12 and its web build, OpenVINO, TensorRT 8.6) all read.
+
+The ONNX operators, in rnnlab's notation (docs/export.md has the full mapping):
+
+* ``LSTM``: gates in the order (i, o, f, c); ``B`` = [input bias; recurrent bias] -> [b; 0]; no peepholes.
+* ``GRU`` with ``linear_before_reset=1``: h~ = tanh(x W_h + b_h + r * (h R_h + bh_h)), the "reset after"
+  GRU of cells.py; gates (z, r, h) where z is rnnlab's update gate u; ``B`` = [b; bh].
+* ``RNN``: h' = tanh(x W + h R + b), ``B`` = [b; 0].
+
+Adding a cell: one function in :data:`ONNX_LAYERS` that appends the nodes of one layer (a standard operator
+as here, or MatMul / Sigmoid / Mul nodes inside a ``Scan`` for a cell ONNX has no operator for).
+
+Precision: the graph computes in float32 whatever ``--dtype``; float16 weights are widened to float32
+(exactly), so the graph then computes with the float16 values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import RnnlabError, require
+from ..nn.cells import CELLS
+from . import ONNX_GATES, RNNLAB_GATES, reorder_gates
+
+OPSET = 17
+IR_VERSION = 8          # the IR version of opset 17 (onnx.helper.VERSION_TABLE): older runtimes read it
+STATE_NAMES = ("h", "c")   # a cell's state tuple is (h,) or (h, c) (cells.py): graph inputs h0, c0 / outputs hn, cn
+
+
+class Graph:
+    """What one ONNX graph accumulates: nodes, weights (initializers) and unique names."""
+
+    def __init__(self):
+        self.nodes, self.initializers = [], []
+
+    def weight(self, name: str, array) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def constant(self, name: str, values, dtype=np.int64) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    def node(self, op: str, inputs: list, outputs: list, **attributes) -> list:
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(self.nodes)}", **attributes))
+        return outputs
+
+
+def onnx_gates(array: np.ndarray, cell: str, axis: int) -> np.ndarray:
+    return reorder_gates(array, RNNLAB_GATES[cell], ONNX_GATES[cell], axis=axis)
+
+
+def layer_state_inputs(g: Graph, layer: int, n_states: int) -> list:
+    """Layer ``layer``'s slice (1, B, H) of each state input (L, B, H): the operators' initial_h / initial_c."""
+    start, end, axis = (g.constant(f"l{layer}.{name}", [value]) for name, value in
+                        (("start", layer), ("end", layer + 1), ("axis", 0)))
+    return [g.node("Slice", [f"{STATE_NAMES[k]}0", start, end, axis], [f"l{layer}.{STATE_NAMES[k]}0"])[0]
+            for k in range(n_states)]
+
+
+def standard_operator_layer(op: str, recurrent_bias: bool, **attributes):
+    """A layer that is one ONNX recurrent operator: W (1, G*H, In), R (1, G*H, H), B (1, 2 G*H) = [b; bh]
+    in ONNX's gate order. -> builder(g, layer, x, p, cell, hidden) -> (y (T, B, H), [final states (1, B, H)])."""
+    def build(g: Graph, layer: int, x: str, p: dict, cell: str, hidden: int):
+        W = g.weight(f"l{layer}.W", onnx_gates(p["Wx"], cell, axis=1).T[None])          # (1, GH, In)
+        R = g.weight(f"l{layer}.R", onnx_gates(p["Wh"], cell, axis=1).T[None])          # (1, GH, H)
+        bh = p["bh"] if recurrent_bias else np.zeros_like(p["b"])
+        B = g.weight(f"l{layer}.B", np.concatenate([onnx_gates(p["b"], cell, 0), onnx_gates(bh, cell, 0)])[None])
+        n_states = CELLS[cell].n_states
+        states = layer_state_inputs(g, layer, n_states)
+        outputs = [f"l{layer}.y4", *(f"l{layer}.{STATE_NAMES[k]}n" for k in range(n_states))]
+        g.node(op, [x, W, R, B, "", *states], outputs, hidden_size=hidden, **attributes)
+        y = g.node("Squeeze", [outputs[0], g.constant(f"l{layer}.squeeze", [1])], [f"l{layer}.y"])[0]  # (T, B, H)
+        return y, outputs[1:]
+    return build
+
+
+ONNX_LAYERS = {
+    "rnn": standard_operator_layer("RNN", False, activations=["Tanh"]),
+    "lstm": standard_operator_layer("LSTM", False),
+    "gru": standard_operator_layer("GRU", True, linear_before_reset=1),
+}
+
+
+def to_onnx(params: dict, config, metadata: dict | None = None) -> bytes:
+    """The serialised ONNX model of a language model (``model.ModelConfig``), checked by ``onnx.checker``.
+    ``metadata`` ({str: str}) goes into the model's metadata_props (vocabulary, validation loss, ...)."""
+    require(config.cell in ONNX_LAYERS, f"the ONNX export has no graph for the {config.cell} cell yet: export "
+                                        f"it as html, safetensors or rnnlab")
+    V, H, L, n_states = config.vocab_size, config.hidden_size, config.num_layers, CELLS[config.cell].n_states
+    g = Graph()
+    x = g.node("OneHot", ["ids", g.constant("depth", V), g.constant("one_hot_values", [0.0, 1.0], np.float32)],
+               ["x"], axis=-1)[0]                                  # (T, B, V): a row lookup in Wx, exactly
+    finals = []
+    for layer in range(L):
+        p = {name[len(f"l{layer}."):]: value for name, value in params.items() if name.startswith(f"l{layer}.")}
+        x, states = ONNX_LAYERS[config.cell](g, layer, x, p, config.cell, H)
+        finals.append(states)
+    for k in range(n_states):                                     # hn (L, B, H) [cn]: the layers' final states
+        g.node("Concat", [states[k] for states in finals], [f"{STATE_NAMES[k]}n"], axis=0)
+    hy = g.node("MatMul", [x, g.weight("Wy", params["Wy"])], ["hy"])[0]                            # (T, B, V)
+    g.node("Add", [hy, g.weight("by", params["by"])], ["logits"])
+
+    state_shape = [L, "batch", H]
+    graph = helper.make_graph(
+        g.nodes, f"rnnlab_{config.cell}",
+        inputs=[helper.make_tensor_value_info("ids", TensorProto.INT64, ["time", "batch"]),
+                *(helper.make_tensor_value_info(f"{STATE_NAMES[k]}0", TensorProto.FLOAT, state_shape)
+                  for k in range(n_states))],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["time", "batch", V]),
+                 *(helper.make_tensor_value_info(f"{STATE_NAMES[k]}n", TensorProto.FLOAT, state_shape)
+                   for k in range(n_states))],
+        initializer=g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name="rnnlab", doc_string=GRAPH_DOC)
+    helper.set_model_props(model, {"rnnlab.cell": config.cell, "rnnlab.hidden_size": str(H),
+                                   "rnnlab.num_layers": str(L), "rnnlab.vocab_size": str(V), **(metadata or {})})
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+GRAPH_DOC = ("rnnlab character language model. Inputs: ids (time, batch) int64 character ids; h0 (layers, batch, "
+             "hidden) float32 [and c0 for an LSTM], zeros to start. Outputs: logits (time, batch, vocabulary) for the "
+             "character after each position; hn [cn]: the state after the last step, to feed back as h0 [c0]. The "
+             "vocabulary (id -> character) is the JSON list in metadata_props rnnlab.vocabulary.")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running it: ONNX Runtime behind rnnlab's forward interface
+# --------------------------------------------------------------------------------------------------------
+
+def onnx_session(model: bytes | str):
+    """An ONNX Runtime CPU session of a model (its bytes or a path), one thread (a character at a time
+    gains nothing from more)."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise RnnlabError("running an ONNX model needs onnxruntime, which is not installed: "
+                          "pip install 'rnnlab[export]'") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_forward(session):
+    """``forward(ids (T, B), state or None) -> (logits (T, B, V), state)`` -- the interface of
+    ``sampling.numpy_forward`` -- running the exported graph; the state is rnnlab's: per layer a tuple of
+    (B, H) arrays. With it, ``sampling.sample(..., forward=onnx_forward(session))`` samples through ONNX
+    Runtime with rnnlab's draw."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    n_states = len(inputs) - 1
+    L, H = inputs["h0"].shape[0], inputs["h0"].shape[2]
+
+    def forward(ids: np.ndarray, state):
+        B = ids.shape[1]
+        if state is None:
+            stacked = [np.zeros((L, B, H), np.float32) for _ in range(n_states)]
+        else:
+            stacked = [np.stack([layer[k] for layer in state]).astype(np.float32) for k in range(n_states)]
+        feeds = {"ids": np.ascontiguousarray(ids, dtype=np.int64),
+                 **{f"{STATE_NAMES[k]}0": stacked[k] for k in range(n_states)}}
+        logits, *finals = session.run(None, feeds)
+        return logits, [tuple(final[layer] for final in finals) for layer in range(L)]
+    return forward
+
