@@ -37,23 +37,29 @@ from rnnlab.generate.sampling import PortableRandom, numpy_forward, sample
 from rnnlab.generate.translate import translate
 from rnnlab.nn import seq2seq as s2s
 from rnnlab.nn.activations import softmax
+from rnnlab.nn.cells import CELLS as MODEL_CELLS
 from rnnlab.nn.model import ModelConfig, forward, init_params, zero_state
 from rnnlab.tools.export import ExportedModel, page_html, weights_blob
 from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.config import TrainConfig
 from rnnlab.training.trainer import Trainer
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = tuple(MODEL_CELLS)                                        # every cell rnnlab has, and any added later
+STACKS = {"plain": {}, "residual-rms": {"block": "residual", "norm": "rms", "ffn_mult": 2},
+          "residual-layer": {"block": "residual", "norm": "layer", "ffn_mult": 2}}
+MODELS = [(cell, stack) for stack in STACKS for cell in CELLS]   # every cell in every stack
 TEXT = ("ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
         "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief.\n")
 LONG_TEXT = (TEXT * 5)[:500]                                     # 500 characters for the ONNX check
 ATOL = 1e-5
 
 
-def language_model(cell: str, seed: int = 0, layers: int = 2, hidden: int = 24):
-    """(params float32, config, tokenizer): rnnlab's initial weights with every entry moved by N(0, 0.1^2), Wy x 4."""
+def language_model(cell: str, seed: int = 0, layers: int = 2, hidden: int = 24, stack: str = "plain"):
+    """(params float32, config, tokenizer): rnnlab's initial weights with every entry moved by N(0, 0.1^2), Wy x 4;
+    ``stack``: a key of STACKS (the plain stack, or the residual block with RMSNorm or LayerNorm)."""
     tokenizer = CharTokenizer.fit(TEXT)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, hidden_size=hidden, num_layers=layers)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, hidden_size=hidden, num_layers=layers,
+                         **STACKS[stack])
     rng = np.random.default_rng(seed)
     params = {k: v + rng.normal(0, 0.1, v.shape) for k, v in init_params(config, rng, np.float64).items()}
     params["Wy"] *= 4
@@ -128,11 +134,12 @@ def onnx_model_forward(params, config):
     return rx.onnx_forward(rx.onnx_session(rx.to_onnx(params, config)))
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_onnx_logits_equal_numpy_over_500_characters_with_the_state_carried_across_two_calls(cell):
+@pytest.mark.parametrize(("cell", "stack"), MODELS)
+def test_onnx_logits_equal_numpy_over_500_characters_with_the_state_carried_across_two_calls(cell, stack):
     """ONNX Runtime reads 250 characters from the zero state, then the next 250 from the state it returned;
-    its logits equal the NumPy model's over the whole 500 in one pass, and so do the final states."""
-    params, config, tokenizer = language_model(cell)
+    its logits equal the NumPy model's over the whole 500 in one pass, and so do the final states -- every
+    cell, in the plain stack and in the residual block with either norm."""
+    params, config, tokenizer = language_model(cell, stack=stack)
     forward_onnx = onnx_model_forward(params, config)
     ids = tokenizer.encode(LONG_TEXT)[:, None]                    # (500, 1)
     first, state = forward_onnx(ids[:250], None)
@@ -466,15 +473,17 @@ def open_model_page(browser, path: Path, model: ExportedModel) -> None:
 
 @pytest.mark.slow
 @needs_browser
-@pytest.mark.parametrize("cell", CELLS)
-def test_page_probabilities_equal_numpy_for_float32_and_float16_weights_in_both_kernels(cell, browser, tmp_path):
+@pytest.mark.parametrize(("cell", "stack"), MODELS)
+def test_page_probabilities_equal_numpy_for_float32_and_float16_weights_in_both_kernels(cell, stack, browser,
+                                                                                       tmp_path):
     """p(next character) after each character of a test text: the page (WebAssembly SIMD kernel, then the
-    plain JavaScript one) against the NumPy model, for float32 weights and for float16 ones."""
-    params, config, tokenizer = language_model(cell)
+    plain JavaScript one) against the NumPy model, for float32 weights and for float16 ones -- every cell, in
+    the plain stack and in the residual block with either norm, two layers."""
+    params, config, tokenizer = language_model(cell, stack=stack)
     reference32 = numpy_probabilities(params, config, tokenizer, TEXT)
     for dtype in ("float32", "float16"):
         model = exported(params, config, tokenizer, dtype)
-        open_model_page(browser, tmp_path / f"{cell}-{dtype}.html", model)
+        open_model_page(browser, tmp_path / f"{cell}-{stack}-{dtype}.html", model)
         same_weights = numpy_probabilities({k: v.astype(np.float32) for k, v in model.params.items()}, config,
                                            tokenizer, TEXT)
         rounding = np.abs(same_weights - reference32).max()        # what float16 weights alone change

@@ -49,6 +49,8 @@ import numpy as np
 from .. import files
 from ..data.text import NEWLINE
 from ..errors import RnnlabError, require
+from ..nn.activations import GELU_C, GELU_K
+from ..nn.norms import EPS as NORM_EPS
 from ..training.checkpoint import TAGS, Checkpoint, CheckpointFolder
 from ..training.config import SETTINGS, TrainConfig
 from .visualize import render_template
@@ -318,10 +320,16 @@ def page_header(model: ExportedModel) -> dict:
     return summary
 
 
+# The constants of rnnlab's maths that the page's residual block uses, handed over from the code that defines
+# them (norms.py, activations.py) rather than written a second time in rnnlab.js.
+PAGE_CONSTANTS = {"norm_eps": NORM_EPS, "gelu_c": GELU_C, "gelu_k": GELU_K}
+
+
 def lm_page_data(model: ExportedModel) -> dict:
     tokenizer = model.tokenizer
     names = model.mode == "lines"
     return {"format": 1, **page_header(model), "vocabulary": list(tokenizer.chars), "unk_token": tokenizer.unk_token,
+            "constants": PAGE_CONSTANTS,
             "start": NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0], "names": names,
             "defaults": {"temperature": PAGE_DEFAULTS["temperature"], "top_k": PAGE_DEFAULTS["top_k"],
                          "length": PAGE_DEFAULTS["name_length" if names else "stream_length"],
