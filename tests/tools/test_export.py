@@ -182,11 +182,11 @@ def test_onnx_graph_declares_its_opset_inputs_outputs_and_vocabulary():
     assert json.loads(props["rnnlab.vocabulary"]) == tokenizer.chars and props["rnnlab.cell"] == "gru"
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_sampling_through_onnx_runtime_draws_the_numpy_text(cell):
+@pytest.mark.parametrize(("cell", "stack"), [(cell, "plain") for cell in CELLS] + [("mingru", "residual-layer")])
+def test_sampling_through_onnx_runtime_draws_the_numpy_text(cell, stack):
     """sample(forward=onnx_forward(...)) is rnnlab's sampling loop on ONNX Runtime's logits: with the same
     random numbers (a portable generator, or a NumPy Generator of the same seed) it writes the same text."""
-    params, config, tokenizer = language_model(cell)
+    params, config, tokenizer = language_model(cell, stack=stack)
     forward_onnx = onnx_model_forward(params, config)
     for make_rng in (PortableRandom, np.random.default_rng):
         for seed, settings in ((1, {}), (2, {"temperature": 0.6, "top_k": 5}), (3, {"prime": "Juliet"})):
@@ -219,7 +219,11 @@ def docs_snippet(doc_name: str, marker: str) -> str:
     return re.search(r"```python\n(.*?)```", after, re.S).group(1)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+TORCH_NN_CELLS = [cell for cell in CELLS if MODEL_CELLS[cell].recurrent_weights]   # nn.RNN / LSTM / GRU exist
+LAYERED_MODELS = [(cell, stack) for cell, stack in MODELS if stack != "plain" or cell not in TORCH_NN_CELLS]
+
+
+@pytest.mark.parametrize("cell", TORCH_NN_CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_safetensors_loads_into_torch_nn_modules_with_the_documented_lines_and_gives_numpy_logits(
         cell, dtype, tmp_path, monkeypatch):
@@ -244,6 +248,33 @@ def test_safetensors_loads_into_torch_nn_modules_with_the_documented_lines_and_g
     expected, _, _ = forward(used, config, ids[:, None], zero_state(config, 1, np.float32))
     np.testing.assert_allclose(got, expected[:, 0], rtol=0, atol=ATOL)
     assert scope["chars"] == tokenizer.chars and scope["meta"]["val_loss"] == "1.5"
+    assert scope["meta"]["torch_module"] == f"nn.{cell.upper()}"
+
+
+@pytest.mark.parametrize(("cell", "stack"), LAYERED_MODELS)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_safetensors_of_min_cells_and_the_residual_block_load_into_the_torch_twin_with_the_documented_lines(
+        cell, stack, dtype, tmp_path, monkeypatch):
+    """torch.nn has no module for these: the file holds TorchLayeredRNN's state dict, and the docs' snippet
+    (run as written) rebuilds the twin from the metadata, loads it strictly and gives the NumPy model's logits."""
+    torch = pytest.importorskip("torch", reason="needs torch")
+    pytest.importorskip("safetensors", reason="needs safetensors (pip install 'rnnlab[export]')")
+    from rnnlab.tools.export import safetensors_bytes
+
+    params, config, tokenizer = language_model(cell, stack=stack)
+    model = exported(params, config, tokenizer, dtype)
+    (tmp_path / "model.safetensors").write_bytes(safetensors_bytes(model))
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(docs_snippet("frameworks.md", "<!-- safetensors twin snippet -->"), scope)   # noqa: S102 -- as documented
+    assert scope["meta"]["torch_module"] == "rnnlab.frameworks.torch_layers.TorchLayeredRNN"
+    ids = tokenizer.encode(TEXT)
+    with torch.no_grad():
+        got = scope["model"](torch.from_numpy(ids)[:, None], scope["model"].zero_state(1))[0][:, 0].numpy()
+    used = {k: v.astype(np.float32) for k, v in model.params.items()}    # the stored values, widened
+    expected, _, _ = forward(used, config, ids[:, None], zero_state(config, 1, np.float32))
+    np.testing.assert_allclose(got, expected[:, 0], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(scope["logits"][:, 0].detach().numpy(), expected[:6, 0], rtol=0, atol=ATOL)   # "ROMEO:"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -503,9 +534,10 @@ def test_page_draws_the_same_random_numbers_and_the_same_text_as_numpy_and_onnx_
     the page, NumPy and ONNX Runtime sample the same text: running text, and names (one per line, each ending
     at the newline) -- at several temperatures, with top-k, a prime, and greedy."""
     python = PortableRandom(2024)
-    for cell, mode in (("lstm", "stream"), ("gru", "lines"), ("rnn", "stream")):
-        params, config, tokenizer = language_model(cell, seed=5)
-        open_model_page(browser, tmp_path / f"{cell}.html", exported(params, config, tokenizer, mode=mode))
+    for cell, mode, stack in (("lstm", "stream", "plain"), ("gru", "lines", "plain"), ("rnn", "stream", "plain"),
+                              ("minlstm", "lines", "plain"), ("mingru", "stream", "residual-rms")):
+        params, config, tokenizer = language_model(cell, seed=5, stack=stack)
+        open_model_page(browser, tmp_path / f"{cell}-{stack}.html", exported(params, config, tokenizer, mode=mode))
         if cell == "lstm":
             assert browser.run("return rnnlab.random(2024, 1000);") == [python.random() for _ in range(1000)]
         forward_onnx = onnx_model_forward(params, config)
@@ -520,28 +552,37 @@ def test_page_draws_the_same_random_numbers_and_the_same_text_as_numpy_and_onnx_
                 rng = PortableRandom(seed)
                 texts = [sample(params, config, tokenizer, rng, length=400, stop_at_newline=names, forward=forward_fn,
                                 **settings) for _ in range(count)]
-                assert page == "\n".join(texts), (cell, seed)
+                assert page == "\n".join(texts), (cell, stack, seed)
+
+
+SHIPPED_PAGES = {   # shipped model -> what its page's summary line says
+    "shakespeare-lstm": ("LSTM, 2 layers \u00d7 256 units", "1.409 nats/char"),
+    "shakespeare-mingru": ("minGRU, 3 layers \u00d7 256 units in the residual block (RMSNorm, feed-forward 512)",
+                           "1.434 nats/char"),
+}
 
 
 @pytest.mark.slow
 @needs_browser
-def test_the_shipped_lstm_page_opens_from_a_file_samples_as_rnnlab_sample_and_reports_its_speed(
-        browser, tmp_path, capsys, record_property):
-    """`rnnlab export` of the shipped model, opened as a visitor would: it shows the model, generates when
-    asked, writes what `rnnlab sample --rng portable` writes for the same seed, and samples fast. The speed
-    (characters per second, both kernels) is printed and recorded, not asserted: machines differ."""
-    out = tmp_path / "shakespeare.html"
-    assert main(["export", "--checkpoint", "shakespeare-lstm", "--out", str(out)]) == 0
+@pytest.mark.parametrize("shipped", SHIPPED_PAGES)
+def test_a_shipped_models_page_opens_from_a_file_samples_as_rnnlab_sample_and_reports_its_speed(
+        shipped, browser, tmp_path, capsys, record_property):
+    """`rnnlab export` of a shipped model (the LSTM; the minGRU in the residual block), opened as a visitor
+    would: it shows the model, generates when asked, writes what `rnnlab sample --rng portable` writes for the
+    same seed, and samples fast. The size and the speed (characters per second, both kernels) are printed and
+    recorded, not asserted: machines differ."""
+    out = tmp_path / f"{shipped}.html"
+    assert main(["export", "--checkpoint", shipped, "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["sample", "--checkpoint", "shakespeare-lstm", "--rng", "portable", "--seed", "7", "--prime", "ROMEO:",
+    assert main(["sample", "--checkpoint", shipped, "--rng", "portable", "--seed", "7", "--prime", "ROMEO:",
                  "--temperature", "0.7", "--top_k", "20", "--length", "300"]) == 0
     expected = capsys.readouterr().out[:-1]                       # print adds the final newline
     browser.open(out)
     assert browser.run("return window.rnnlabReady === true;")
     assert browser.run("return performance.getEntriesByType('resource').length;") == 0
     summary = browser.run("return document.getElementById('summary').textContent;")
-    assert "LSTM, 2 layers \u00d7 256 units" in summary and "1.409 nats/char" in summary
-    assert browser.run("return document.getElementById('name').textContent;") == "shakespeare-lstm"
+    assert all(words in summary for words in SHIPPED_PAGES[shipped]), summary
+    assert browser.run("return document.getElementById('name').textContent;") == shipped
     browser.run("const set = (id, v) => { document.getElementById(id).value = v; }; set('prime', 'ROMEO:');"
                 "set('temperature', 0.7); set('top_k', 20); set('length', 300); set('seed', 7);")
     browser.click("#generate")
@@ -557,10 +598,9 @@ def test_the_shipped_lstm_page_opens_from_a_file_samples_as_rnnlab_sample_and_re
         kernel = browser.run("return rnnlab.useKernel(arguments[0]);", kind)       # first switch, then time
         speeds[kernel] = browser.run("return rnnlab.speed(3000);")
     line = ", ".join(f"{kernel} {s['per_second']:,.0f} chars/s" for kernel, s in speeds.items())
-    record_property("shakespeare_lstm_page", {"bytes": out.stat().st_size, **{k: s["per_second"]
-                                                                             for k, s in speeds.items()}})
+    record_property(f"{shipped}_page", {"bytes": out.stat().st_size, **{k: s["per_second"] for k, s in speeds.items()}})
     with capsys.disabled():
-        print(f"\nshakespeare-lstm page: {out.stat().st_size:,} bytes; sampling in headless Chromium: {line}")
+        print(f"\n{shipped} page: {out.stat().st_size:,} bytes; sampling in headless Chromium: {line}")
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """The character language model as an ONNX graph, with the recurrent state as explicit inputs and outputs.
 
-    ids (T, B) int64 --OneHot--> x (T, B, V) --LSTM / GRU / RNN operator, one per layer--> (T, B, H)
-                                             --MatMul Wy, Add by--> logits (T, B, V)
+    plain:     ids (T, B) int64 --OneHot--> x (T, B, V) --one layer per layer--> (T, B, H)
+    residual:  ids --Gather emb--> x (T, B, H) --[y = x + layer(norm1 x); x = y + FFN(norm2 y)] per layer--> norm
+               then --MatMul Wy, Add by--> logits (T, B, V)
+    a layer:   RNN / LSTM / GRU: the standard operator;  minGRU / minLSTM: gates by elementary ops, Scan
     h0 (L, B, H) [c0 (L, B, H) for the LSTM]  -->  hn (L, B, H) [cn (L, B, H)]: the state after the last step
 
 T and B are free: a runtime feeds one character at a time and passes ``hn`` (and ``cn``) back in to
@@ -11,14 +13,24 @@ text in two calls with the state carried computes exactly what one call over the
 Why the graph is written here, with ``onnx.helper``, and not exported through the torch twin
 (``torch.onnx``): torch 2.13's exporter is the dynamo one, which needs the onnxscript package and traces
 through ``torch.export``; the legacy TorchScript exporter is deprecated. Written directly, exporting needs
-only the ``onnx`` package (no torch), every name in the graph is ours, each layer is ONE standard operator
-whose meaning the ONNX specification fixes (runtimes have fused kernels for them; ONNX Runtime Web runs
-them in WebAssembly), and the weight conversion is the same explicit gate reordering as for PyTorch and
-Keras (``ONNX_GATES`` in ``frameworks/__init__.py``).
+only the ``onnx`` package (no torch), every name in the graph is ours, each RNN / LSTM / GRU layer is ONE
+standard operator whose meaning the ONNX specification fixes (runtimes have fused kernels for them; ONNX
+Runtime Web runs them in WebAssembly), and the weight conversion is the same explicit gate reordering as
+for PyTorch and Keras (``ONNX_GATES`` in ``frameworks/__init__.py``).
 
-Opset 17 (IR version 8): the operators used here (OneHot, Slice, Squeeze with axes as an input, LSTM,
-GRU, RNN, MatMul, Add, Concat) have had their present form since opset 13-14, and 17 is the newest opset
-that runtimes of 2022 onwards (ONNX Runtime >= 1.12 and its web build, OpenVINO, TensorRT 8.6) all read.
+minGRU and minLSTM have no operator: a layer is their window kernel (mincells.py) -- every gate of the
+window by elementary operators over (T, B, H) tensors, giving the linear recurrence's a_t and b_t, then a
+``Scan`` over time whose body is one Mul and one Add (:func:`min_cell_layer`). The residual block's norms,
+feed-forward layer and residuals are position-wise, so they are elementary operators over whole tensors
+too (:func:`residual_stack`): RMSNorm written out (opset 17 has no RMSNormalization), LayerNorm as
+``LayerNormalization``, GELU's tanh approximation written out in activations.py's order (no Gelu before
+opset 20).
+
+Opset 17 (IR version 8): every operator used here (OneHot, Gather, Slice, Squeeze / Unsqueeze with axes as
+an input, Split, LSTM, GRU, RNN, Scan, MatMul, Add, Sub, Mul, Neg, Sigmoid, Softplus, Tanh, Sqrt,
+Reciprocal, ReduceMean with axes as an attribute, LayerNormalization, Concat, Identity) has had its present
+form since opsets 13-17, and 17 is the newest opset that runtimes of 2022 onwards (ONNX Runtime >= 1.12
+and its web build, OpenVINO, TensorRT 8.6) all read.
 
 The ONNX operators, in rnnlab's notation (docs/export.md has the full mapping):
 
@@ -27,8 +39,8 @@ The ONNX operators, in rnnlab's notation (docs/export.md has the full mapping):
   GRU of cells.py; gates (z, r, h) where z is rnnlab's update gate u; ``B`` = [b; bh].
 * ``RNN``: h' = tanh(x W + h R + b), ``B`` = [b; 0].
 
-Adding a cell: one function in :data:`ONNX_LAYERS` that appends the nodes of one layer (a standard operator
-as here, or MatMul / Sigmoid / Mul nodes inside a ``Scan`` for a cell ONNX has no operator for).
+Adding a cell: one function in :data:`ONNX_LAYERS` that appends the nodes of one layer (a standard operator,
+or elementary operators and a ``Scan`` as for the min cells); a block: one function in :data:`ONNX_STACKS`.
 
 Precision: the graph computes in float32 whatever ``--dtype``; float16 weights are widened to float32
 (exactly), so the graph then computes with the float16 values.
