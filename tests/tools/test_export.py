@@ -182,6 +182,44 @@ def test_onnx_graph_declares_its_opset_inputs_outputs_and_vocabulary():
     assert json.loads(props["rnnlab.vocabulary"]) == tokenizer.chars and props["rnnlab.cell"] == "gru"
 
 
+def test_onnx_graph_of_a_min_cell_in_the_residual_block_is_opset_17_operators_and_a_scan():
+    """No operator beyond opset 17's standard set: the min cell's recurrence is a Scan, LayerNorm the standard
+    operator, RMSNorm and GELU elementary operators; the state is still an explicit input and output."""
+    rx = onnx_export()
+    import onnx
+
+    params, config, tokenizer = language_model("minlstm", stack="residual-layer")
+    model = onnx.load_from_string(rx.to_onnx(params, config))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Gather", "Scan", "LayerNormalization", "Softplus", "Tanh"} <= ops and "LSTM" not in ops
+    assert all(onnx.defs.has(op, max_inclusive_version=17) for op in ops)
+    assert [i.name for i in model.graph.input] == ["ids", "h0"]
+    assert [o.name for o in model.graph.output] == ["logits", "hn"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["rnnlab.block"] == "residual" and props["rnnlab.cell"] == "minlstm"
+    rms = onnx.load_from_string(rx.to_onnx(*language_model("mingru", stack="residual-rms")[:2]))
+    assert {"ReduceMean", "Sqrt", "Reciprocal"} <= {n.op_type for n in rms.graph.node}
+
+
+def minlstm_with_gates_that_round_to_zero(seed: int = 0):
+    """A minLSTM whose forget and input pre-activations sit near -800: sig(z) is 0 there even in double
+    precision, so f / (f + i) would be 0 / 0; the normalised gate sig(softplus(-zi) - softplus(-zf)) is not."""
+    params, config, tokenizer = language_model("minlstm", seed=seed)
+    H = config.hidden_size
+    for layer in range(config.num_layers):
+        params[f"l{layer}.b"][:2 * H] -= 800.0                   # zf, zi of every position near -800
+    return params, config, tokenizer
+
+
+def test_onnx_minlstm_stays_finite_and_equal_to_numpy_where_both_gates_round_to_zero():
+    params, config, tokenizer = minlstm_with_gates_that_round_to_zero()
+    ids = tokenizer.encode(TEXT)[:, None]
+    got, _ = onnx_model_forward(params, config)(ids, None)
+    expected, _, _ = forward(params, config, ids, zero_state(config, 1, np.float32))
+    assert np.isfinite(expected).all() and np.ptp(expected) > 1.0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+
+
 @pytest.mark.parametrize(("cell", "stack"), [(cell, "plain") for cell in CELLS] + [("mingru", "residual-layer")])
 def test_sampling_through_onnx_runtime_draws_the_numpy_text(cell, stack):
     """sample(forward=onnx_forward(...)) is rnnlab's sampling loop on ONNX Runtime's logits: with the same
@@ -525,6 +563,17 @@ def test_page_probabilities_equal_numpy_for_float32_and_float16_weights_in_both_
             assert np.abs(got - reference32).max() <= rounding + ATOL
             # float16 is a real rounding, and the page adds far less than it to the difference
             assert dtype == "float32" or rounding > 100 * np.abs(got - same_weights).max()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_page_minlstm_stays_finite_and_equal_to_numpy_where_both_gates_round_to_zero(browser, tmp_path):
+    """The page computes minLSTM's normalised gates as the window kernel does, so pre-activations of -800
+    (where 1 / (1 + e^800) is 0 in double precision) give NumPy's probabilities, not NaN."""
+    params, config, tokenizer = minlstm_with_gates_that_round_to_zero(seed=3)
+    open_model_page(browser, tmp_path / "minlstm-800.html", exported(params, config, tokenizer))
+    got = np.array(browser.run("return rnnlab.probabilities(arguments[0]);", TEXT), dtype=float)
+    np.testing.assert_allclose(got, numpy_probabilities(params, config, tokenizer, TEXT), rtol=0, atol=ATOL)
 
 
 @pytest.mark.slow
