@@ -1,9 +1,11 @@
 """rnnlab export (export.py, frameworks/onnx.py, templates/sample.html, translate.html, rnnlab.js): every format
 computes what was trained, the same seed draws the same text everywhere it can, and exports are safe outputs.
 
-Test models: every cell, two layers, rnnlab's initial weights plus N(0, 0.1^2) noise on every entry (biases
-included: a zero bias would hide a bias that the export drops or misplaces) and the output layer scaled by 4
-(so that the logits spread over a few units instead of hugging 0), in float32 -- what the formats store. Their
+Test models: every cell of nn.cells.CELLS (a cell added later is tested without editing this file), in the
+plain stack and in the residual block with RMSNorm and with LayerNorm, two layers, rnnlab's initial weights
+plus N(0, 0.1^2) noise on every entry (biases and norm gains included: a zero bias would hide a bias that the
+export drops or misplaces) and the output layer scaled by 4 (so that the logits spread over a few units
+instead of hugging 0), in float32 -- what the formats store. Their
 state does not blow up (float32 and float64 NumPy agree to ~1e-6 over 500 characters), and a wrong gate order
 or bias moves the logits by ~1e-1, ten thousand times the tolerances below.
 
