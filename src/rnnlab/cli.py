@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(exp, "format", default="auto", choices=["auto", *EXPORT_FORMATS],
              help="html: one self-contained page (samples as you watch; a translator's page translates and draws "
                   "its attention); onnx: the graph with the state as inputs and outputs; safetensors: the weights "
-                  "under PyTorch's names; rnnlab: a weights-only checkpoint folder; auto: from --out's suffix "
+                  "under PyTorch's names (nn.RNN/LSTM/GRU, or rnnlab's torch twin for minGRU, minLSTM and the "
+                  "residual block); rnnlab: a weights-only checkpoint folder; auto: from --out's suffix "
                   "(.html, .onnx, .safetensors; anything else is a folder)")
     add_flag(exp, "dtype", default=None, choices=["float16", "float32", "float64"],
              help="the stored weights' type (default: float16 for html and rnnlab, float32 for onnx and "

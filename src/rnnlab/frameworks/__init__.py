@@ -25,8 +25,8 @@ cell     rnnlab            PyTorch           Keras (its own names)           ONN
 rnn      (a)               (a)               (a)                             (a)
 lstm     (i, f, g, o)      (i, f, g, o)      (i, f, g, o)  candidate ``c``   (i, o, f, g)  candidate ``c``
 gru      (r, z, n)         (r, z, n)         (z, r, n)     candidate ``h``   (z, r, n)     candidate ``h``
-mingru   (u, h~)           (u, h~)           (u, h~)                         --
-minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)                      --
+mingru   (u, h~)           (u, h~)           (u, h~)                         no operator: (u, h~), Split + Scan
+minlstm  (f, i, h~)        (f, i, h~)        (f, i, h~)                      no operator: (f, i, h~), Split + Scan
 =======  ================  ================  ==============================  ================================
 
 (the min cells' twins are rnnlab's own layers, torch_layers.MinRNN and keras.MinRNNCell: one order for all)
@@ -106,10 +106,9 @@ def layered(config) -> bool:
 
 def to_torch(params: dict, config) -> dict:
     """rnnlab params -> {state_dict name: array} of ``frameworks.torch.TorchCharRNN`` -- an ``nn.RNN/LSTM/GRU``
-    named ``rnn`` and an ``nn.Linear`` named ``out`` -- in NumPy, same dtype (no torch needed); a layered model
-    (min cells, residual block) -> ``torch_layers.TorchLayeredRNN``'s names (that one needs torch)."""
+    named ``rnn`` and an ``nn.Linear`` named ``out`` -- or, for a layered model (min cells, residual block), of
+    ``torch_layers.TorchLayeredRNN`` (:func:`layered_to_torch`); in NumPy, same dtype (no torch needed)."""
     if layered(config):
-        from .torch_layers import layered_to_torch
         return layered_to_torch(params, config)
     state = {}
     for k in range(config.num_layers):
@@ -117,6 +116,46 @@ def to_torch(params: dict, config) -> dict:
                                      if name.startswith(f"l{k}.")}, config.cell, "rnn.", k))
     state["out.weight"] = params["Wy"].T                                                          # (V, H)
     state["out.bias"] = params["by"]                                                              # (V,)
+    return {name: np.ascontiguousarray(value) for name, value in state.items()}
+
+
+def norm_names(prefix_torch: str, prefix_rnnlab: str, norm: str) -> list:
+    """(torch name, rnnlab name) of one normalisation: nn.RMSNorm's weight, nn.LayerNorm's weight and bias."""
+    return [(f"{prefix_torch}weight", f"{prefix_rnnlab}g")] + (
+        [(f"{prefix_torch}bias", f"{prefix_rnnlab}b")] if norm == "layer" else [])
+
+
+def layered_names(config) -> list:
+    """(TorchLayeredRNN state_dict name, rnnlab name, transposed) of every parameter of a layered model but a
+    classic cell's recurrent layer (those are :func:`layer_to_torch`'s). Every name belongs to a standard
+    torch.nn module: ``proj`` an nn.Linear, ``norm*`` nn.RMSNorm / nn.LayerNorm, ``ff.0`` / ``ff.2``
+    nn.Linear, ``emb`` nn.Embedding, ``out`` nn.Linear."""
+    pairs = []
+    for k in range(config.num_layers):
+        t, r = (f"layers.{k}.", f"l{k}.")
+        rnn = f"{t}rnn." if config.residual else t
+        if not CELLS[config.cell].recurrent_weights:
+            pairs += [(f"{rnn}proj.weight", f"{r}Wx", True), (f"{rnn}proj.bias", f"{r}b", False)]
+        if config.residual:
+            pairs += [(tn, rn, False) for tn, rn in norm_names(f"{t}norm1.", f"{r}norm1.", config.norm)]
+            pairs += [(tn, rn, False) for tn, rn in norm_names(f"{t}norm2.", f"{r}norm2.", config.norm)]
+            pairs += [(f"{t}ff.0.weight", f"{r}ff.W1", True), (f"{t}ff.0.bias", f"{r}ff.b1", False),
+                      (f"{t}ff.2.weight", f"{r}ff.W2", True), (f"{t}ff.2.bias", f"{r}ff.b2", False)]
+    if config.residual:
+        pairs += [("emb.weight", "emb", False)] + [(tn, rn, False) for tn, rn in norm_names("norm.", "norm.",
+                                                                                            config.norm)]
+    return pairs + [("out.weight", "Wy", True), ("out.bias", "by", False)]
+
+
+def layered_to_torch(params: dict, config) -> dict:
+    """rnnlab params -> {TorchLayeredRNN state_dict name: array} (NumPy, same dtype; the reverse is
+    ``torch_layers.layered_from_torch``)."""
+    state = {torch_name: params[name].T if transposed else params[name]
+             for torch_name, name, transposed in layered_names(config)}
+    if CELLS[config.cell].recurrent_weights:                     # the residual block around RNN / LSTM / GRU
+        for k in range(config.num_layers):
+            p = {name[len(f"l{k}."):]: value for name, value in params.items() if name.startswith(f"l{k}.")}
+            state.update(layer_to_torch(p, config.cell, f"layers.{k}.rnn.", 0))
     return {name: np.ascontiguousarray(value) for name, value in state.items()}
 
 

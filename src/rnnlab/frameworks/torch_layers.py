@@ -11,7 +11,7 @@ scan.py (the gradient of a linear recurrence is the same recurrence run backward
 and by the doubling scan on a GPU, where log2(T) rounds over the whole window replace T dependent steps
 (``torch_scan_form``; docs/mincells.md). Under autocast the recurrence runs in float32.
 
-Weight conversion (:func:`layered_to_torch` / :func:`layered_from_torch`), layer k:
+Weight conversion (``frameworks.layered_to_torch``, NumPy only, and :func:`layered_from_torch`), layer k:
 
 =============================  =================================  =======================================
 rnnlab                         TorchLayeredRNN                    how
@@ -37,7 +37,7 @@ from torch import nn
 
 from ..nn.cells import CELLS
 from ..nn.norms import EPS
-from . import layer_to_torch
+from . import layered_names
 from .torch import TORCH_MODULES, TorchCharRNN, layer_from_torch
 
 # --------------------------------------------------------------------------------------------------------
@@ -227,50 +227,12 @@ class TorchLayeredRNN(nn.Module):
 # Weight conversion
 # --------------------------------------------------------------------------------------------------------
 
-def _norm_names(prefix_torch: str, prefix_rnnlab: str, norm: str) -> list:
-    return [(f"{prefix_torch}weight", f"{prefix_rnnlab}g")] + (
-        [(f"{prefix_torch}bias", f"{prefix_rnnlab}b")] if norm == "layer" else [])
-
-
-def _name_pairs(config) -> list:
-    """(torch name, rnnlab name, transposed) of every parameter but a classic cell's recurrent weights."""
-    pairs = []
-    for k in range(config.num_layers):
-        t, r = (f"layers.{k}.", f"l{k}.")
-        rnn = f"{t}rnn." if config.residual else t
-        if not CELLS[config.cell].recurrent_weights:
-            pairs += [(f"{rnn}proj.weight", f"{r}Wx", True), (f"{rnn}proj.bias", f"{r}b", False)]
-        if config.residual:
-            pairs += [(tn, rn, False) for tn, rn in _norm_names(f"{t}norm1.", f"{r}norm1.", config.norm)]
-            pairs += [(tn, rn, False) for tn, rn in _norm_names(f"{t}norm2.", f"{r}norm2.", config.norm)]
-            pairs += [(f"{t}ff.0.weight", f"{r}ff.W1", True), (f"{t}ff.0.bias", f"{r}ff.b1", False),
-                      (f"{t}ff.2.weight", f"{r}ff.W2", True), (f"{t}ff.2.bias", f"{r}ff.b2", False)]
-    if config.residual:
-        pairs += [("emb.weight", "emb", False)] + [(tn, rn, False) for tn, rn in _norm_names("norm.", "norm.",
-                                                                                             config.norm)]
-    return pairs + [("out.weight", "Wy", True), ("out.bias", "by", False)]
-
-
-def _classic(config) -> bool:
-    return CELLS[config.cell].recurrent_weights
-
-
-def layered_to_torch(params: dict, config) -> dict:
-    """rnnlab params -> {TorchLayeredRNN state_dict name: array} (NumPy, same dtype)."""
-    state = {torch_name: params[name].T if transposed else params[name]
-             for torch_name, name, transposed in _name_pairs(config)}
-    if _classic(config):                                         # the residual block around RNN / LSTM / GRU
-        for k in range(config.num_layers):
-            p = {name[len(f"l{k}."):]: value for name, value in params.items() if name.startswith(f"l{k}.")}
-            state.update(layer_to_torch(p, config.cell, f"layers.{k}.rnn.", 0))
-    return {name: np.ascontiguousarray(value) for name, value in state.items()}
-
-
 def layered_from_torch(state: dict, config) -> dict:
-    """{TorchLayeredRNN state_dict name: NumPy array} -> rnnlab params."""
+    """{TorchLayeredRNN state_dict name: NumPy array} -> rnnlab params (the names: ``frameworks.layered_names``;
+    the other direction, NumPy only, is ``frameworks.layered_to_torch``)."""
     params = {name: state[torch_name].T if transposed else state[torch_name]
-              for torch_name, name, transposed in _name_pairs(config)}
-    if _classic(config):
+              for torch_name, name, transposed in layered_names(config)}
+    if CELLS[config.cell].recurrent_weights:
         for k in range(config.num_layers):
             layer = layer_from_torch(state, config.cell, f"layers.{k}.rnn.", 0)
             params.update({f"l{k}.{name}": value for name, value in layer.items()})

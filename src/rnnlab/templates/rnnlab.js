@@ -157,19 +157,21 @@ function buildNetwork(blob, kind, describe) {
   return net;
 }
 
-// ---- the cells (cells.py): one entry each; adding a cell = one entry --------------------------------------
+// ---- the cells (cells.py, mincells.py): one entry each; adding a cell = one entry -------------------------
 // step(zx, zh, state, H) turns one step's pre-activations into the new state, in place: zx = x Wx + b (every
-// gate block, in cells.py's order), zh = h_{t-1} Wh (+ bh), state = {h, c}. states: the names of its parts.
+// gate block, in cells.py's order), zh = h_{t-1} Wh (+ bh), or null for a cell whose gates read only the input
+// (minGRU, minLSTM: no Wh), state = {h, c}. states: the names of its parts; label: how the page names it.
 
 const sigmoid = (z) => 1 / (1 + Math.exp(-z));
+const softplus = (z) => Math.max(z, 0) + Math.log1p(Math.exp(-Math.abs(z)));   // mincells.softplus: no overflow
 
 const CELLS = {
   // h = tanh(zx + zh)
-  rnn: {gates: 1, states: ["h"], step(zx, zh, s, H) {
+  rnn: {label: "RNN", gates: 1, states: ["h"], step(zx, zh, s, H) {
     for (let k = 0; k < H; k++) s.h[k] = Math.tanh(zx[k] + zh[k]);
   }},
   // [zi, zf, zg, zo] = zx + zh;  c = sig(zf) c + sig(zi) tanh(zg);  h = sig(zo) tanh(c)
-  lstm: {gates: 4, states: ["h", "c"], step(zx, zh, s, H) {
+  lstm: {label: "LSTM", gates: 4, states: ["h", "c"], step(zx, zh, s, H) {
     const {h, c} = s;
     for (let k = 0; k < H; k++) {
       const i = sigmoid(zx[k] + zh[k]), f = sigmoid(zx[H + k] + zh[H + k]);
@@ -179,12 +181,29 @@ const CELLS = {
     }
   }},
   // r = sig(xr + hr), u = sig(xu + hu), n = tanh(xn + r hn);  h = (1 - u) n + u h   (reset after: zh has bh)
-  gru: {gates: 3, states: ["h"], step(zx, zh, s, H) {
+  gru: {label: "GRU", gates: 3, states: ["h"], step(zx, zh, s, H) {
     const h = s.h;
     for (let k = 0; k < H; k++) {
       const r = sigmoid(zx[k] + zh[k]), u = sigmoid(zx[H + k] + zh[H + k]);
       const n = Math.tanh(zx[2 * H + k] + r * zh[2 * H + k]);
       h[k] = (1 - u) * n + u * h[k];
+    }
+  }},
+  // [zu, h~] = zx;  u = sig(zu);  h = (1 - u) h + u h~      (mingru_window_forward: a = 1 - u, b = u h~)
+  mingru: {label: "minGRU", gates: 2, states: ["h"], step(zx, zh, s, H) {
+    const h = s.h;
+    for (let k = 0; k < H; k++) {
+      const u = sigmoid(zx[k]);
+      h[k] = (1 - u) * h[k] + u * zx[H + k];
+    }
+  }},
+  // [zf, zi, h~] = zx;  f' = f / (f + i) = sig(softplus(-zi) - softplus(-zf));  h = f' h + (1 - f') h~
+  // (minlstm_window_forward's form: no 0 / 0 when both gates round to 0)
+  minlstm: {label: "minLSTM", gates: 3, states: ["h"], step(zx, zh, s, H) {
+    const h = s.h;
+    for (let k = 0; k < H; k++) {
+      const f = sigmoid(softplus(-zx[H + k]) - softplus(-zx[k]));
+      h[k] = f * h[k] + (1 - f) * zx[2 * H + k];
     }
   }},
 };
@@ -228,25 +247,98 @@ function recurrentStep(kernel, layer, state) {
 }
 
 // ---- the language model (model.py): the stack of layers under the output layer ---------------------------
+// Two stacks (--block), one entry each in STACKS: build(weights, matrix, D) adds its parts to the network,
+// step(net, id, states) reads one character id and returns the vector the output layer reads (length H).
+
+// norms.py: RMSNorm  y = g x r,  r = 1 / sqrt(mean(x^2) + eps);  LayerNorm  y = g (x - mu) r + b  (r of x - mu).
+// eps is norms.EPS, handed over in the page's data (D.constants), so the page cannot drift from the code.
+function normalisation(weights, prefix, eps) {
+  return {g: weights[prefix + "g"].data, b: (prefix + "b") in weights ? weights[prefix + "b"].data : null, eps};
+}
+
+function normalise(norm, x, out) {
+  const H = x.length;
+  let mu = 0, squares = 0;
+  if (norm.b) { for (let k = 0; k < H; k++) mu += x[k]; mu /= H; }
+  for (let k = 0; k < H; k++) squares += (x[k] - mu) * (x[k] - mu);
+  const r = 1 / Math.sqrt(squares / H + norm.eps);
+  for (let k = 0; k < H; k++) out[k] = (x[k] - mu) * r * norm.g[k] + (norm.b ? norm.b[k] : 0);
+  return out;
+}
+
+// activations.gelu, the tanh approximation as rnnlab computes it: 0.5 z (1 + tanh(c z (1 + k z^2)))
+function gelu(z, c, k) { return 0.5 * z * (1 + Math.tanh(c * z * (1 + k * z * z))); }
+
+// block.feed_forward: FFN(v) = gelu(v W1 + b1) W2 + b2, into out
+function feedForward(kernel, ff, v, out) {
+  kernel.matvec(ff.W1, v, ff.z);
+  for (let j = 0; j < ff.z.length; j++) ff.z[j] = gelu(ff.z[j] + ff.b1[j], ff.c, ff.k);
+  kernel.matvec(ff.W2, ff.z, out);
+  for (let k = 0; k < out.length; k++) out[k] += ff.b2[k];
+  return out;
+}
+
+const STACKS = {
+  // ids --layer 0 (a row of Wx: x is one-hot)--> h^0 --> layer 1 --> ... --> h^{L-1}
+  plain: {
+    build: (weights, matrix, D) => ({
+      layers: Array.from({length: D.model.num_layers}, (_, l) => recurrentLayer(weights, matrix, "l" + l + ".", D.model.cell, l === 0)),
+    }),
+    step(net, id, states) {
+      let x = id;
+      net.layers.forEach((layer, l) => {
+        inputProjection(net.kernel, layer, x);
+        recurrentStep(net.kernel, layer, states[l]);
+        x = states[l].h;
+      });
+      return x;
+    },
+  },
+  // block.py: x = E[id];  per layer  y = x + RNN(norm1 x),  x = y + FFN(norm2 y);  then norm(x)
+  residual: {
+    build(weights, matrix, D) {
+      const m = D.model, H = m.hidden_size, F = m.ffn_mult * H, eps = D.constants.norm_eps;
+      return {
+        emb: weights.emb.data, x: new Float64Array(H), u: new Float64Array(H), f: new Float64Array(H),
+        top: new Float64Array(H), norm: normalisation(weights, "norm.", eps),
+        layers: Array.from({length: m.num_layers}, (_, l) => {
+          const prefix = "l" + l + ".";
+          return Object.assign(recurrentLayer(weights, matrix, prefix, m.cell, false), {
+            norm1: normalisation(weights, prefix + "norm1.", eps), norm2: normalisation(weights, prefix + "norm2.", eps),
+            ff: {W1: matrix(prefix + "ff.W1"), b1: weights[prefix + "ff.b1"].data, W2: matrix(prefix + "ff.W2"),
+                 b2: weights[prefix + "ff.b2"].data, z: new Float64Array(F), c: D.constants.gelu_c, k: D.constants.gelu_k},
+          });
+        }),
+      };
+    },
+    step(net, id, states) {
+      const {x, u, f} = net, H = x.length;
+      for (let k = 0; k < H; k++) x[k] = net.emb[id * H + k];             // the embedding's row
+      net.layers.forEach((layer, l) => {
+        inputProjection(net.kernel, layer, normalise(layer.norm1, x, u));
+        recurrentStep(net.kernel, layer, states[l]);
+        for (let k = 0; k < H; k++) x[k] += states[l].h[k];              // y = x + RNN(norm1 x)
+        feedForward(net.kernel, layer.ff, normalise(layer.norm2, x, u), f);
+        for (let k = 0; k < H; k++) x[k] += f[k];                        // x' = y + FFN(norm2 y)
+      });
+      return normalise(net.norm, x, net.top);
+    },
+  },
+};
 
 function buildLanguageModel(D, kind) {
+  const stack = STACKS[D.model.block];
   return buildNetwork(D.weights, kind, (weights, matrix) => ({
-    layers: Array.from({length: D.model.num_layers}, (_, l) => recurrentLayer(weights, matrix, "l" + l + ".", D.model.cell, l === 0)),
+    stack, ...stack.build(weights, matrix, D),
     Wy: matrix("Wy"), by: weights.by.data, logits: new Float64Array(D.model.vocab_size),
   }));
 }
 
 function languageModelState(net) { return net.layers.map(zeroState); }
 
-// one character in -> the logits of the next (a view, overwritten by the next step)
+// one character in -> the logits of the next (a view, overwritten by the next step); the states move on
 function languageModelStep(net, id, states) {
-  let x = id;
-  net.layers.forEach((layer, l) => {
-    inputProjection(net.kernel, layer, x);
-    recurrentStep(net.kernel, layer, states[l]);
-    x = states[l].h;
-  });
-  const logits = net.kernel.matvec(net.Wy, x, net.logits);
+  const logits = net.kernel.matvec(net.Wy, net.stack.step(net, id, states), net.logits);
   for (let v = 0; v < logits.length; v++) logits[v] += net.by[v];
   return logits;
 }
@@ -447,10 +539,11 @@ function logSoftmax(z) {
 function describeModel(D) {
   const m = D.model, n = D.parameters.toLocaleString("en-US");
   const shape = D.task === "lm"
-    ? m.cell.toUpperCase() + ", " + m.num_layers + " layer" + (m.num_layers > 1 ? "s" : "") + " \u00d7 " + m.hidden_size
-      + " units, vocabulary of " + m.vocab_size
-    : "translator: " + m.encoder_cell.toUpperCase() + " encoder 2 \u00d7 " + m.encoder_hidden + ", "
-      + m.decoder_cell.toUpperCase() + " decoder " + m.decoder_hidden + ", " + m.attention + " attention";
+    ? CELLS[m.cell].label + ", " + m.num_layers + " layer" + (m.num_layers > 1 ? "s" : "") + " \u00d7 " + m.hidden_size
+      + " units" + (m.block === "residual" ? " in the residual block (" + (m.norm === "rms" ? "RMSNorm" : "LayerNorm")
+      + ", feed-forward " + m.ffn_mult * m.hidden_size + ")" : "") + ", vocabulary of " + m.vocab_size
+    : "translator: " + CELLS[m.encoder_cell].label + " encoder 2 \u00d7 " + m.encoder_hidden + ", "
+      + CELLS[m.decoder_cell].label + " decoder " + m.decoder_hidden + ", " + m.attention + " attention";
   const loss = D.val_loss === null ? "validation loss not measured"
     : "validation " + D.val_loss.toFixed(3) + " nats/char (" + D.val_bits.toFixed(3) + " bits) on "
       + D.val_tokens.toLocaleString("en-US") + " characters";

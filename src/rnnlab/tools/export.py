@@ -15,8 +15,10 @@ html           ONE self-contained web page (no network, no      float16, float32
 onnx           an ONNX graph (opset 17), the state as explicit  float32 (float16    onnx (the [export]
                inputs and outputs (frameworks/onnx.py)          values widened)     extra)
 safetensors    the weights under PyTorch's names for            float32, float16,   safetensors (the
-               nn.RNN/LSTM/GRU(num_layers=L) + nn.Linear,       float64             [export] extra)
-               vocabulary and shape in the metadata
+               nn.RNN/LSTM/GRU(num_layers=L) + nn.Linear (min   float64             [export] extra)
+               cells, residual block: rnnlab's torch twin
+               TorchLayeredRNN), vocabulary and model in the
+               metadata
 =============  ==============================================  ==================  ====================
 
 The format follows from ``--out``'s suffix (``.html``/``.htm``, ``.onnx``, ``.safetensors``; anything else is
@@ -49,6 +51,8 @@ import numpy as np
 from .. import files
 from ..data.text import NEWLINE
 from ..errors import RnnlabError, require
+from ..nn.activations import GELU_C, GELU_K
+from ..nn.norms import EPS as NORM_EPS
 from ..training.checkpoint import TAGS, Checkpoint, CheckpointFolder
 from ..training.config import SETTINGS, TrainConfig
 from .visualize import render_template
@@ -184,27 +188,41 @@ def onnx_bytes(model: ExportedModel) -> bytes:
 
 
 def safetensors_bytes(model: ExportedModel) -> bytes:
-    """The weights under TorchCharRNN's state_dict names (``rnn.*`` = nn.RNN/LSTM/GRU(num_layers=L), ``out.*``
-    = nn.Linear(H, V); frameworks.to_torch), in ``dtype``; the metadata (str -> str) says the rest."""
+    """The weights under the state_dict names of rnnlab's PyTorch twin (frameworks.to_torch, NumPy only), in
+    ``dtype``; the metadata (str -> str) says the rest, ``torch_module`` which module takes them:
+
+    * RNN / LSTM / GRU in the plain stack: ``TorchCharRNN``'s names, ``rnn.*`` = nn.RNN/LSTM/GRU(num_layers=L)
+      and ``out.*`` = nn.Linear(H, V) -- torch.nn alone loads them (docs/frameworks.md).
+    * minGRU / minLSTM, and every cell in the residual block: ``torch_layers.TorchLayeredRNN``'s names
+      (``layers.{k}.proj`` nn.Linear, ``norm1`` nn.RMSNorm / nn.LayerNorm, ``ff.0`` / ``ff.2`` nn.Linear,
+      ``emb`` nn.Embedding, ...). torch.nn has no module for these models as a whole: rnnlab's twin, which
+      the tests hold to NumPy to float64 round-off, loads them with ``load_state_dict``."""
     from safetensors.numpy import save
 
     from ..frameworks import to_torch
 
-    require(model.config.cell in TORCH_MODULES, f"PyTorch has no module for the {model.config.cell} cell: "
-                                                "export it as html or rnnlab")
     tensors = to_torch(model.params, model.config)
-    return save(tensors, metadata={**metadata(model), "torch_module": TORCH_MODULES[model.config.cell]})
+    return save(tensors, metadata={**metadata(model), "torch_module": torch_module(model.config)})
 
 
 TORCH_MODULES = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+LAYERED_MODULE = "rnnlab.frameworks.torch_layers.TorchLayeredRNN"
+
+
+def torch_module(config) -> str:
+    """The module whose state_dict a safetensors export holds (the plain stack of a torch.nn cell, or the twin)."""
+    from ..frameworks import layered
+
+    return LAYERED_MODULE if layered(config) else TORCH_MODULES[config.cell]
 
 
 def metadata(model: ExportedModel) -> dict:
     """{str: str}: what ONNX's metadata_props and safetensors' __metadata__ record about the model."""
     config = model.config
     tokenizer = model.tokenizer
-    return {"format": "rnnlab-char-lm", "cell": config.cell, "hidden_size": str(config.hidden_size),
-            "num_layers": str(config.num_layers), "vocab_size": str(config.vocab_size),
+    return {"format": "rnnlab-char-lm", "cell": config.cell, "block": config.block,
+            "hidden_size": str(config.hidden_size), "num_layers": str(config.num_layers),
+            "vocab_size": str(config.vocab_size), "model": json.dumps(config.to_dict()),
             "vocabulary": json.dumps(tokenizer.chars, ensure_ascii=False),
             "unk_token": json.dumps(tokenizer.unk_token, ensure_ascii=False), "mode": model.mode,
             "input": "one-hot character ids, time first (T, B)", "name": model.name,
@@ -318,10 +336,16 @@ def page_header(model: ExportedModel) -> dict:
     return summary
 
 
+# The constants of rnnlab's maths that the page's residual block uses, handed over from the code that defines
+# them (norms.py, activations.py) rather than written a second time in rnnlab.js.
+PAGE_CONSTANTS = {"norm_eps": NORM_EPS, "gelu_c": GELU_C, "gelu_k": GELU_K}
+
+
 def lm_page_data(model: ExportedModel) -> dict:
     tokenizer = model.tokenizer
     names = model.mode == "lines"
     return {"format": 1, **page_header(model), "vocabulary": list(tokenizer.chars), "unk_token": tokenizer.unk_token,
+            "constants": PAGE_CONSTANTS,
             "start": NEWLINE if NEWLINE in tokenizer.index else tokenizer.chars[0], "names": names,
             "defaults": {"temperature": PAGE_DEFAULTS["temperature"], "top_k": PAGE_DEFAULTS["top_k"],
                          "length": PAGE_DEFAULTS["name_length" if names else "stream_length"],
