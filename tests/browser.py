@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -36,12 +38,12 @@ class WebDriver:
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.session = None
 
-    def call(self, method: str, path: str, body: dict | None = None):
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with self.opener.open(request, timeout=30) as response:
+            with self.opener.open(request, timeout=timeout) as response:
                 return json.loads(response.read())["value"]
         except urllib.error.HTTPError as err:
             raise AssertionError(f"WebDriver {method} {path} failed: {err.read().decode()[:400]}") from None
@@ -60,7 +62,9 @@ class WebDriver:
 
     def start(self, user_data_dir) -> None:
         options = {"binary": CHROMIUM, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}"]}
-        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
+        # Chromium's start-up is the slow part on a loaded machine: give it longer than a command.
+        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}},
+                          timeout=120)
         self.session = f"/session/{value['sessionId']}"
 
     def open(self, page) -> None:
@@ -104,16 +108,35 @@ def needs_browser(test):
     return pytest.mark.slow(_browser_present(test))
 
 
+def stop_browsers(profile: Path) -> None:
+    """Kill every process started with ``--user-data-dir=profile``: a Chromium whose WebDriver session was
+    never created (chromedriver timed out under load) outlives chromedriver, and nothing else would end it."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    mark = f"--user-data-dir={profile}".encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark in (entry / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass                                         # gone already, or not ours to read
+
+
 @contextlib.contextmanager
 def open_page(page, tmp_path):
-    """A WebDriver session showing the file ``page``; chromedriver is stopped afterwards, whatever happens."""
+    """A WebDriver session showing the file ``page``; chromedriver and the Chromium it started are stopped
+    afterwards, whatever happens (the browser too when its session was never created)."""
     driver_log = open(tmp_path / "chromedriver.log", "wb")  # noqa: SIM115 -- closed in the finally below
     port = free_port()
+    profile = tmp_path / "profile"
     process = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=driver_log, stderr=subprocess.STDOUT)
     browser = WebDriver(port)
     try:
         browser.wait_until_ready(10)
-        browser.start(tmp_path / "profile")
+        browser.start(profile)
         browser.open(page)
         yield browser
     finally:
@@ -125,4 +148,5 @@ def open_page(page, tmp_path):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        stop_browsers(profile)
         driver_log.close()
