@@ -426,17 +426,18 @@ class TorchEngine:
         targets = to_device(batch.targets[:, columns], torch.int64)                # (T, b)
         return ids, targets, None if mask is None else to_device(mask, self.dtype), state, columns, padded
 
-    def _forward(self, network, batch, state, masks: StepMasks | None = None):
+    def _forward(self, network, batch, state, masks: StepMasks | None = None, training: bool = False):
         """-> (this process's share of the batch's mean loss: its summed loss over the *whole* batch's
-        character count, the share of the AR / TAR penalty (0 without), the final state of its columns).
-        ``masks``: the whole batch's draws (nn.model.draw_masks), of which this process takes its columns."""
+        character count, the share of the AR / TAR penalty (training only; 0 without), the final state of its
+        columns). ``masks``: the whole batch's draws (nn.model.draw_masks), of which this process takes its
+        columns."""
         ids, targets, mask, state, columns, padded = self._share(batch, state)
         kwargs = {} if masks is None else {"masks": self._masks_on_device(masks, columns)}
         with self.precision.autocast():
             logits, final = network(ids, state, **kwargs)                          # (T, b, V)
         share = summed_cross_entropy(logits.to(self.dtype), targets, mask) / max(batch.n_tokens, 1)
         penalty = 0.0
-        if masks is not None and (self.model_config.ar or self.model_config.tar):
+        if training and self.regularizers and (self.model_config.ar or self.model_config.tar):
             from .torch_regularizers import activation_penalty
             penalty = activation_penalty(self.model.top_recurrent.to(self.dtype), mask, max(batch.n_tokens, 1),
                                          self.model_config.ar, self.model_config.tar)
@@ -472,7 +473,7 @@ class TorchEngine:
         if self.regularizers:                   # the NumPy engine's draws, in its order
             masks = draw_masks(self.model_config, batch.ids.shape, self.dropout_rng, self.numpy_dtype)
         with self._dropout_randomness():
-            share, penalty, final = self._forward(self.network, batch, state, masks)
+            share, penalty, final = self._forward(self.network, batch, state, masks, training=True)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(share + penalty)   # with DDP: the sum of every share's gradient (distributed.py)
         self.precision.unscale(self.optimizer)
