@@ -5,7 +5,7 @@
 
 Shapes are those of the 256/64/100 LSTM benchmark (T=100, B=64, H=256, vocabulary 65), float32. Every pair
 is timed interleaved (old, new, old, new, ...) and the median is reported, so the ratio is meaningful on a
-noisy machine even when the absolute times are not. tests/test_fast_paths.py proves each pair computes the
+noisy machine even when the absolute times are not. tests/training/test_fast_paths.py proves each pair computes the
 same numbers.
 """
 

@@ -1,6 +1,6 @@
 """Train and export the pretrained models shipped in src/rnnlab/pretrained/.
 
-    python scripts/train_pretrained.py                     # both (about 20 minutes on a quiet 2-core CPU)
+    python scripts/train_pretrained.py                     # all three (about 20 minutes each on a 2-core CPU)
     python scripts/train_pretrained.py --only shakespeare-gru --runs runs/pretrained
 
 Each model is trained by the `rnnlab train` command in :data:`RECIPES` (its best checkpoint by validation
@@ -28,6 +28,10 @@ RECIPES = {
                           *COMMON], "2-layer LSTM-256 on the shipped Shakespeare"),
     "shakespeare-gru": (["--cell", "gru", "--learning_rate", "0.003", "--dropout", "0.25", "--iterations", "9000",
                          *COMMON], "2-layer GRU-256 on the shipped Shakespeare"),
+    # the later --num_layers replaces COMMON's 2; --threads 1 is the thread count it was trained with
+    "shakespeare-mingru": (["--cell", "mingru", "--block", "residual", "--ffn_mult", "2", "--learning_rate", "0.003",
+                            "--dropout", "0.1", "--iterations", "4000", *COMMON, "--num_layers", "3", "--threads", "1"],
+                           "3-layer minGRU-256 in the residual block on the shipped Shakespeare"),
 }
 PRETRAINED = Path(__file__).resolve().parent.parent / "src" / "rnnlab" / "pretrained"
 

@@ -94,9 +94,14 @@ def png_summary(data: bytes) -> tuple[int, int, int]:
     return width, height, len(set(zlib.decompress(b"".join(chunks))))
 
 
-needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                   reason="needs the chromium and chromedriver binaries "
-                                          "(Debian: apt-get install chromium chromium-driver)")
+_browser_present = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                                      reason="needs the chromium and chromedriver binaries "
+                                             "(Debian: apt-get install chromium chromium-driver)")
+
+
+def needs_browser(test):
+    """A test that drives headless Chromium: skipped without it, and in the slow tier (it starts processes)."""
+    return pytest.mark.slow(_browser_present(test))
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""Shared helpers for the framework cross-checks (tests/test_vs_torch.py, tests/test_vs_keras.py and
-tests/test_frameworks_engines.py): the small model sizes, tolerances and configs they compare at, the
+"""Shared helpers for the framework cross-checks (tests/frameworks/test_vs_torch.py, test_vs_keras.py and
+test_frameworks_engines.py): the small model sizes, tolerances and configs they compare at, the
 random parameters, padded batch and nonzero initial state fed to both sides, the NumPy reference
 gradients, the dict comparison, and the engine-against-NumpyEngine comparisons (step by step, optimizer
 state, resuming from a NumPy checkpoint).

@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.slow      # runs the benchmark as a process
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
 
 

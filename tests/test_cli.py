@@ -16,6 +16,8 @@ import pytest
 from rnnlab.cli import build_parser, given_settings
 from rnnlab.training.config import SETTINGS, default_of
 
+pytestmark = pytest.mark.slow      # runs rnnlab as a process
+
 
 def rnnlab(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rnnlab.cli", *args], cwd=cwd, capture_output=True,

@@ -167,6 +167,7 @@ def test_a_character_device_is_written_in_place_never_replaced():
     assert stat.S_ISCHR(after.st_mode) and (before.st_ino, before.st_rdev) == (after.st_ino, after.st_rdev)
 
 
+@pytest.mark.slow
 def test_a_link_to_this_process_output_is_a_stream_written_in_place(tmp_path):
     """``--out`` a link to /proc/self/fd/1 whose stdout is a pipe: the page goes down the pipe, the link stays."""
     (tmp_path / "out.html").symlink_to("/proc/self/fd/1")

@@ -659,8 +659,14 @@ CASES = {
 
 def table(cases: dict) -> list:
     """pytest params named by the table's keys (a row may already be a pytest.param carrying marks)."""
-    return [pytest.param(*row.values, id=name, marks=row.marks) if not isinstance(row, Case)
-            else pytest.param(row, id=name) for name, row in cases.items()]
+    return [pytest.param(*row.values, id=name, marks=[*row.marks, *slow_if_process(row.values[0])])
+            if not isinstance(row, Case) else pytest.param(row, id=name, marks=slow_if_process(row))
+            for name, row in cases.items()]
+
+
+def slow_if_process(case: Case) -> list:
+    """A row that runs rnnlab as a real process belongs to the slow tier (a second each)."""
+    return [pytest.mark.slow] if case.process else []
 
 
 def release(kept) -> None:
@@ -901,6 +907,7 @@ def modes_are_enforced() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not modes_are_enforced(), reason="root reads any file whatever its mode: see the deny_open rows")
 @pytest.mark.parametrize("what", ["dataset", "text", "arrays", "metrics"])
 def test_unreadable_file_by_chmod_is_one_line_and_exit_2(what, ws):
@@ -1109,6 +1116,7 @@ def fresh_copy(home: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_mutated_checkpoint_json_is_refused_in_one_line_or_loads_and_never_touches_other_files(home, data):
@@ -1144,6 +1152,7 @@ def value_at(document, path):
     return document
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_checkpoint_json_with_other_plausible_values_is_refused_in_one_line_or_runs_cleanly(home, data):
@@ -1183,6 +1192,7 @@ def array_of(dtype: str, shape: tuple, fill: float) -> np.ndarray:
         return np.full(shape, fill).astype(dtype) if dtype != "<U3" else np.full(shape, "abc")
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_mutated_checkpoint_arrays_are_refused_in_one_line_or_load_and_never_touch_other_files(home, data):
@@ -1288,6 +1298,7 @@ def test_a_run_stopped_by_a_signal_at_a_random_moment_saves_and_resumes_bit_iden
     assert len(set(stopped_at)) > 1, stopped_at                   # the moments really differed
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_holds_the_folder(names, tmp_path):
     """Two real processes: while one trains into a folder, another `train` there is refused in one line and
     the first one's work is intact (it then stops cleanly on SIGTERM)."""
@@ -1309,6 +1320,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_folder(names, tmp_path
     assert 1 <= load_checkpoint(directory).meta["step"] < SIGNAL_TOTAL_STEPS
 
 
+@pytest.mark.slow
 def test_train_into_a_closed_pipe_saves_and_exits_141(names, tmp_path):
     """`rnnlab train ... | head -1`: the reader takes the header and goes away; the next report cannot be
     written, so the run stops after its step, saves `latest` and exits 141 (128 + SIGPIPE), no traceback.
@@ -1328,6 +1340,7 @@ def test_train_into_a_closed_pipe_saves_and_exits_141(names, tmp_path):
     assert 1 <= load_checkpoint(directory).meta["step"] < SIGNAL_TOTAL_STEPS
 
 
+@pytest.mark.slow
 def test_sample_into_a_closed_pipe_ends_without_a_traceback(ws):
     """`rnnlab sample ... | head -1` where head has already gone: the write fails with EPIPE. (A pipe whose
     reader is closed before the command starts makes this deterministic; with a live reader it would depend

@@ -18,6 +18,8 @@ from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.config import MODE_DEFAULTS, config_for_mode
 from rnnlab.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow      # trains translators
+
 WORDS = ["cab", "bad", "dab", "ace", "bead", "deca", "abed", "cede", "bade", "dace", "ebb", "add"]
 
 

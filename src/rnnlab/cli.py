@@ -12,7 +12,6 @@ import argparse
 import codecs
 import dataclasses
 import itertools
-import json
 import os
 import re
 import signal
@@ -29,12 +28,11 @@ from .files import os_error_message
 from .generate.sampling import PortableRandom, generate
 from .memory import format_bytes, require_memory
 from .nn.cells import CELLS
-from .nn.model import ModelConfig, training_bytes
 from .tools.export import FORMATS as EXPORT_FORMATS
 from .training import checkpoint as ckpt
 from .training import config as config_module
 from .training import distributed
-from .training.checkpoint import CheckpointFolder, load_checkpoint
+from .training.checkpoint import load_checkpoint
 from .training.config import (
     GROUPS,
     SETTINGS,
@@ -506,22 +504,13 @@ def list_shipped() -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Measure the cast weights on the run's validation split, then write them in the chosen format."""
-    from .tools.export import export_dtype, export_file, export_format, validation_loss
+    from .tools.export import export
 
-    fmt = export_format(args.format, args.out)
-    dtype = export_dtype(fmt, args.dtype)
-    checkpoint = load_checkpoint(args.checkpoint)
-    if fmt.render is not None:
-        path, model = export_file(checkpoint, fmt, args.out, dtype, args.overwrite, args.description)
-        print(f"rnnlab: wrote {path} ({fmt.summary}, {dtype} weights, {format_bytes(path.stat().st_size)}, "
-              f"{validation_summary(model.val_loss, model.val_tokens)})")
-        return 0
-    checkpoint.require_training_run("be exported again to this format")
-    folder = CheckpointFolder(args.out, "--out", overwrite=args.overwrite)
-    folder.check()                                               # before the validation pass, not after it
-    val_loss, val_tokens = validation_loss(checkpoint, dtype)
-    path = folder.export(checkpoint, dtype, val_loss, val_tokens, args.description)
-    print(f"rnnlab: wrote {path} ({dtype}, {validation_summary(val_loss, val_tokens)})")
+    done = export(load_checkpoint(args.checkpoint), args.format, args.out, args.dtype, args.overwrite,
+                  args.description)
+    shown = (f"{done.format.summary}, {done.dtype} weights, {format_bytes(done.path.stat().st_size)}"
+             if done.format.render is not None else done.dtype)
+    print(f"rnnlab: wrote {done.path} ({shown}, {validation_summary(done.val_loss, done.val_tokens)})")
     return 0
 
 
@@ -639,12 +628,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     else:
         shapes = [bench.Shape(*s) for s in (bench.QUICK_SHAPES if args.quick else bench.SHAPES)]
     require(args.rounds > 0, f"--rounds must be > 0, got {args.rounds}")
-    for cell in cells:
-        for shape in shapes:
-            config = ModelConfig(bench.VOCAB, cell, shape.hidden, shape.layers)
-            need = training_bytes(config, shape.batch, shape.seq, 4, 2)
-            require_memory(2 * need, f"timing {cell} at shape {shape} (twice NumPy's memory: a framework engine "
-                           "holds more)", "give smaller --shapes")
+    bench.require_shapes_fit(cells, shapes)
     rounds, round_s = (3, 0.2) if args.quick else (args.rounds, 0.5)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     require(engines, f"--engines {args.engines!r} names no engine: give e.g. numpy,torch")
@@ -663,9 +647,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                              device=args.device, threads=args.threads)
     print(bench.format_table(result))
     if args.json:
-        document = {"generator": f"{files.GENERATOR} bench", **result}   # the mark the guard recognises
-        files.write_file(args.json, json.dumps(document, indent=1).encode("utf-8"), files.BENCH, "--json",
-                         args.overwrite)
+        bench.write_json(args.json, result, args.overwrite)
     return 0
 
 

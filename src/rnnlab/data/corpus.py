@@ -26,12 +26,12 @@ Cache files are written through the output guard (atomically, under the cache fo
 files that killed encoders left are removed) and are untrusted when read back. An entry is used only after
 it is checked against itself and against the files: its JSON against a schema; its characters must be
 strictly increasing (a permuted list would garble the text); its per-character counts must sum to its
-length, each be at least 1, and equal the counts of the ids file (read once, in chunks -- which also
-proves every id lies inside the vocabulary); and its sample (the SHA-256 of the text's size, first and
-last 4 KiB) must match the source files now. A stale or damaged entry is rebuilt. ``verify=True`` (a
-resumed run) hashes the whole text again and compares it with the entry: a resume checks what the corpus
-*is*, not what the cache says. Texts smaller than :data:`CACHE_MIN_BYTES` are encoded in memory (in
-milliseconds) and never cached.
+length and each be at least 1; the ids file must have the CRC-32 recorded when its ids were written and
+counted (one chunked read, which also proves every id lies inside the vocabulary); and its sample (the
+SHA-256 of the text's size, first and last 4 KiB) must match the source files now. A stale or damaged
+entry is rebuilt. ``verify=True`` (a resumed run) hashes the whole text again and compares it with the
+entry: a resume checks what the corpus *is*, not what the cache says. Texts smaller than
+:data:`CACHE_MIN_BYTES` are encoded in memory (in milliseconds) and never cached.
 
 A ``--dataset`` may name a shipped corpus, a file, a folder (every non-hidden regular file under it,
 sorted by path, except rnnlab's own checkpoint and cache folders) or a glob pattern (``'books/*.txt'``);
@@ -50,6 +50,7 @@ import mmap
 import os
 import re
 import stat
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,7 +66,7 @@ from .text import DATA_MODES, NEWLINE, SHIPPED_DATASETS, CharTokenizer, guess_mo
 
 CHUNK_BYTES = 8 * 2 ** 20
 CACHE_MIN_BYTES = int(os.environ.get("RNNLAB_CACHE_MIN_BYTES", 8 * 2 ** 20))   # smaller texts: in memory
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 SAMPLE_BYTES = 4096        # the head and tail of a text that an entry's sample covers
 DOCUMENT_SEPARATOR = "\n\n"
 MAX_CODE_POINT = 0x10FFFF
@@ -403,6 +404,7 @@ ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sha256": s.Str(p
                   "guessed_mode": s.Str(choices=["lines", "stream"]),
                   "chars": s.ListOf(s.Str(pattern=r"(?s).", max_len=1), max_len=MAX_CODE_POINT + 1),
                   "counts": s.ListOf(s.Int(1), max_len=MAX_CODE_POINT + 1),
+                  "crc32": s.Int(0, 2 ** 32 - 1),
                   "sample": s.Str(pattern=r"[0-9a-f]{64}")})
 STAT_ENTRY = s.Object({"format": s.Int(CACHE_FORMAT, CACHE_FORMAT), "sources": s.ListOf(s.ListOf(s.Any())),
                        "sha256": s.Str(pattern=r"[0-9a-f]{64}")})
@@ -520,20 +522,24 @@ def _read_json(path: Path, schema: s.Object, accept) -> dict | None:
 def write_entry(cache_dir: Path, sha256: str, n_bytes: int, n_chars: int, tokenizer: CharTokenizer, sample: str,
                 parts) -> None:
     """Stream the ids into ``<key>.ids`` through the output guard (a temporary file, renamed when complete),
-    counting every id on the way, then write the JSON that describes them."""
+    counting every id and taking the CRC-32 of their bytes on the way, then write the JSON that describes
+    them."""
     key = _key(sha256)
     counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+    crc = [0]
 
     def counted():
         for part in parts:
             counts[:] += np.bincount(part, minlength=tokenizer.vocab_size)
-            yield part.tobytes()
+            data = part.tobytes()
+            crc[0] = zlib.crc32(data, crc[0])
+            yield data
 
     final = files.write_file(cache_dir / f"{key}.ids", counted(), files.CACHE, "--cache_dir")
     ids = np.memmap(final, dtype=id_dtype(tokenizer.vocab_size), mode="r", shape=(n_chars,))
     document = {"format": CACHE_FORMAT, "sha256": sha256, "bytes": n_bytes, "length": n_chars,
                 "dtype": np.dtype(ids.dtype).name, "guessed_mode": guess_mode_from_ids(ids, tokenizer),
-                "chars": tokenizer.chars, "counts": counts.tolist(), "sample": sample}
+                "chars": tokenizer.chars, "counts": counts.tolist(), "crc32": crc[0], "sample": sample}
     del ids
     files.write_file(cache_dir / f"{key}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"),
                      files.CACHE, "--cache_dir")
@@ -542,7 +548,8 @@ def write_entry(cache_dir: Path, sha256: str, n_bytes: int, n_chars: int, tokeni
 def open_entry(cache_dir: Path, sha256: str, sample: str):
     """-> (ids memmap, tokenizer, bytes, sha256, path, guessed mode) of an entry that passes every check
     against itself and the files (module docstring), or None (missing, stale, damaged: rebuild). The ids
-    are counted with plain chunked reads, so the check does not map the whole file into this process."""
+    file is read once in plain chunks (the check does not map it into this process): its CRC-32 must be the
+    one recorded when its ids were written and counted, and no id may lie outside the vocabulary."""
     key = _key(sha256)
     entry = _read_json(cache_dir / f"{key}.json", ENTRY, lambda e: e["sha256"] == sha256 and e["sample"] == sample)
     if entry is None:
@@ -559,15 +566,14 @@ def open_entry(cache_dir: Path, sha256: str, sample: str):
         if (not stat.S_ISREG(st.st_mode) or st.st_size != entry["length"] * dtype.itemsize
                 or dtype != id_dtype(tokenizer.vocab_size)):
             return None                                          # truncated, replaced or not ours: rebuild
-        seen = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+        crc = 0
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK_BYTES - CHUNK_BYTES % 4):
-                found = np.bincount(np.frombuffer(chunk, dtype=dtype))
-                if len(found) > tokenizer.vocab_size:
+                if int(np.frombuffer(chunk, dtype=dtype).max()) >= tokenizer.vocab_size:
                     return None                                  # an id outside the vocabulary
-                seen[:len(found)] += found
-        if seen.tolist() != counts:
-            return None                                          # the ids are not the text the JSON describes
+                crc = zlib.crc32(chunk, crc)
+        if crc != entry["crc32"]:
+            return None                                          # the ids are not those counted when written
         ids = np.memmap(path, dtype=dtype, mode="r", shape=(entry["length"],))
     except (OSError, ValueError, RnnlabError):
         return None

@@ -2,7 +2,7 @@
 
 At each step the model's logits z for the next character become probabilities
 
-    p = softmax(z / T)        (T = temperature; T < 1 sharpens, T > 1 flattens, T -> 0 is greedy)
+    p = softmax(z / tau)      (tau = temperature; tau < 1 sharpens, tau > 1 flattens, tau -> 0 is greedy)
 
 optionally restricted to the ``top_k`` most likely characters, and the next character is drawn from p
 (or taken as argmax p with ``greedy``). It is fed back in as the next input. The same function serves

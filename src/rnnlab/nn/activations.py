@@ -1,11 +1,11 @@
 """Activation functions, each next to its derivative.
 
-The derivatives are written in terms of the function's *output* (``y``), because that is what the forward
+The derivatives are written in terms of the function's *output* (``a``, an activation), because that is what the forward
 pass caches: the backward pass then needs no extra exponentials. (GELU's, at the end, needs its input.)
 
-    tanh:     y = (e^z - e^-z) / (e^z + e^-z)          dy/dz = 1 - y^2
-    sigmoid:  y = 1 / (1 + e^-z)                        dy/dz = y (1 - y)
-    softmax:  p_i = e^(z_i / T) / sum_j e^(z_j / T)     dp_i/dz_j = p_i (delta_ij - p_j) / T
+    tanh:     a = (e^z - e^-z) / (e^z + e^-z)          da/dz = 1 - a^2
+    sigmoid:  a = 1 / (1 + e^-z)                        da/dz = a (1 - a)
+    softmax:  p_i = e^(z_i / tau) / sum_j e^(z_j / tau)   dp_i/dz_j = p_i (delta_ij - p_j) / tau
 
 Numerical stability:
 
@@ -26,9 +26,9 @@ def tanh(z: np.ndarray) -> np.ndarray:
     return np.tanh(z)
 
 
-def tanh_grad(y: np.ndarray) -> np.ndarray:
-    """d tanh(z)/dz expressed through y = tanh(z): 1 - y^2."""
-    return 1.0 - y * y
+def tanh_grad(a: np.ndarray) -> np.ndarray:
+    """d tanh(z)/dz expressed through a = tanh(z): 1 - a^2."""
+    return 1.0 - a * a
 
 
 def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -40,15 +40,15 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def sigmoid_grad(y: np.ndarray) -> np.ndarray:
-    """d sigma(z)/dz expressed through y = sigma(z): y (1 - y)."""
-    return y * (1.0 - y)
+def sigmoid_grad(a: np.ndarray) -> np.ndarray:
+    """d sigma(z)/dz expressed through a = sigma(z): a (1 - a)."""
+    return a * (1.0 - a)
 
 
 def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
-    """Probabilities from logits, sharpened (T < 1) or flattened (T > 1) by the temperature T.
+    """Probabilities from logits, sharpened (tau < 1) or flattened (tau > 1) by the temperature tau.
 
-    T -> 0 puts all the mass on the largest logit (greedy); T -> infinity gives the uniform distribution.
+    tau -> 0 puts all the mass on the largest logit (greedy); tau -> infinity gives the uniform distribution.
     """
     require(temperature > 0, f"temperature must be > 0, got {temperature}")
     z = np.asarray(z)
@@ -57,7 +57,7 @@ def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarr
 
 
 def softmax_grad(p: np.ndarray, dp: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
-    """Vector-Jacobian product of the softmax: dz_j = p_j (dp_j - sum_i dp_i p_i) / T."""
+    """Vector-Jacobian product of the softmax: dz_j = p_j (dp_j - sum_i dp_i p_i) / tau."""
     return p * (dp - (dp * p).sum(axis=axis, keepdims=True)) / temperature
 
 
@@ -76,7 +76,7 @@ def gelu(z: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch ``gelu(approximate="tanh")``, Keras
     ``gelu(approximate=True)``): the feed-forward layer of the residual block (block.py).
 
-        y = 0.5 z (1 + tanh(c (z + k z^3)))          c = sqrt(2 / pi), k = 0.044715
+        a = 0.5 z (1 + tanh(c (z + k z^3)))          c = sqrt(2 / pi), k = 0.044715
 
     (z + k z^3 is computed as z (1 + k z^2): NumPy's ``z ** 3`` calls pow() per element, 300x slower.)
     """
@@ -93,9 +93,9 @@ def gelu_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t *= z
     t *= GELU_C
     np.tanh(t, out=t)                                            # t = tanh(c (z + k z^3))
-    y = t + 1.0
-    y *= z
-    y *= 0.5                                                     # 0.5 z (1 + t)
+    a = t + 1.0
+    a *= z
+    a *= 0.5                                                     # 0.5 z (1 + t)
     grad = np.multiply(t, t)
     np.subtract(1.0, grad, out=grad)                             # 1 - t^2
     grad *= z
@@ -106,13 +106,13 @@ def gelu_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t += 1.0
     t *= 0.5
     grad += t                                                    # + 0.5 (1 + t)
-    return y, grad
+    return a, grad
 
 
 def gelu_grad(z: np.ndarray) -> np.ndarray:
-    """dy/dz of :func:`gelu`, in terms of its *input* z (the output alone does not determine it):
+    """da/dz of :func:`gelu`, in terms of its *input* z (the output alone does not determine it):
 
-        t = tanh(c (z + k z^3))      dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 k z^2)
+        t = tanh(c (z + k z^3))      da/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 k z^2)
     """
     z2 = z * z
     t = np.tanh(GELU_C * z * (1.0 + GELU_K * z2))

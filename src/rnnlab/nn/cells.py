@@ -140,7 +140,7 @@ def rnn_cell_step_backward(dstate, cache, p, out=None):
 # Every element-wise call is a pass over memory (docs/performance.md counts the bytes, benchmarks/lstm_bytes.py
 # measures them): the forward step makes 5 passes over (B, 4H) and 5 over (B, H), the backward 4 and 10.
 # lstm_reference_step_forward / _backward below compute the same step as the equations read, with nothing
-# fused and nothing in place (tests/test_cells.py checks that both agree).
+# fused and nothing in place (tests/nn/test_cells.py checks that both agree).
 # --------------------------------------------------------------------------------------------------------
 
 LSTM_CACHE = (4, 1, 1)   # gate activations gates = [i, f, g, o] (B, 4H), c (B, H), tanh(c) (B, H)

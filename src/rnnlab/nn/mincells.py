@@ -38,7 +38,7 @@ Each cell comes twice, as the lab shows every fast kernel beside its reference:
       with d = softplus(-zi) - softplus(-zf):   dd = (df' - di') f' i'
       dzf = dd (1 - f)    dzi = -dd (1 - i)      (d softplus(-z)/dz = -(1 - sig(z)))
 
-tests/test_mincells.py proves step = window (loop and scan) forward and backward, and both against finite
+tests/nn/test_mincells.py proves step = window (loop and scan) forward and backward, and both against finite
 differences, in float64.
 """
 
@@ -188,18 +188,19 @@ def mingru_window_forward(zx, state0, p, ws=None, name="", form: str = DEFAULT_F
 def mingru_window_backward(dhs, cache: WindowCache, p, dstate_final=None, ws=None, name=""):
     """dhs (T, B, H) from above -> (dzx (2, T, B, H), {} (no recurrent weights), (dh_0,)).
 
-    With g = db from the reversed recurrence and da = g h_{t-1}: du = db h~ - da = g (h~ - h_{t-1}), so
-    dzu = du u (1 - u) = g (h_t - h_{t-1}) (1 - u) -- because u (h~ - h_{t-1}) = h_t - h_{t-1}, the step's
-    own change, which needs no h~ and one pass less -- and dh~ = db u = g u."""
-    g = workspace_empty(ws, f"{name}g", cache.a.shape, dhs.dtype)
-    g, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, g)   # (T, B, H)
+    With db = dL/db_t from the reversed recurrence (all the gradient reaching h_t) and da = db h_{t-1}:
+    du = db h~ - da = db (h~ - h_{t-1}), so dzu = du u (1 - u) = db (h_t - h_{t-1}) (1 - u) -- because
+    u (h~ - h_{t-1}) = h_t - h_{t-1}, the step's own change, which needs no h~ and one pass less -- and
+    dh~ = db u."""
+    db = workspace_empty(ws, f"{name}db", cache.a.shape, dhs.dtype)
+    db, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, db)   # (T, B, H)
     u = cache.gates[0]
     dzx = cache.gates if cache.in_place else np.empty_like(cache.gates)   # (2, T, B, H)
-    np.multiply(g, u, out=dzx[1])                                # dh~ = g u, over h~
+    np.multiply(db, u, out=dzx[1])                               # dh~ = db u, over h~
     dzu = dzx[0]                                                 # over u: read it above, not below
     np.subtract(cache.hs, cache.h_prev, out=dzu)                 # h_t - h_{t-1} = u (h~ - h_{t-1})
-    dzu *= g
-    dzu *= cache.a                                               # dzu = g (h_t - h_{t-1}) (1 - u)
+    dzu *= db
+    dzu *= cache.a                                               # dzu = db (h_t - h_{t-1}) (1 - u)
     return dzx, {}, (dh0,)
 
 
@@ -234,19 +235,19 @@ def minlstm_window_forward(zx, state0, p, ws=None, name="", form: str = DEFAULT_
 def minlstm_window_backward(dhs, cache: WindowCache, p, dstate_final=None, ws=None, name=""):
     """dhs (T, B, H) from above -> (dzx (3, T, B, H), {}, (dh_0,)).
 
-    da = df' = g h_{t-1} and di' = db h~ = g h~ give dd = (df' - di') f' i' = g (h_{t-1} - h~) f' i'
-    = -g (h_t - h_{t-1}) f' (because i' (h~ - h_{t-1}) = h_t - h_{t-1}, the step's own change), then
-    dzf = dd (1 - f), dzi = -dd (1 - i) and dh~ = g i'."""
+    da = df' = db h_{t-1} and di' = db h~ give dd = (df' - di') f' i' = db (h_{t-1} - h~) f' i'
+    = -db (h_t - h_{t-1}) f' (because i' (h~ - h_{t-1}) = h_t - h_{t-1}, the step's own change), then
+    dzf = dd (1 - f), dzi = -dd (1 - i) and dh~ = db i'."""
     (i_prime,) = cache.extra
-    g = workspace_empty(ws, f"{name}g", i_prime.shape, dhs.dtype)
-    g, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, g)   # (T, B, H)
+    db = workspace_empty(ws, f"{name}db", i_prime.shape, dhs.dtype)
+    db, dh0 = linear_recurrence_backward(cache.a, dhs, final_grad(dstate_final), cache.form, db)   # (T, B, H)
     zf, zi, _ = cache.gates
     dd = workspace_empty(ws, f"{name}t", i_prime.shape, dhs.dtype)
     np.subtract(cache.h_prev, cache.hs, out=dd)                  # (T, B, H) -(h_t - h_{t-1})
-    dd *= g
-    dd *= cache.a                                                # dd = -g (h_t - h_{t-1}) f'
+    dd *= db
+    dd *= cache.a                                                # dd = -db (h_t - h_{t-1}) f'
     dzx = cache.gates if cache.in_place else np.empty_like(cache.gates)   # (3, T, B, H)
-    np.multiply(g, i_prime, out=dzx[2])                          # dh~ = g i', over h~
+    np.multiply(db, i_prime, out=dzx[2])                         # dh~ = db i', over h~
     for z, dz, sign in ((zf, dzx[0], 1.0), (zi, dzx[1], -1.0)):
         np.negative(z, out=dz)
         sigmoid(dz, out=dz)                                      # 1 - f = sig(-zf) (1 - i), over zf (zi)

@@ -18,7 +18,7 @@ LayerNorm (Ba, Kiros & Hinton 2016), gain g and bias b:
 
 Why dx has that form: xh is x scaled by r (and shifted by mu), and r itself depends on every x_j through
 the mean of squares. d r / d x_j = -r^3 x_j / H (RMSNorm), so dx_j = r dxh_j - (r^3 x_j / H) sum_k dxh_k x_k =
-r (dxh_j - xh_j mean(dxh xh)); LayerNorm adds the mean's path, which removes mean(dxh). tests/test_block.py
+r (dxh_j - xh_j mean(dxh xh)); LayerNorm adds the mean's path, which removes mean(dxh). tests/nn/test_block.py
 checks both against finite differences and against torch.nn.RMSNorm / LayerNorm.
 
 eps = 1e-5 for both (PyTorch's LayerNorm default; the twins pass it to RMSNorm explicitly).

@@ -33,10 +33,10 @@ away -- and adds the same kind of terms as the loop. Any sign of b, any T (4,096
 
 Backward: the gradient of a linear recurrence is a linear recurrence run backwards. With dh_t the gradient
 arriving at h_t from outside the recurrence (the layer above; the next window for h_T), the whole
-gradient g_t = dL/dh_t is
+gradient dL/dh_t -- which is also db_t, since b_t enters h_t with weight 1 -- is
 
-    g_T = dh_T + dh_final,      g_t = a_{t+1} g_{t+1} + dh_t           (the same recurrence, time reversed)
-    da_t = g_t h_{t-1},         db_t = g_t,          dh_0 = a_1 g_1
+    db_T = dh_T + dh_final,     db_t = a_{t+1} db_{t+1} + dh_t         (the same recurrence, time reversed)
+    da_t = db_t h_{t-1},        dh_0 = a_1 db_1
 
 so :func:`linear_recurrence_backward` hands the reversed arrays to the same loop or scan.
 
@@ -104,24 +104,23 @@ def linear_recurrence(a, b, h0, out=None, form: str = DEFAULT_FORM) -> np.ndarra
 
 def linear_recurrence_backward(a: np.ndarray, dh: np.ndarray, dh_final: np.ndarray | None = None,
                                form: str = DEFAULT_FORM, out: np.ndarray | None = None):
-    """Backward of h_t = a_t h_{t-1} + b_t -> (g, dh_0), g into ``out`` if given.
+    """Backward of h_t = a_t h_{t-1} + b_t -> (db, dh_0), db into ``out`` if given.
 
     a (T, B, H); dh (T, B, H) the gradient arriving at each h_t from outside the recurrence (the layer
     above); dh_final (B, H) what arrives at h_T from after the window (None: truncated BPTT, zero). The
-    whole gradient g_t = dL/dh_t runs the recurrence backwards, g_T = dh_T + dh_final and
-    g_t = a_{t+1} g_{t+1} + dh_t: the same loop or scan on reversed views -- coefficients a_T .. a_2,
-    inputs dh_{T-1} .. dh_1, start g_T. Then
+    whole gradient reaching h_t -- equal to db_t -- runs the recurrence backwards, db_T = dh_T + dh_final and
+    db_t = a_{t+1} db_{t+1} + dh_t: the same loop or scan on reversed views -- coefficients a_T .. a_2,
+    inputs dh_{T-1} .. dh_1, start db_T. Then
 
-        db_t = g_t        da_t = g_t h_{t-1}        dh_0 = a_1 g_1
+        da_t = db_t h_{t-1}        dh_0 = a_1 db_1
 
-    g is returned as it is (it is db); each cell folds da_t = g_t h_{t-1} into its own gate gradients
-    (mincells.py), which saves a pass over (T, B, H).
+    and each cell folds da_t into its own gate gradients (mincells.py), which saves a pass over (T, B, H).
     """
     T = len(dh)
-    g = np.empty(dh.shape, dtype=dh.dtype) if out is None else out   # (T, B, H)
+    db = np.empty(dh.shape, dtype=dh.dtype) if out is None else out   # (T, B, H)
     if dh_final is None:
-        g[T - 1] = dh[T - 1]
+        db[T - 1] = dh[T - 1]
     else:
-        np.add(dh[T - 1], dh_final, out=g[T - 1])
-    RECURRENCES[form](a[:0:-1], dh[-2::-1], g[T - 1], g[-2::-1])  # g_t = a_{t+1} g_{t+1} + dh_t, t = T-1 .. 1
-    return g, a[0] * g[0]
+        np.add(dh[T - 1], dh_final, out=db[T - 1])
+    RECURRENCES[form](a[:0:-1], dh[-2::-1], db[T - 1], db[-2::-1])  # db_t = a_{t+1} db_{t+1} + dh_t, t = T-1..1
+    return db, a[0] * db[0]

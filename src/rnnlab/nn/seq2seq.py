@@ -7,12 +7,12 @@
     h = [hf ; hb]                   (S, B, 2He)       the encoder outputs that attention looks at
 
     s_0 = tanh([hf_{n-1} ; hb_0] Wb + bb)             the decoder starts from both directions' last steps
-                                                      (n = the source length; an LSTM decoder's c_0 = 0)
-    for t = 1 .. T   (teacher forcing: y_0 = the start symbol, then the TRUE previous character)
-        zx_t     = Wx[y_{t-1}] + b + c_{t-1} Wc       input feeding: the previous context enters with the char
+                                                      (n = the source length; an LSTM decoder's cell state starts at 0)
+    for t = 1 .. T   (teacher forcing: w_0 = the start symbol, then the TRUE previous character w)
+        zx_t     = Wx[w_{t-1}] + b + ctx_{t-1} Wc       input feeding: the previous context enters with the char
         s_t      = cell(zx_t, s_{t-1})                (B, Hd)  cells.py
-        c_t, a_t = attention(s_t, h, source mask)     (B, 2He), (B, S)  attention.py; c_0 = 0
-        logits_t = s_t Wy + c_t Wyc + by              (B, V)
+        ctx_t, a_t = attention(s_t, h, source mask)     (B, 2He), (B, S)  attention.py; ctx_0 = 0
+        logits_t = s_t Wy + ctx_t Wyc + by              (B, V)
 
 ``attention="none"`` is the classic encoder-decoder: no context, no Wc / Wyc, logits_t = s_t Wy + by; all the
 decoder knows about the source is s_0.
@@ -34,10 +34,10 @@ Parameters are one flat dict of named arrays, so optimizers, clipping and checkp
 
     1. forward        encoder, decoder steps, logits
     2. loss (+ dy)    L, dy = softmax_cross_entropy(logits, targets, target mask)
-    3. project        ds_t = dy_t Wy^T,   dc_t = dy_t Wyc^T
+    3. project        ds_t = dy_t Wy^T,   dctx_t = dy_t Wyc^T
     4. backward       the decoder steps in reverse (attention, cell, input feeding), the keys, the bridge,
                       then both encoder directions through sequence_backward
-    5. output grads   dWy = s^T dy,  dWyc = c^T dy,  dby = sum dy
+    5. output grads   dWy = s^T dy,  dWyc = ctx^T dy,  dby = sum dy
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def encode_memory(params: dict, config: Seq2SeqConfig, source: np.ndarray, sourc
 
 
 def initial_decoder_state(config: Seq2SeqConfig, memory: Memory) -> tuple:
-    """(s_0,) for RNN/GRU, (s_0, 0) for LSTM; and the first context c_0 = 0 (None without attention)."""
+    """(s_0,) for RNN/GRU, (s_0, 0) for LSTM; and the first context ctx_0 = 0 (None without attention)."""
     cell = CELLS[config.decoder_cell]
     state = (memory.s0, *cell.zero_state(*memory.s0.shape, memory.s0.dtype)[1:])
     context = np.zeros((memory.s0.shape[0], config.context_size), memory.s0.dtype) if config.uses_attention else None
@@ -193,8 +193,8 @@ def initial_decoder_state(config: Seq2SeqConfig, memory: Memory) -> tuple:
 # --------------------------------------------------------------------------------------------------------
 
 def decoder_step(params: dict, config: Seq2SeqConfig, zx: np.ndarray, state: tuple, context, memory: Memory):
-    """zx (B, G Hd) = the previous character's Wx[y] + b; state s_{t-1}; context c_{t-1} (B, 2He) or None
-    -> (state s_t, context c_t, alpha_t (B, S) or None, cache)."""
+    """zx (B, G Hd) = the previous character's Wx[w] + b; state s_{t-1}; context ctx_{t-1} (B, 2He) or None
+    -> (state s_t, context ctx_t, alpha_t (B, S) or None, cache)."""
     cell = CELLS[config.decoder_cell]
     dec = strip_prefix(params, "dec.")
     if context is not None:
@@ -225,7 +225,7 @@ class ForwardCache:
     encoder: tuple               # (bidirectional.BidirectionalCache, last (B, 2He))
     dec_in: np.ndarray           # (T, B) ids read by the decoder
     states: np.ndarray           # (T + 1, B, Hd) s_0 .. s_T
-    contexts: np.ndarray | None  # (T + 1, B, 2He) c_0 .. c_T
+    contexts: np.ndarray | None  # (T + 1, B, 2He) ctx_0 .. ctx_T
     steps: list                  # per step (cell cache, attention cache)
 
 
@@ -247,11 +247,11 @@ def forward(params: dict, config: Seq2SeqConfig, batch):
     return logits, ForwardCache(memory, encoder_cache, batch.dec_in, states, contexts, steps)
 
 
-def decoder_backward(ds_above: np.ndarray, dc_above, cache: ForwardCache, params: dict, config: Seq2SeqConfig):
-    """BPTT through the decoder steps, last to first. ds_above (T, B, Hd) and dc_above (T, B, 2He) (None
-    without attention) are the gradients the output layer sends to each s_t and c_t. Each step adds what
-    step t+1 sends back: through the recurrence into s_t, and through input feeding (zx_{t+1} = ... + c_t Wc)
-    into c_t; attention turns dc_t into gradients of the query s_t, of the keys and of the values.
+def decoder_backward(ds_above: np.ndarray, dctx_above, cache: ForwardCache, params: dict, config: Seq2SeqConfig):
+    """BPTT through the decoder steps, last to first. ds_above (T, B, Hd) and dctx_above (T, B, 2He) (None
+    without attention) are the gradients the output layer sends to each s_t and ctx_t. Each step adds what
+    step t+1 sends back: through the recurrence into s_t, and through input feeding (zx_{t+1} = ... + ctx_t Wc)
+    into ctx_t; attention turns dctx_t into gradients of the query s_t, of the keys and of the values.
 
     -> (grads with "dec." and "att." names, dL/d(keys) (B, S, K), dL/d(values) (B, S, 2He), dL/ds_0 (B, Hd))."""
     cell, score = CELLS[config.decoder_cell], SCORES.get(config.attention)
@@ -262,27 +262,27 @@ def decoder_backward(ds_above: np.ndarray, dc_above, cache: ForwardCache, params
         att_grads = {name: np.zeros_like(value) for name, value in att.items()}
     dzx, dzh = [None] * T, [None] * T
     dstate = tuple(np.zeros_like(cache.states[0]) for _ in range(cell.n_states))
-    dc_next = 0.0                                                # dL/dc_t through step t+1's input
+    dctx_next = 0.0                                              # dL/dctx_t through step t+1's input
     for t in reversed(range(T)):
         cell_cache, att_cache = cache.steps[t]
         ds = dstate[0] + ds_above[t]                             # (B, Hd) from step t+1 and from the output
         if score is not None:
-            dq, dk, dv, g = attend_backward(dc_above[t] + dc_next, att_cache, att)
+            dq, dk, dv, score_grads = attend_backward(dctx_above[t] + dctx_next, att_cache, att)
             ds = ds + dq                                         # the state was the query
             dkeys += dk
             dvalues += dv
-            for name, value in g.items():
+            for name, value in score_grads.items():
                 att_grads[name] += value
         dzx[t], dzh[t], dstate = cell.step_backward((ds, *dstate[1:]), cell_cache, dec)
         if score is not None:
-            dc_next = dzx[t] @ dec["Wc"].T                       # (B, 2He) into c_{t-1}
+            dctx_next = dzx[t] @ dec["Wc"].T                     # (B, 2He) into ctx_{t-1}
     dzx, dzh = np.stack(dzx), np.stack(dzh)                      # (T, B, G Hd)
     grads = recurrent_grads(cache.states[:-1], dzh, cell.recurrent_bias)  # Wh [, bh]: one GEMM over all steps
     grads["Wx"], grads["b"], _ = input_grads(cache.dec_in, dzx, dec["Wx"])
     grads = {"dec." + name: value for name, value in grads.items()}
     if score is None:
-        return grads, None, None, dstate[0]                      # (an LSTM's dc_0 is dropped: c_0 = 0)
-    C = config.context_size                                      # dWc = sum_t c_{t-1}^T dzx_t, one GEMM
+        return grads, None, None, dstate[0]          # (an LSTM decoder's first cell state is 0: no gradient)
+    C = config.context_size                                      # dWc = sum_t ctx_{t-1}^T dzx_t, one GEMM
     grads["dec.Wc"] = cache.contexts[:-1].reshape(-1, C).T @ dzx.reshape(-1, dzx.shape[-1])
     grads.update({"att." + name: value for name, value in att_grads.items()})
     return grads, dkeys, dvalues, dstate[0]
@@ -292,8 +292,8 @@ def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqC
     """dy = dL/dlogits (T, B, Vt) -> the gradient of every parameter (steps 3 to 5 of loss_and_grads)."""
     memory, attention = cache.memory, config.uses_attention
     ds_above = project_logit_grad_to_hidden(dy, params["Wy"])   # (T, B, Hd)        3. project
-    dc_above = project_logit_grad_to_hidden(dy, params["Wyc"]) if attention else None  # (T, B, 2He)
-    grads, dkeys, dvalues, ds0 = decoder_backward(ds_above, dc_above, cache, params, config)   # 4. BPTT
+    dctx_above = project_logit_grad_to_hidden(dy, params["Wyc"]) if attention else None  # (T, B, 2He)
+    grads, dkeys, dvalues, ds0 = decoder_backward(ds_above, dctx_above, cache, params, config)   # 4. BPTT
     if attention:                                                # the keys were computed from the values
         dvalues_via_keys, key_grads = SCORES[config.attention].keys_backward(dkeys, memory.values,
                                                                              strip_prefix(params, "att."))
@@ -311,7 +311,7 @@ def backward(dy: np.ndarray, cache: ForwardCache, params: dict, config: Seq2SeqC
         grads.update({prefix + name: value for name, value in direction_grads.items()})
     grads.update(output_layer_grads(dy, cache.states[1:]))       # Wy, by            5. output grads
     if attention:
-        grads["Wyc"] = output_layer_grads(dy, cache.contexts[1:])["Wy"]   # sum_t c_t^T dy_t
+        grads["Wyc"] = output_layer_grads(dy, cache.contexts[1:])["Wy"]   # sum_t ctx_t^T dy_t
     return grads
 
 

@@ -43,15 +43,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from ..data.batches import Batch
 from ..errors import RnnlabError, require
 from ..frameworks import engine_optimizer_options
+from ..memory import require_memory
 from ..nn.cells import CELLS
-from ..nn.model import ModelConfig, init_params
+from ..nn.model import ModelConfig, init_params, training_bytes
 from ..nn.optim import make_optimizer
-from ..training.engines import engine_class
+from ..training.engines import EngineSettings, engine_class
 from ..training.parallel import resolve_threads
-from ..training.trainer import TrainConfig
 from .blas import openblas_kernels
 
 VOCAB = 65
@@ -151,12 +152,12 @@ def worker(engine_name: str, threads: int, device: str = "cpu") -> None:
             rng = np.random.default_rng(0)
             config = ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=shape.hidden, num_layers=shape.layers)
             params = init_params(config, rng, np.float32)
-            train_config = TrainConfig(clip_value=None, clip_norm=5.0, engine=BENCH_ENGINES[engine_name],
-                                       device=device if engine_name == "torch" else "cpu", threads=threads)
             name = BENCH_ENGINES[engine_name]
+            settings = EngineSettings(clip_value=None, clip_norm=5.0, threads=threads,
+                                      device=device if engine_name == "torch" else "cpu")
             adam = make_optimizer("adam", 1e-3, **engine_optimizer_options(name, "adam"))  # its own conventions
             extra = {"shard_rows": None} if engine_name == "numpy-unsplit" else {}
-            engine = engine_class(name)(config, params, adam, train_config, np.random.default_rng(1), **extra)
+            engine = engine_class(name)(config, params, adam, settings, np.random.default_rng(1), **extra)
             ids = rng.integers(0, VOCAB, size=(shape.seq + 1, shape.batch))
             batch = Batch(ids[:-1], ids[1:], None, False, 0)
             state = engine.zero_state(shape.batch)
@@ -396,3 +397,20 @@ def format_table(result: dict) -> str:
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
     worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+
+
+def require_shapes_fit(cells: list[str], shapes: list) -> None:
+    """Refuse, before any timing, a shape whose training step would not fit in memory (twice NumPy's need:
+    a framework engine holds more)."""
+    for cell in cells:
+        for shape in shapes:
+            config = ModelConfig(VOCAB, cell, shape.hidden, shape.layers)
+            need = training_bytes(config, shape.batch, shape.seq, 4, 2)
+            require_memory(2 * need, f"timing {cell} at shape {shape} (twice NumPy's memory: a framework engine "
+                           "holds more)", "give smaller --shapes")
+
+
+def write_json(path, result: dict, overwrite: bool = False) -> Path:
+    """The bench's rows as JSON through the output guard, marked as rnnlab's (files.BENCH recognises it)."""
+    document = {"generator": f"{files.GENERATOR} bench", **result}
+    return files.write_file(path, json.dumps(document, indent=1).encode("utf-8"), files.BENCH, "--json", overwrite)

@@ -49,7 +49,7 @@ import numpy as np
 from .. import files
 from ..data.text import NEWLINE
 from ..errors import RnnlabError, require
-from ..training.checkpoint import TAGS, Checkpoint
+from ..training.checkpoint import TAGS, Checkpoint, CheckpointFolder
 from ..training.config import SETTINGS, TrainConfig
 from .visualize import render_template
 
@@ -265,6 +265,35 @@ def export_file(checkpoint: Checkpoint, fmt: ExportFormat, out, dtype: str, over
     val_loss, val_tokens = validation_loss(checkpoint, dtype)
     model = ExportedModel.from_checkpoint(checkpoint, dtype, val_loss, val_tokens, description)
     return files.write_file(out, fmt.render(model), fmt.kind, "--out", overwrite), model
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote, for the caller to report."""
+
+    path: Path
+    format: ExportFormat
+    dtype: str
+    val_loss: float | None
+    val_tokens: int
+
+
+def export(checkpoint: Checkpoint, format_name: str, out, dtype: str | None = None, overwrite: bool = False,
+           description: str = "") -> Exported:
+    """``rnnlab export``: ``checkpoint`` in ``format_name`` (auto: from ``out``'s suffix) at ``out``, its weights
+    cast to ``dtype`` (default: the format's), with the validation loss of the cast weights. Every check comes
+    before the validation pass; the folder format goes through its owner (CheckpointFolder)."""
+    fmt = export_format(format_name, out)
+    dtype = export_dtype(fmt, dtype)
+    if fmt.render is not None:
+        path, model = export_file(checkpoint, fmt, out, dtype, overwrite, description)
+        return Exported(path, fmt, dtype, model.val_loss, model.val_tokens)
+    checkpoint.require_training_run("be exported again to this format")
+    folder = CheckpointFolder(out, "--out", overwrite=overwrite)
+    folder.check()                                               # before the validation pass, not after it
+    val_loss, val_tokens = validation_loss(checkpoint, dtype)
+    return Exported(folder.export(checkpoint, dtype, val_loss, val_tokens, description), fmt, dtype, val_loss,
+                    val_tokens)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from a healthy one, and a third says why:
 
 1. **Worse than guessing.** A model that knows nothing predicts the uniform distribution and scores
    ln V nats/char on any text (V = vocabulary size); a freshly initialised one scores up to ~0.2 nats more
-   (its output weights are random: tests/test_model.py). Validation above ln V + :data:`UNIFORM_MARGIN`
+   (its output weights are random: tests/nn/test_model.py). Validation above ln V + :data:`UNIFORM_MARGIN`
    = 0.25 once the run is past 10 % of its steps means the parameters have learnt something that does *not*
    transfer -- with a falling training loss, typically predictions that work only from the hidden state
    carried through training: the validation runs start from a zero state, and a model whose carried LSTM

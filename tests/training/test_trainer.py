@@ -62,6 +62,7 @@ def test_every_cell_and_optimizer_trains_the_loss_down(tiny_corpus, cell, optimi
     assert np.mean(losses[-10:]) < losses[0] - 0.4, losses[::10]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_tiny_corpus_is_memorised(tiny_corpus, cell):
     """After 300 Adam steps the model has learnt the sentence: greedy sampling from "the q" writes it out."""
@@ -160,6 +161,7 @@ def test_explicit_validation_that_cannot_fit_is_an_error(tmp_path):
                             seq_length=10, val_fraction=0.1))
 
 
+@pytest.mark.slow
 def test_epochs_set_the_number_of_steps():
     trainer = Trainer(TrainConfig(dataset="dinos", epochs=2, batch_size=100, sample_every=1000))
     assert trainer.total_steps == 2 * math.ceil(1186 / 100)

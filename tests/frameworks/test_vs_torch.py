@@ -282,6 +282,7 @@ def test_a_numpy_checkpoint_loads_into_torch_with_the_same_validation_loss(tmp_p
     assert evaluate(engine, trainer.val_batches) == pytest.approx(trainer.validation_loss(), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_a_torch_trained_run_checkpoints_in_rnnlab_format_and_samples(tmp_path):
     """--engine torch writes the same checkpoint format (through the weight conversion); rnnlab sample
     reads it without torch being involved."""

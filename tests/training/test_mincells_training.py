@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_checkpoint import run  # a run and its reports by step (tests/ is on sys.path, as for crosscheck)
 
 from rnnlab.errors import RnnlabError
 from rnnlab.generate.sampling import sample
@@ -15,7 +16,8 @@ from rnnlab.tools.visualize import visualization_data
 from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.config import TrainConfig
 from rnnlab.training.trainer import Trainer
-from test_checkpoint import run  # a run and its reports by step (tests/ is on sys.path, as for crosscheck)
+
+pytestmark = pytest.mark.slow      # trains and resumes whole runs
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from rnnlab.training.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.training.config import resume_config  # noqa: E402
 from rnnlab.training.trainer import TrainConfig, Trainer  # noqa: E402
 
+pytestmark = pytest.mark.slow      # trains through the torch engine and starts processes
+
 HAS_CUDA = torch.cuda.is_available()
 
 

@@ -31,6 +31,8 @@ from rnnlab.training.checkpoint import load_checkpoint  # noqa: E402
 from rnnlab.training.distributed import World  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
 
+pytestmark = pytest.mark.slow      # every test starts torchrun or several processes
+
 RTOL = 1e-9
 WORDS = ["the", "a", "king", "queen", "crown", "sword", "horse", "night", "day", "and", "of", "to", "my", "thy",
          "lord", "lady"]

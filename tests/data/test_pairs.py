@@ -22,7 +22,7 @@ from rnnlab.data.pairs import (
 )
 from rnnlab.errors import RnnlabError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text,message", [

@@ -301,6 +301,7 @@ def test_write_html_replaces_atomically_only_a_page_rnnlab_wrote(tmp_path):
 # --- the command line ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_writes_the_page(checkpoint_dir, corpus, tmp_path):
     out = tmp_path / "page.html"
     result = subprocess.run([sys.executable, "-m", "rnnlab.cli", "visualize", "--checkpoint", checkpoint_dir,
@@ -338,6 +339,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, checkpoint_dir, tmp_path, ca
     assert not (tmp_path / "page.html").exists()
 
 
+@pytest.mark.slow
 def test_cli_error_in_a_subprocess_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "rnnlab.cli", "visualize", "--checkpoint", str(tmp_path / "x"),
                              "--text", "a", "--out", str(tmp_path / "p.html")],

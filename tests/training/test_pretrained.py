@@ -13,7 +13,8 @@ from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.config import SETTINGS, TrainConfig
 from rnnlab.training.trainer import Trainer
 
-SHIPPED = ("shakespeare-lstm", "shakespeare-gru")
+SHIPPED = ("shakespeare-lstm", "shakespeare-gru", "shakespeare-mingru")
+LAYERS = {"shakespeare-lstm": 2, "shakespeare-gru": 2, "shakespeare-mingru": 3}
 
 
 @pytest.fixture(autouse=True)
@@ -22,13 +23,13 @@ def elsewhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def test_both_models_are_in_the_package_small_and_float16():
+def test_the_models_are_in_the_package_small_and_float16():
     shipped = ckpt.shipped_checkpoints()
     assert set(SHIPPED) <= set(shipped)
     for name in SHIPPED:
         checkpoint = load_checkpoint(name)
         meta = checkpoint.meta
-        assert meta["model"]["cell"] == name.split("-")[1] and meta["model"]["num_layers"] == 2
+        assert meta["model"]["cell"] == name.split("-")[1] and meta["model"]["num_layers"] == LAYERS[name]
         assert meta["export"]["dtype"] == "float16" and meta["optimizer_slots"] == []
         arrays = shipped[name] / meta["arrays"]
         assert arrays.stat().st_size < 4 * 2**20                  # the budget: about 4 MB each

@@ -170,6 +170,7 @@ def rnnlab(*args, **kwargs):
                           timeout=120, **kwargs)
 
 
+@pytest.mark.slow                          # rnnlab as a process (like every test_cli_* here)
 def test_cli_resume_refuses_shape_changes_and_reports_allowed_ones(checkpoint_dir):
     refused = rnnlab("train", "--resume", checkpoint_dir, "--hidden_size", 64)
     assert refused.returncode == 2 and "hidden_size" in refused.stderr and len(refused.stderr.splitlines()) == 1
@@ -180,6 +181,7 @@ def test_cli_resume_refuses_shape_changes_and_reports_allowed_ones(checkpoint_di
     assert load_checkpoint(checkpoint_dir).meta["step"] == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--prime", "Tyr"], "'T'"),
     (["--top_k", "0"], "top_k"),
@@ -192,11 +194,13 @@ def test_cli_sample_bad_input_is_one_line(checkpoint_dir, args, message):
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_sample_missing_checkpoint(tmp_path):
     result = rnnlab("sample", "--checkpoint", tmp_path / "missing")
     assert result.returncode == 2 and "not found" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_sample_prints_names_and_novelty(checkpoint_dir):
     result = rnnlab("sample", "--checkpoint", checkpoint_dir, "--num_samples", 5, "--novelty", "--seed", 1)
     lines = result.stdout.splitlines()

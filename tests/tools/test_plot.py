@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+pytestmark = pytest.mark.slow      # draws with matplotlib (about a second a figure)
+
 
 def rnnlab(*args):
     return subprocess.run([sys.executable, "-m", "rnnlab.cli", *map(str, args)], capture_output=True, text=True,

@@ -47,6 +47,8 @@ from rnnlab.nn.losses import softmax_cross_entropy  # noqa: E402
 from rnnlab.nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp  # noqa: E402
 from rnnlab.training.engines import NumpyEngine  # noqa: E402
 
+pytestmark = pytest.mark.slow      # imports TensorFlow
+
 tf.get_logger().setLevel("ERROR")   # every test builds new tf.functions: retracing warnings are expected
 
 

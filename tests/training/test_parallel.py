@@ -151,6 +151,7 @@ def test_threads_default_is_the_cores_available_and_must_be_positive():
         TrainConfig(threads=0)
 
 
+@pytest.mark.slow
 def test_threads_flag_is_validated_on_the_command_line():
     import subprocess
     import sys

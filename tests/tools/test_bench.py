@@ -9,6 +9,8 @@ import pytest
 from rnnlab.errors import RnnlabError
 from rnnlab.tools.bench import SPREAD_LIMIT, Shape, add_ratios, bench_one, flops_per_step
 
+pytestmark = pytest.mark.slow      # every test times engines in worker processes
+
 REQUIRED = {"cell", "hidden", "batch", "seq", "layers", "engine", "parallelism", "tokens_per_s", "gflops",
             "peak_rss_mb", "gemm_peak_gflops", "seconds_per_step", "min_seconds_per_step", "max_seconds_per_step",
             "spread", "noisy"}

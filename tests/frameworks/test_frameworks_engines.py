@@ -22,6 +22,8 @@ from rnnlab.training.config import ENGINES
 from rnnlab.training.engines import ENGINE_MODULES, NumpyEngine, engine_class
 from rnnlab.training.trainer import TrainConfig, Trainer
 
+pytestmark = pytest.mark.slow      # imports TensorFlow (and trains through each engine)
+
 FRAMEWORK_ENGINES = ["torch", "keras-fit", "keras-tape", "keras-class"]
 PACKAGE = {"torch": "torch", "keras-fit": "tensorflow", "keras-tape": "tensorflow", "keras-class": "tensorflow"}
 V, H, T, B = 7, 5, 6, 3          # this file's own sizes, not crosscheck's

@@ -207,7 +207,7 @@ def test_the_documented_onnx_runtime_loop_samples_with_numpy_alone(tmp_path, mon
 
 def docs_snippet(doc_name: str, marker: str) -> str:
     """The fenced Python block that follows ``marker`` in docs/<doc_name>."""
-    doc = (Path(__file__).resolve().parent.parent / "docs" / doc_name).read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / doc_name).read_text(encoding="utf-8")
     after = doc[doc.index(marker):]
     return re.search(r"```python\n(.*?)```", after, re.S).group(1)
 
