@@ -89,6 +89,7 @@ def test_the_average_is_the_bias_corrected_mean_of_the_iterates():
     assert average.weights["W"][0, 0] != thetas[-1]["W"][0, 0]
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 def test_validation_the_best_checkpoint_and_sampling_use_the_average(tmp_path):
     """With --ema_decay a report's validation loss is the average's, best.json stores the average as ema/
     arrays beside the raw parameters, and everything that uses a checkpoint (sample, export) takes the average."""
@@ -118,6 +119,7 @@ def test_validation_the_best_checkpoint_and_sampling_use_the_average(tmp_path):
         np.testing.assert_array_equal(export.params[name], average[name])
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 def test_patience_ends_the_run_keeps_the_best_and_resumes(tmp_path):
     """A large model on the dinosaur names overfits within a few hundred steps: --patience 2 ends the run
     there and says so, best.json holds the best validation, latest.json the last step; resuming with the same
@@ -158,8 +160,7 @@ def test_a_checkpoint_written_before_the_regularizers_loads_and_resumes(tmp_path
     path.write_text(json.dumps(meta))
     old = load_checkpoint(path)
     assert old.ema is None and old.run_state.ema_steps == 0 and old.model_config.zoneout == 0.0
-    resumed = rnnlab("train", "--resume", tmp_path / "ck", "--iterations", 8, "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
+    Trainer.resume(old, {"iterations": 8}).run()
     assert load_checkpoint(tmp_path / "ck").meta["step"] == 8
 
 
@@ -183,6 +184,7 @@ def test_ema_arrays_are_checked_like_every_other_array(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 def test_strengths_may_change_on_resume_zoneout_may_not(tmp_path):
     """A training-only strength (dropout, weight drop, AR ...) changes how the run trains and may change on
     resume, and the change is noted; zoneout changes the function the model computes: refused in one line."""
@@ -202,6 +204,7 @@ def test_strengths_may_change_on_resume_zoneout_may_not(tmp_path):
     assert "--zoneout 0.2 differs from the checkpoint's 0.1" in refused.stderr
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "dates", "--zoneout", 0.1], "the translator (an encoder-decoder"),
     (["--cell", "mingru", "--zoneout", 0.1], "--zoneout does not apply to --cell mingru"),
@@ -218,6 +221,7 @@ def test_what_cannot_apply_is_refused_in_one_line(tmp_path, args, message):
     assert message in ours[0]
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 @pytest.mark.parametrize("args,note", [
     (["--cell", "mingru", "--weight_drop", 0.3], "--weight_drop does nothing with --cell mingru"),
     (["--cell", "gru", "--zoneout_cell", 0.3], "--zoneout_cell does nothing with --cell gru"),
@@ -230,6 +234,7 @@ def test_a_setting_that_does_nothing_gets_a_note(tmp_path, args, note):
     assert f"rnnlab: note: {note}" in result.stderr
 
 
+@pytest.mark.slow      # runs rnnlab as a process
 def test_a_zoneout_model_exports_as_rnnlab_and_refuses_formats_that_compute_the_plain_cell(tmp_path):
     assert rnnlab("train", "--cell", "gru", "--hidden_size", 8, "--iterations", 3, "--zoneout", 0.2,
                   "--checkpoint_dir", tmp_path / "ck", "--quiet").returncode == 0
