@@ -154,7 +154,7 @@ def help_entries(help_text: str) -> dict[str, str]:
     entries, current = {}, None
     for line in help_text.splitlines():
         if line.startswith("  -"):
-            current = line.split()[0]
+            current = line.split()[0].rstrip(",")          # "--flag," when a spelling follows
             entries[current] = line
         elif current and line.startswith("    "):
             entries[current] += " " + line.strip()

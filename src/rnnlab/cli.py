@@ -76,8 +76,9 @@ def add_setting_flag(parser, f) -> None:
     only those); the help states the setting's own default."""
     meta = f.metadata
     help_text = f"{meta['help']} (default: {config_module.default_of(f)})"
-    if f.type in (bool, "bool"):
-        add_flag(parser, f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+    if f.type in (bool, "bool"):                             # one that may change on resume can be turned off
+        action = "store_true" if meta["resume"] == config_module.LOCKED else argparse.BooleanOptionalAction
+        add_flag(parser, f.name, action=action, default=argparse.SUPPRESS, help=help_text)
     else:
         add_flag(parser, f.name, default=argparse.SUPPRESS, type=meta["parse"], choices=meta["choices"],
                  help=help_text)
@@ -387,6 +388,9 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
         if trainer.step >= trainer.total_steps:
             notes.append(f"the run already has its {trainer.total_steps:,} steps: nothing to train (raise "
                          "--iterations or --epochs to continue it)")
+        elif trainer.stopped_early:
+            notes.append(f"the run stopped early: {trainer.run_state.evals_since_best} validations without a new "
+                         "best; nothing to train (raise --patience to continue it)")
     info = trainer.describe()
     o, corpus = info["optimizer"], info["corpus"]
     for note in notes:
@@ -396,6 +400,7 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
     show(f"rnnlab: {trainer.task.describe_model(trainer.model_config)} on {corpus['name']} "
          f"({corpus['mode']}, {corpus['chars']:,} chars), "
          f"{o['name']} lr={o['lr']}, {info['total_steps']:,} steps of batch {trainer.config.batch_size}{where}")
+    started_at = trainer.step
     try:
         final = trainer.run()
     except TrainingDiverged as err:
@@ -413,6 +418,13 @@ def train_until_done_or_stopped(args, checkpoint, trainer_factory, stops: StopSi
         return stops.status
     if args.quiet and final is not None:
         show(format_report(final))
+    if trainer.stopped_early and trainer.step > started_at:
+        run = trainer.run_state
+        kept = f"; the best model is {trainer.folder.directory / 'best.json'}" if trainer.folder is not None else ""
+        at = "" if run.best_step is None else f" at step {run.best_step:,}"
+        show(f"rnnlab: early stop at step {trainer.step:,} of {trainer.total_steps:,}: {run.evals_since_best} "
+             f"validations without a new best (--patience {trainer.config.patience}); best validation "
+             f"{run.best_val_loss:.4f} nats/char{at}{kept}")
     if "latest" in trainer.saved:
         show(f"rnnlab: checkpoint {trainer.saved['latest']}" +
              (f", best validation {trainer.saved['best']}" if "best" in trainer.saved else ""))
@@ -441,13 +453,13 @@ def run_sample(args: argparse.Namespace) -> int:
     forward = None
     if args.engine == "torch":
         from .frameworks import load_framework
-        forward = load_framework("torch").device_forward(checkpoint.params, checkpoint.model_config, args.device)
+        forward = load_framework("torch").device_forward(checkpoint.weights, checkpoint.model_config, args.device)
     rng = PortableRandom(args.seed) if args.rng == "portable" else np.random.default_rng(args.seed)
     kept, number = [], 0
     with StopSignals(at_once=True):                              # a signal stops where the sample is
         try:
             for number in range(n):
-                text = stream_sample(generate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, rng,
+                text = stream_sample(generate(checkpoint.weights, checkpoint.model_config, checkpoint.tokenizer, rng,
                                               length=args.length, temperature=args.temperature, top_k=args.top_k,
                                               greedy=args.greedy, prime=args.prime, stop_at_newline=names,
                                               forward=forward),
@@ -512,7 +524,7 @@ def print_beam(checkpoint, args) -> int:
     from .generate.beam import beam_search
 
     require(args.beam_size > 0, f"--beam_size must be > 0, got {args.beam_size}")
-    found = beam_search(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, args.prime,
+    found = beam_search(checkpoint.weights, checkpoint.model_config, checkpoint.tokenizer, args.prime,
                         args.beam_size, args.length)
     for text, logprob in found:
         print(f"{logprob:10.4f}  {text!r}")
@@ -577,7 +589,7 @@ def run_translate(args: argparse.Namespace) -> int:
     with StopSignals(at_once=True):                              # also while it waits for more input
         try:
             for texts in translate_inputs(args):
-                results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, texts,
+                results = translate(checkpoint.weights, checkpoint.model_config, checkpoint.tokenizer, texts,
                                     beam_size=args.beam_size, length_penalty=args.length_penalty, first=done + 1)
                 lines = []
                 for result in results:
@@ -649,7 +661,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     if checkpoint.meta["task"] == "translate":
         return visualize_attention(checkpoint, text, args)
     require(args.png is None, "--png draws a translator's attention; for a language model open the HTML page")
-    vis = visualization_data(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
+    vis = visualization_data(checkpoint.weights, checkpoint.model_config, checkpoint.tokenizer, text, args.max_chars)
     path = write_html(args.out, render_html(vis, f"rnnlab visualize: {checkpoint.path}", args.layer), args.overwrite)
     shown = f"{len(vis.text):,}" + (f" of {vis.total_chars:,}" if vis.total_chars > len(vis.text) else "")
     print(f"rnnlab: wrote {path} ({shown} characters)")
@@ -668,7 +680,7 @@ def visualize_attention(checkpoint, text: str, args) -> int:
         require(files.resolved(args.png) != files.resolved(args.out), "--png and --out name the same file: give "
                                                                       "two names")
         check_plot_path(args.png, "--png", args.overwrite)
-    results = translate(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, sources)
+    results = translate(checkpoint.weights, checkpoint.model_config, checkpoint.tokenizer, sources)
     path = write_attention_html(args.out, results, f"rnnlab attention: {checkpoint.path}", args.overwrite)
     print(f"rnnlab: wrote {path} ({len(results)} attention map(s))")
     if args.png is not None:

@@ -147,12 +147,12 @@ def test_residual_dropout_draws_two_masks_per_layer_in_the_order_forward_uses_th
     Generator (the contract the batch shards rely on), and no Generator means no dropout."""
     config = residual_config("gru", num_layers=3, dropout=0.5)
     assert charmodel.dropout_mask_count(config) == 6
-    masks = charmodel.draw_dropout_masks(config, (4, 2, 3), np.random.default_rng(0), np.float64)
-    assert len(masks) == 6 and all(set(np.unique(m)) <= {0.0, 2.0} for m in masks)
+    masks = charmodel.draw_masks(config, (4, 2), np.random.default_rng(0), np.float64)
+    assert len(masks.dropout) == 6 and all(set(np.unique(m)) <= {0.0, 2.0} for m in masks.dropout)
     params = nonzero_like(charmodel.init_params(config, np.random.default_rng(1)), np.random.default_rng(1))
     ids, zero = np.random.default_rng(2).integers(0, 6, size=(4, 2)), charmodel.zero_state(config, 2, np.float64)
     drawn, _, _ = charmodel.forward(params, config, ids, zero, np.random.default_rng(0))
-    given, _, _ = charmodel.forward(params, config, ids, zero, dropout_masks=masks)
+    given, _, _ = charmodel.forward(params, config, ids, zero, masks=masks)
     np.testing.assert_array_equal(drawn, given)
     evaluated, _, _ = charmodel.forward(params, config, ids, zero)
     assert not np.allclose(evaluated, drawn)

@@ -104,6 +104,18 @@ def layered(config) -> bool:
     return config.block != "plain" or not CELLS[config.cell].recurrent_weights
 
 
+def regularizers_on(config) -> list[str]:
+    """The flags of the regularisers (nn/regularizers.py) a language model's config turns on, beyond plain
+    --dropout: each needs the NumPy engine's masks (or zoneout's step-by-step mixing) in a twin."""
+    names = [name for name in ("dropout_input", "dropout_output", "weight_drop", "ar", "tar")
+             if getattr(config, name, 0)]
+    if getattr(config, "locked_dropout", False) and config.dropout > 0:
+        names.append("locked_dropout")
+    if getattr(config, "has_zoneout", False):
+        names.append("zoneout")
+    return names
+
+
 def to_torch(params: dict, config) -> dict:
     """rnnlab params -> {state_dict name: array} of ``frameworks.torch.TorchCharRNN`` -- an ``nn.RNN/LSTM/GRU``
     named ``rnn`` and an ``nn.Linear`` named ``out`` -- or, for a layered model (min cells, residual block), of

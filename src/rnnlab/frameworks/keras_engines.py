@@ -15,7 +15,7 @@ import tensorflow as tf
 from ..errors import RnnlabError, TrainingDiverged
 from ..nn.cells import CELLS
 from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
-from . import MappedOptimizer, unsupported
+from . import MappedOptimizer, regularizers_on, unsupported
 from .keras import (
     TFCharRNN,
     apply_if_finite,
@@ -107,6 +107,11 @@ class KerasEngine:
     loss_read_every = 1
 
     def __init__(self, model_config, params, optimizer, train_config, dropout_rng: np.random.Generator):
+        regularizers = regularizers_on(model_config)
+        if regularizers:
+            raise RnnlabError(f"--engine {self.name} cannot follow {', '.join('--' + n for n in regularizers)}: Keras' "
+                              "recurrent layers run each step inside one op, with masks of their own (no zoneout, "
+                              "no weight drop, no masks from rnnlab's Generator); use --engine numpy or torch")
         self.model_config = model_config
         self.dtype = np.dtype(next(iter(params.values())).dtype).name
         self.clip_value, self.clip_norm = train_config.clip_value, train_config.clip_norm
@@ -170,6 +175,12 @@ class KerasEngine:
     # ---- rnnlab's layout in and out ----------------------------------------------------------------------
     def numpy_params(self) -> dict:
         return from_keras(get_keras_weights(self.model, self.model_config), self.model_config)
+
+    def use_params(self, params: dict) -> dict:
+        """Set rnnlab-layout ``params`` as the model's weights (the optimizer keeps its state); -> the previous."""
+        previous = self.numpy_params()
+        set_keras_weights(self.model, to_keras(params, self.model_config))
+        return previous
 
     def _slot_variables(self, attribute: str) -> dict:
         """{layer name: [the optimizer's slot variable of each of the layer's weights]}."""

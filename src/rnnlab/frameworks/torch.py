@@ -44,9 +44,19 @@ from torch import nn
 
 from ..errors import RnnlabError, TrainingDiverged, require
 from ..nn.cells import CELLS
+from ..nn.model import StepMasks, draw_masks
 from ..nn.optim import SGD, Adagrad, Adam, Momentum, RMSProp
 from ..training import distributed
-from . import RNNLAB_GATES, TORCH_GATES, MappedOptimizer, layered, reorder_gates, to_torch, unsupported
+from . import (
+    RNNLAB_GATES,
+    TORCH_GATES,
+    MappedOptimizer,
+    layered,
+    regularizers_on,
+    reorder_gates,
+    to_torch,
+    unsupported,
+)
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -300,11 +310,15 @@ class Precision:
 
 def char_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The nn.Module of rnnlab's model: :class:`TorchCharRNN` for a plain stack of RNN / LSTM / GRU (cuDNN's
-    fused multi-layer kernels), ``torch_layers.TorchLayeredRNN`` for minGRU, minLSTM and the residual block.
-    Both take (ids, state) with the state a tuple of (L, B, H) tensors, and load_numpy / numpy_params."""
+    fused multi-layer kernels), ``torch_layers.TorchLayeredRNN`` for minGRU, minLSTM and the residual block,
+    ``torch_regularizers.TorchRegularizedRNN`` for the plain stack under the regularisers of nn/regularizers.py.
+    All take (ids, state) with the state a tuple of (L, B, H) tensors, and load_numpy / numpy_params."""
     if layered(config):
         from .torch_layers import TorchLayeredRNN
         return TorchLayeredRNN(config, dtype)
+    if regularizers_on(config):
+        from .torch_regularizers import TorchRegularizedRNN
+        return TorchRegularizedRNN(config, dtype)
     return TorchCharRNN(config, dtype)
 
 
@@ -348,7 +362,10 @@ class TorchEngine:
     Dropout. On the CPU the masks come from torch's generator, seeded for each step from ``dropout_rng``
     (+ the rank) inside ``torch.random.fork_rng``: the global torch RNG is untouched and a run is
     reproducible from rnnlab's seed. cuDNN keeps its own dropout state, seeded once from the device's
-    generator, which is seeded here once from ``dropout_rng``.
+    generator, which is seeded here once from ``dropout_rng``. Under the regularisers of nn/regularizers.py
+    (``--dropout_input``, ``--weight_drop``, ``--zoneout``, ...) every mask, ``--dropout``'s too, is instead
+    drawn by NumPy with ``model.draw_masks`` -- the NumPy engine's draws -- and the model is
+    ``torch_regularizers.TorchRegularizedRNN``: the run follows the NumPy engine's.
     """
 
     name = "torch"
@@ -376,6 +393,10 @@ class TorchEngine:
         self.dropout_rng = dropout_rng
         self.loss_read_every = 1 if self.device.type == "cpu" else DEVICE_LOSS_READ_EVERY
         self.steps = 0
+        self.regularizers = regularizers_on(model_config)
+        require(not self.regularizers or not layered(model_config),
+                f"--engine torch applies {', '.join('--' + name for name in self.regularizers)} to the plain stack "
+                "of rnn, lstm and gru only: for the min cells and --block residual use --engine numpy")
         if self.device.type != "cpu" and self._has_dropout():
             getattr(torch, self.device.type).manual_seed(self._dropout_seed())
 
@@ -386,7 +407,7 @@ class TorchEngine:
         return self.model.zero_state(columns.stop - columns.start)
 
     def _share(self, batch, state):
-        """This process's columns of ``batch`` on the device -> (ids, targets, mask or None, state, padded).
+        """This process's columns of ``batch`` on the device -> (ids, targets, mask or None, state, columns).
 
         A process whose share is empty (a batch narrower than the number of processes) computes a fully
         masked copy of column 0 from a zero state instead: it adds exact zeros to the loss and gradients
@@ -403,19 +424,40 @@ class TorchEngine:
 
         ids = to_device(batch.ids[:, columns], torch.int64)                        # (T, b)
         targets = to_device(batch.targets[:, columns], torch.int64)                # (T, b)
-        return ids, targets, None if mask is None else to_device(mask, self.dtype), state, padded
+        return ids, targets, None if mask is None else to_device(mask, self.dtype), state, columns, padded
 
-    def _forward(self, network, batch, state):
+    def _forward(self, network, batch, state, masks: StepMasks | None = None, training: bool = False):
         """-> (this process's share of the batch's mean loss: its summed loss over the *whole* batch's
-        character count, the final state of its columns)."""
-        ids, targets, mask, state, padded = self._share(batch, state)
+        character count, the share of the AR / TAR penalty (training only; 0 without), the final state of its
+        columns). ``masks``: the whole batch's draws (nn.model.draw_masks), of which this process takes its
+        columns."""
+        ids, targets, mask, state, columns, padded = self._share(batch, state)
+        kwargs = {} if masks is None else {"masks": self._masks_on_device(masks, columns)}
         with self.precision.autocast():
-            logits, final = network(ids, state)                                    # (T, b, V)
+            logits, final = network(ids, state, **kwargs)                          # (T, b, V)
         share = summed_cross_entropy(logits.to(self.dtype), targets, mask) / max(batch.n_tokens, 1)
-        return share, tuple(s.detach()[:, :0] if padded else s.detach() for s in final)
+        penalty = 0.0
+        if training and self.regularizers and (self.model_config.ar or self.model_config.tar):
+            from .torch_regularizers import activation_penalty
+            penalty = activation_penalty(self.model.top_recurrent.to(self.dtype), mask, max(batch.n_tokens, 1),
+                                         self.model_config.ar, self.model_config.tar)
+        return share, penalty, tuple(s.detach()[:, :0] if padded else s.detach() for s in final)
+
+    def _masks_on_device(self, masks: StepMasks, columns: slice) -> StepMasks:
+        """The whole batch's masks -> this process's columns as tensors on the device (W_h's masks whole)."""
+        def move(array):
+            if not isinstance(array, np.ndarray):
+                return array                                     # None, or a zoneout rate of 0
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            return tensor.to(self.device, None if array.dtype == np.bool_ else self.dtype, non_blocking=True)
+
+        cut = masks.rows(columns)
+        return StepMasks(None if cut.dropout is None else [move(m) for m in cut.dropout], move(cut.inputs),
+                         move(cut.output), None if cut.weights is None else [move(m) for m in cut.weights],
+                         None if cut.zoneout is None else [tuple(move(z) for z in layer) for layer in cut.zoneout])
 
     def _has_dropout(self) -> bool:
-        return self.model_config.dropout > 0 and self.model_config.num_layers > 1
+        return self.model_config.dropout > 0 and self.model_config.num_layers > 1 and not self.regularizers
 
     def _dropout_seed(self) -> int:
         return (int(self.dropout_rng.integers(2 ** 63)) + self.world.rank) % 2 ** 63
@@ -427,10 +469,13 @@ class TorchEngine:
 
     def train_step(self, batch, state):
         self.network.train()
+        masks = None
+        if self.regularizers:                   # the NumPy engine's draws, in its order
+            masks = draw_masks(self.model_config, batch.ids.shape, self.dropout_rng, self.numpy_dtype)
         with self._dropout_randomness():
-            share, final = self._forward(self.network, batch, state)
+            share, penalty, final = self._forward(self.network, batch, state, masks, training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward(share)          # with DDP: the sum of every share's gradient (distributed.py)
+        self.precision.backward(share + penalty)   # with DDP: the sum of every share's gradient (distributed.py)
         self.precision.unscale(self.optimizer)
         loss = self._checked(self.world.sum(share.detach().clone()), global_norm([p.grad for p in self.trainable]))
         clip_gradients(self.trainable, self.clip_value, self.clip_norm)
@@ -453,7 +498,7 @@ class TorchEngine:
     @torch.no_grad()
     def evaluate(self, batch, state):
         self.model.eval()
-        share, final = self._forward(self.model, batch, state)
+        share, _, final = self._forward(self.model, batch, state)
         loss = self.world.sum(share)
         return (loss.item() if self.loss_read_every == 1 else loss), final
 
@@ -464,6 +509,12 @@ class TorchEngine:
     # ---- rnnlab's layout in and out ----------------------------------------------------------------------
     def numpy_params(self) -> dict:
         return self.model.numpy_params()
+
+    def use_params(self, params: dict) -> dict:
+        """Load rnnlab-layout ``params`` into the model (the optimizer keeps its state); -> the previous ones."""
+        previous = self.numpy_params()
+        self.model.load_numpy(params)
+        return previous
 
     def optimizer_state(self) -> dict:
         """torch.optim's per-parameter state in rnnlab's layout (optim.py's slot names, params' keys)."""

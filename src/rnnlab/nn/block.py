@@ -112,30 +112,37 @@ class LayerCache:
     norm2: NormCache
     ffn: tuple
     masks: tuple                # (D1, D2), each (T, B, H) or None
+    hs: np.ndarray | None = None   # (T, B, H) the recurrent layer's output (the top layer's: AR, TAR)
 
 
-def residual_layer_forward(cell, x: np.ndarray, p: dict, state: tuple, masks=(None, None), ws=None, name: str = ""):
-    """One layer: x (T, B, H) -> (x' (T, B, H), the recurrent layer's final state, LayerCache)."""
+def residual_layer_forward(cell, x: np.ndarray, p: dict, state: tuple, masks=(None, None), ws=None, name: str = "",
+                           zoneout: tuple | None = None):
+    """One layer: x (T, B, H) -> (x' (T, B, H), the recurrent layer's final state, LayerCache); ``zoneout`` as
+    in recurrence.sequence_forward."""
     g, b = norm_of(p, "norm1.")
     u, norm1 = norm_forward(x, g, b)                             # (T, B, H)
     zx = layer_inputs(cell, u, p, ws, name)                      # (T, B, GH) or (G, T, B, H)
-    hs, final, sequence = sequence_forward(cell, zx, state, p, ws, name)   # (T, B, H)
+    hs, final, sequence = sequence_forward(cell, zx, state, p, ws, name, zoneout)   # (T, B, H)
     y = x + (hs if masks[0] is None else hs * masks[0])          # residual
     g, b = norm_of(p, "norm2.")
     v, norm2 = norm_forward(y, g, b)
     f, ffn = feed_forward(v, p)                                  # (T, B, H)
     out = y + (f if masks[1] is None else f * masks[1])          # residual
-    return out, final, LayerCache(norm1, u, sequence, norm2, ffn, tuple(masks))
+    return out, final, LayerCache(norm1, u, sequence, norm2, ffn, tuple(masks), hs)
 
 
-def residual_layer_backward(cell, dout: np.ndarray, cache: LayerCache, p: dict, ws=None, name: str = ""):
-    """dout = dL/dx' (T, B, H) -> (dx (T, B, H), grads of every parameter of the layer)."""
+def residual_layer_backward(cell, dout: np.ndarray, cache: LayerCache, p: dict, ws=None, name: str = "",
+                            dhs_extra: np.ndarray | None = None):
+    """dout = dL/dx' (T, B, H) -> (dx (T, B, H), grads of every parameter of the layer). ``dhs_extra``: a
+    gradient on the recurrent layer's output besides the residual branch's (AR, TAR)."""
     d1, d2 = cache.masks
     dv, grads = feed_forward_backward(dout if d2 is None else dout * d2, cache.ffn, p)
     dy, norm_g = norm_backward(dv, cache.norm2, p["norm2.g"])
     dy += dout                                                   # the residual path
     grads.update(norm_grads("norm2.", norm_g))
     dhs = dy if d1 is None else dy * d1                          # (T, B, H)
+    if dhs_extra is not None:
+        dhs = dhs + dhs_extra
     dzx, recurrent, _ = sequence_backward(cell, dhs, cache.sequence, p, ws=ws, name=name)
     grads.update(recurrent)
     grads["Wx"], grads["b"], du = layer_input_grads(cell, cache.u, dzx, p["Wx"])

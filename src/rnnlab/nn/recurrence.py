@@ -11,6 +11,10 @@ After the loop, for all steps at once:  dWh = sum_t h_{t-1}^T dzh_t      (one (H
 Inputs enter through ``zx = x @ Wx + b`` for all steps at once (:func:`project_inputs`); for character
 ids that product is a row lookup ``(Wx + b)[ids]`` (x is one-hot), and its gradient ``dWx = onehot^T dzx``
 (:func:`embedding_grad`) is one small GEMM instead of the slow ``np.add.at``.
+
+With zoneout (regularizers.py) the loop mixes each new state part with the previous one after every step,
+s_t = Z_t s_{t-1} + (1 - Z_t) s~_t, and BPTT splits the gradient reaching s_t between the cell's step and
+s_{t-1} (:func:`step_loop_forward`, :func:`step_loop_backward`); without it the loop is what it always was.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..errors import require
+from .regularizers import zoneout_mix, zoneout_mix_backward
 
 if TYPE_CHECKING:                    # cells.py registers mincells.py's window kernels, which use Workspace
     from .cells import Cell
@@ -114,20 +121,39 @@ def input_grads_by_gate(x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
     return dWx, db, dx
 
 
-def layer_inputs(cell: Cell, x: np.ndarray, p: dict, ws: Workspace | None = None, name: str = "") -> np.ndarray:
+def layer_inputs(cell: Cell, x: np.ndarray, p: dict, ws: Workspace | None = None, name: str = "",
+                 scale: np.ndarray | None = None) -> np.ndarray:
     """zx of one layer in the layout its cell reads: (T, B, GH) for the step loop, gate-major (G, T, B, H) for a
-    window kernel; in the workspace's ``{name}zx`` array when there is one."""
+    window kernel; in the workspace's ``{name}zx`` array when there is one. ``scale`` (T, B), for character
+    ids only: each row's share of the input, zx_t = s_t Wx[id_t] + b (character dropout, regularizers.py)."""
     Wx = p["Wx"]
     T, B = x.shape[:2]
+    b = p["b"] if scale is None else np.zeros_like(p["b"])      # with a scale the bias is added after it
     if cell.window_forward is None:
-        return project_inputs(x, Wx, p["b"], workspace_empty(ws, f"{name}zx", (T, B, Wx.shape[1]), Wx.dtype))
+        zx = project_inputs(x, Wx, b, workspace_empty(ws, f"{name}zx", (T, B, Wx.shape[1]), Wx.dtype))
+        if scale is not None:
+            zx *= scale[..., None]                               # (T, B, GH) s_t Wx[id_t]
+            zx += p["b"]
+        return zx
     shape = (cell.n_gates, T, B, Wx.shape[1] // cell.n_gates)
-    return project_inputs_by_gate(x, Wx, p["b"], cell.n_gates, workspace_empty(ws, f"{name}zx", shape, Wx.dtype))
+    zx = project_inputs_by_gate(x, Wx, b, cell.n_gates, workspace_empty(ws, f"{name}zx", shape, Wx.dtype))
+    if scale is not None:
+        zx *= scale[..., None]                                   # (G, T, B, H)
+        zx += p["b"].reshape(cell.n_gates, 1, 1, -1)
+    return zx
 
 
-def layer_input_grads(cell: Cell, x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray):
-    """Backward of :func:`layer_inputs` -> (dWx, db, dx or None for ids)."""
-    return input_grads(x, dzx, Wx) if cell.window_forward is None else input_grads_by_gate(x, dzx, Wx)
+def layer_input_grads(cell: Cell, x: np.ndarray, dzx: np.ndarray, Wx: np.ndarray, scale: np.ndarray | None = None):
+    """Backward of :func:`layer_inputs` -> (dWx, db, dx or None for ids). With a ``scale`` s (T, B):
+    dWx[k] = sum_{id_t = k} s_t dzx_t and db = sum_t dzx_t."""
+    grads = input_grads if cell.window_forward is None else input_grads_by_gate
+    if scale is None:
+        return grads(x, dzx, Wx)
+    dWx, _, dx = grads(x, dzx * scale[..., None], Wx)            # the rows as they entered
+    GH = Wx.shape[1]
+    db = (dzx.reshape(-1, GH).sum(axis=0) if cell.window_forward is None     # (GH,) the bias is not scaled
+          else dzx.reshape(cell.n_gates, -1, GH // cell.n_gates).sum(axis=1).reshape(GH))
+    return dWx, db, dx
 
 
 class Workspace:
@@ -174,15 +200,19 @@ class SequenceCache:
     h_prev: np.ndarray      # (T, B, H): the hidden state entering each step (h_0 .. h_{T-1})
     steps: list             # the cell's cache of every step (views of the workspace arrays)
     spare: np.ndarray | None = None  # with a workspace: zx's (T, B, GH) array, for the gate gradients
+    zoneout: tuple | None = None     # per state part, Z: (T, B, H) bool masks or the rate (step_loop_forward)
 
 
-def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
+def sequence_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = "",
+                     zoneout: tuple | None = None):
     """Run ``cell`` over zx (T, B, GH) from state0 -> (hs (T, B, H), final state, cache): the cell's window
     kernel if it has one (minGRU, minLSTM: the whole window at once, mincells.py), else one step per
-    character (:func:`step_loop_forward`)."""
+    character (:func:`step_loop_forward`, which also runs ``zoneout``: per state part, Z or its rate)."""
     if cell.window_forward is not None:
+        require(zoneout is None, f"zoneout needs a cell stepped one character at a time, not {cell.name}'s "
+                                 "window kernel")
         return cell.window_forward(zx, state0, p, ws, name)
-    return step_loop_forward(cell, zx, state0, p, ws, name)
+    return step_loop_forward(cell, zx, state0, p, ws, name, zoneout)
 
 
 def sequence_backward(cell: Cell, dhs: np.ndarray, cache, p: dict, dstate_final: tuple | None = None,
@@ -194,7 +224,8 @@ def sequence_backward(cell: Cell, dhs: np.ndarray, cache, p: dict, dstate_final:
     return step_loop_backward(cell, dhs, cache, p, dstate_final, ws, name)
 
 
-def step_loop_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = ""):
+def step_loop_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Workspace | None = None, name: str = "",
+                      zoneout: tuple | None = None):
     """Run ``cell`` one step per character over zx (T, B, GH) from state0 -> (hs (T, B, H), final state,
     SequenceCache). Every cell can run this way (minGRU's and minLSTM's textbook steps too).
 
@@ -203,10 +234,20 @@ def step_loop_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Wo
     overwrite ``zx`` (slot t of zx is dead once step t has read it), and :func:`sequence_backward` then writes the
     gate gradients over the gates -- one (T, B, GH) array per layer instead of three. Such a cache can be
     back-propagated once.
+
+    ``zoneout`` (regularizers.py), per state part: Z for all steps (T, B, H) bool, or the rate (evaluation: the
+    expectation), or 0 (that part is not zoned out). After step t each part becomes
+    s_t = Z_t s_{t-1} + (1 - Z_t) s~_t. The cell then writes its own s~_t into arrays of its own (h~ apart
+    from hs: the RNN's cache is its h~), and s_t -- what the next step and the layer above read -- into hs
+    and one array per further state part (the LSTM's c), so that BPTT finds both.
     """
     T, (B, H) = zx.shape[0], state0[0].shape
     hs_all = workspace_empty(ws, f"{name}hs", (T + 1, B, H), zx.dtype)   # (T+1, B, H): h_0, h_1 .. h_T
     hs_all[0] = state0[0]
+    new_h, zoned = hs_all[1:], []                               # without zoneout the cell writes h_t itself
+    if zoneout is not None:
+        new_h = workspace_empty(ws, f"{name}h_new", (T, B, H), zx.dtype)   # (T, B, H) h~_t
+        zoned = [workspace_empty(ws, f"{name}state{k}", (T, B, H), zx.dtype) for k in range(1, cell.n_states)]
     caches = []                                                  # per cache array of the cell: (T, B, w*H)
     for k, width in enumerate(cell.cache_widths):
         if k == 0 and ws is not None and cell.gates_over_input:
@@ -216,11 +257,28 @@ def step_loop_forward(cell: Cell, zx: np.ndarray, state0: tuple, p: dict, ws: Wo
     state, steps = (hs_all[0], *state0[1:]), []
     p = with_transposed_weights(p, T) if cell.recurrent_weights else p
     for t in range(T):
-        out = (hs_all[t + 1], *(cache[t] for cache in caches))
+        out = (new_h[t], *(cache[t] for cache in caches))
+        prev = state
         state, step_cache = cell.step_forward(zx[t], state, p, out)
+        if zoneout is not None:                                  # s_t = Z_t s_{t-1} + (1 - Z_t) s~_t
+            state = tuple(zoneout_step(*parts, t) for parts in zip(prev, state, zoneout,
+                                                                    (hs_all[t + 1], *(a[t] for a in zoned)),
+                                                                    strict=True))
         steps.append(step_cache)
     final = tuple(part.copy() for part in state)
-    return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None)
+    return hs_all[1:], final, SequenceCache(hs_all[:-1], steps, zx if ws is not None else None,
+                                            None if zoneout is None else tuple(zoneout))
+
+
+def zoneout_step(prev: np.ndarray, new: np.ndarray, z, out: np.ndarray, t: int) -> np.ndarray:
+    """One state part after step t, into ``out``: the mix with Z_t (slot t of a mask, or the rate), or s~_t
+    itself for a part that is not zoned out (rate 0)."""
+    if isinstance(z, np.ndarray):
+        return zoneout_mix(prev, new, z[t], out)
+    if z == 0:
+        np.copyto(out, new)
+        return out
+    return zoneout_mix(prev, new, z, out)
 
 
 def step_loop_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dict, dstate_final: tuple | None = None,
@@ -229,7 +287,9 @@ def step_loop_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dic
     ({} for a cell without recurrent weights), dstate0).
 
     ``dstate_final`` is the gradient arriving at the last state from outside the window; truncated BPTT
-    passes None (zero): the window's future is cut off.
+    passes None (zero): the window's future is cut off. A cache made with zoneout splits ds_t, all the
+    gradient reaching the zoned state s_t: (1 - Z_t) ds_t goes through the cell's step, Z_t ds_t straight to
+    s_{t-1} (``regularizers.zoneout_mix_backward``).
     """
     T, B = dhs.shape[:2]
     GH = cell.n_gates * dhs.shape[2]
@@ -237,9 +297,16 @@ def step_loop_backward(cell: Cell, dhs: np.ndarray, cache: SequenceCache, p: dic
     dzh = workspace_empty(ws, f"{name}dzh", (T, B, GH), dhs.dtype) if cell.recurrent_bias else dzx  # GRU only
     dstate = dstate_final or tuple(np.zeros_like(dhs[0]) for _ in range(cell.n_states))
     p = with_transposed_weights(p, T) if cell.recurrent_weights else p
+    zoneout = cache.zoneout
     for t in reversed(range(T)):
         dstate = (dstate[0] + dhs[t], *dstate[1:])              # from above + from step t+1
+        if zoneout is not None:                                  # -> (to the cell's s~_t, straight to s_{t-1})
+            split = [zoneout_mix_backward(ds, z[t] if isinstance(z, np.ndarray) else z)
+                     for ds, z in zip(dstate, zoneout, strict=True)]
+            dstate = tuple(d_new for d_new, _ in split)
         _, _, dstate = cell.step_backward(dstate, cache.steps[t], p, (dzx[t], dzh[t]))
+        if zoneout is not None:
+            dstate = tuple(d_cell + d_direct for d_cell, (_, d_direct) in zip(dstate, split, strict=True))
     grads = recurrent_grads(cache.h_prev, dzh, cell.recurrent_bias) if cell.recurrent_weights else {}
     return dzx, grads, dstate
 
@@ -253,3 +320,4 @@ def recurrent_grads(h_prev: np.ndarray, dzh: np.ndarray, recurrent_bias: bool) -
     if recurrent_bias:
         grads["bh"] = dzh2.sum(axis=0)                           # (GH,)
     return grads
+

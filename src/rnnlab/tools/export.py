@@ -88,7 +88,7 @@ class ExportedModel:
         recorded = meta.get("export", {})
         directory = checkpoint.directory
         name = directory.name if checkpoint.path.name in (f"{tag}.json" for tag in TAGS) else checkpoint.path.stem
-        return cls(cast_params(checkpoint.params, dtype), checkpoint.model_config, checkpoint.tokenizer, meta["task"],
+        return cls(cast_params(checkpoint.weights, dtype), checkpoint.model_config, checkpoint.tokenizer, meta["task"],
                    meta["corpus"]["mode"], name, description or recorded.get("description", ""),
                    recorded.get("source") or f"{checkpoint.path.name} at step {meta['step']}", dtype, val_loss,
                    val_tokens)
@@ -115,14 +115,14 @@ def validation_loss(checkpoint: Checkpoint, dtype: str) -> tuple[float | None, i
     An exported checkpoint keeps its recorded number when the cast leaves its weights unchanged."""
     from ..training.trainer import Trainer
 
-    cast = cast_params(checkpoint.params, dtype)
+    cast = cast_params(checkpoint.weights, dtype)
     recorded = checkpoint.meta.get("export")
     if recorded is not None:
-        if all(np.array_equal(cast[name].astype(value.dtype), value) for name, value in checkpoint.params.items()):
+        if all(np.array_equal(cast[name].astype(value.dtype), value) for name, value in checkpoint.weights.items()):
             return recorded["val_loss"], recorded["val_tokens"]
         trainer = exported_model_trainer(checkpoint)
     else:
-        trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None})
+        trainer = Trainer.resume(checkpoint, {"checkpoint_dir": None, "eval_tokens": None, "ema_decay": None})
     try:
         trainer.engine.load_state(cast, trainer.engine.optimizer_state())
         return trainer.validation_loss(), trainer.data.val_tokens
@@ -274,6 +274,10 @@ def export_file(checkpoint: Checkpoint, fmt: ExportFormat, out, dtype: str, over
     require(checkpoint.meta["task"] in fmt.tasks,
             f"--format {fmt.name} exports language models; {checkpoint.path} holds a translator: export it as "
             f"{' or '.join(f.name for f in FORMATS.values() if checkpoint.meta['task'] in f.tasks)}")
+    require(not getattr(checkpoint.model_config, "has_zoneout", False),
+            f"--format {fmt.name}: {checkpoint.path} was trained with zoneout, which mixes every new state with the "
+            f"previous one (h_t = p h_(t-1) + (1 - p) h~_t), and {fmt.summary} computes the plain cell: export it "
+            "as rnnlab (rnnlab sample and visualize run it)")
     files.check_output(out, fmt.kind, "--out", overwrite)       # before any work
     fmt.require_packages()
     val_loss, val_tokens = validation_loss(checkpoint, dtype)

@@ -6,8 +6,9 @@ A checkpoint folder holds, per *tag* (``latest``, ``best``):
     latest.json              format version, model + training config, tokenizer, corpus fingerprint,
                              counters, RNG states, optimizer name and hyper-parameters, and the name of
                              its arrays file
-    latest-000300.npz        parameters ``param/<name>``, optimizer moments ``opt/<slot>/<name>``, and the
-                             hidden state carried between windows ``state/<layer>/<k>``
+    latest-000300.npz        parameters ``param/<name>``, optimizer moments ``opt/<slot>/<name>``, the
+                             hidden state carried between windows ``state/<layer>/<k>``, and with weight
+                             averaging (``--ema_decay``) the averaged weights ``ema/<name>``
     .rnnlab.lock             held by the run that writes the folder (files.DirectoryLock)
 
 Owning a folder. :class:`CheckpointFolder` is the one owner of a checkpoint folder: training, resuming and
@@ -52,6 +53,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -104,6 +106,11 @@ class RunState:
     wall_s: float = 0.0                # wall-clock seconds of the run, across resumes
     data_position: dict = field(default_factory=dict)   # batches.state_dict(): epoch, position (+ rng)
     rng: dict = field(default_factory=dict)             # {"dropout": state, "sample": state} Generator states
+    best_step: int | None = None       # the step of best_val_loss
+    evals_since_best: int = 0          # validations in a row without a new best (--patience)
+    ema_steps: int = 0                 # steps in the weight average (averaging.py); > 0: ``ema/`` arrays saved
+    # fields older checkpoints lack (their runs had these values): the schema lets them be missing
+    ADDED_LATER: ClassVar[tuple] = ("best_step", "evals_since_best", "ema_steps")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +126,8 @@ RUN_STATE = s.dataclass_schema(RunState, {
     "best_val_loss": s.Optional(s.Number(0)),
     "elapsed_s": SECONDS, "wall_s": SECONDS,
     "data_position": s.Object({"epoch": COUNT, "position": COUNT, "rng": RNG_STATE}, may_be_missing=["rng"]),
-    "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE})})
+    "rng": s.Object({"dropout": RNG_STATE, "sample": RNG_STATE}),
+    "best_step": s.Optional(COUNT), "evals_since_best": COUNT, "ema_steps": COUNT})
 DOCUMENT = s.Object({
     "format_version": s.Int(),
     "arrays": s.Str(pattern=ARRAYS_NAME.pattern, max_len=64),
@@ -137,7 +145,7 @@ DOCUMENT = s.Object({
     "export": s.Object({"val_loss": s.Optional(s.Number(0)), "val_tokens": COUNT, "dtype": s.Str(
         choices=["float16", "float32", "float64"]), "source": s.Str(max_len=200), "description": s.Str(max_len=400)}),
     **RUN_STATE.fields,
-}, may_be_missing=["export"])
+}, may_be_missing=["export", *RunState.ADDED_LATER])
 # A model field added after checkpoints were first written (a config's ADDED_LATER, e.g. ``block``) may be
 # missing from an older checkpoint, whose model had its default; every other field must be there.
 TASK_SCHEMAS = {kind: (s.Object(s.dataclass_schema(task.config_class).fields,
@@ -176,6 +184,8 @@ def validate_document(meta, where: str) -> None:
         require((step == 0) == (meta["first_loss"] is None),
                 f"first_loss {meta['first_loss']} does not fit step {step}")
         require(step > 0 or meta["loss_average"] == 0, f"loss_average {meta['loss_average']} does not fit step 0")
+        for counter in ("ema_steps", "best_step"):
+            require((meta.get(counter) or 0) <= step, f"{counter} {meta.get(counter)} is past step {step}")
         tokenizer = task.tokenizer_from_dict(meta["tokenizer"])
         require(task.vocabulary_fits(config, tokenizer), "the tokenizer's vocabulary does not fit the model's")
     except (RnnlabError, TypeError, ValueError) as err:
@@ -191,6 +201,13 @@ class Checkpoint:
     optimizer_state: dict        # {"step": int, slot: {name: array}}
     hidden_state: list | None    # per layer, a tuple of (B, H) arrays; None when nothing is carried
     path: Path                   # the JSON file it was read from
+    ema: dict | None = None      # the averaged weights {name: array} (--ema_decay), or None
+
+    @property
+    def weights(self) -> dict:
+        """The weights to use the model with -- sample, visualise, export, evaluate: the averaged weights of a
+        run that kept an average, else the parameters. (Training resumes from ``params``.)"""
+        return self.params if self.ema is None else self.ema
 
     @property
     def task(self):
@@ -235,8 +252,9 @@ class Checkpoint:
         require(meta["task"] == task.kind, f"checkpoint {where} holds a {meta['task']} model, this run trains "
                                            f"a {task.kind} model: resume on the same data")
         saved_model = self.model_config
+        training_only = getattr(model_config, "TRAINING_ONLY", ())   # how it trains, not what it computes
         differ = [f"{k} {getattr(saved_model, k)} (this run: {v})" for k, v in model_config.to_dict().items()
-                  if getattr(saved_model, k) != v]
+                  if getattr(saved_model, k) != v and k not in training_only]
         require(not differ, f"checkpoint {where} holds another model: {', '.join(differ)}; resume with the "
                             "checkpoint's settings")
         charmodel.check_param_shapes(task.param_shapes(model_config), self.params)
@@ -263,16 +281,19 @@ class Checkpoint:
 
     @property
     def run_state(self) -> RunState:
-        return RunState(**{f.name: self.meta[f.name] for f in fields(RunState)})
+        """The whole RunState; a field an older checkpoint lacks takes its default."""
+        defaults = asdict(RunState())
+        return RunState(**{f.name: self.meta.get(f.name, defaults[f.name]) for f in fields(RunState)})
 
 
-def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | None) -> dict:
+def flatten_arrays(params: dict, optimizer_state: dict, hidden_state: list | None, ema: dict | None = None) -> dict:
     arrays = {f"param/{name}": value for name, value in params.items()}
     for slot, values in optimizer_state.items():
         if slot != "step":
             arrays.update({f"opt/{slot}/{name}": value for name, value in values.items()})
     for layer, parts in enumerate(hidden_state or []):
         arrays.update({f"state/{layer}/{k}": value for k, value in enumerate(parts)})
+    arrays.update({f"ema/{name}": value for name, value in (ema or {}).items()})
     return arrays
 
 
@@ -291,19 +312,21 @@ def export_document(checkpoint: Checkpoint, dtype: str, val_loss: float | None, 
                                                                   "optimizer_slots", "optimizer_step", "export")}
     meta["train"] = {**meta["train"], **{k: None for k in ("checkpoint_dir", "metrics_file", "cache_dir")
                                          if k in meta["train"]}}
+    meta["ema_steps"] = 0                                       # the export's weights ARE the average, if any
     meta["export"] = {"val_loss": val_loss, "val_tokens": val_tokens, "dtype": dtype,
                       "source": f"{checkpoint.path.name} at step {meta['step']}", "description": description}
     return meta
 
 
 def save_checkpoint(directory, tag: str, meta: dict, params: dict, optimizer_state: dict,
-                    hidden_state: list | None = None, flag: str = "--checkpoint_dir") -> Path:
+                    hidden_state: list | None = None, flag: str = "--checkpoint_dir", ema: dict | None = None) -> Path:
     """Write ``<directory>/<tag>.json`` and its arrays file atomically, through the output guard; returns the
     JSON path. The folder must exist (see :class:`CheckpointFolder`); non-finite arrays raise
-    TrainingDiverged and nothing is written."""
+    TrainingDiverged and nothing is written. ``ema``: the averaged weights, with ``meta["ema_steps"]`` > 0."""
     require(tag in TAGS, f"checkpoint tag must be one of {TAGS}")
+    require((ema is not None) == (meta.get("ema_steps", 0) > 0), "ema arrays go with ema_steps > 0")
     directory = Path(directory)
-    arrays = flatten_arrays(params, optimizer_state, hidden_state)
+    arrays = flatten_arrays(params, optimizer_state, hidden_state, ema)
     bad = sorted(name for name, value in arrays.items() if not np.isfinite(value).all())
     if bad:
         raise TrainingDiverged(f"{', '.join(bad[:3])} {'is' if len(bad) == 1 else 'are'} not finite at step "
@@ -418,12 +441,13 @@ class CheckpointFolder:
             remove_file(path, CHECKPOINT, self.flag)
         clean_directory(self.directory, self.flag)
 
-    def save(self, tag: str, meta: dict, params: dict, optimizer_state: dict, hidden_state: list | None = None) -> Path:
+    def save(self, tag: str, meta: dict, params: dict, optimizer_state: dict, hidden_state: list | None = None,
+             ema: dict | None = None) -> Path:
         held = self.lock.held
         if not held:
             self.lock.acquire()
         try:
-            return save_checkpoint(self.directory, tag, meta, params, optimizer_state, hidden_state, self.flag)
+            return save_checkpoint(self.directory, tag, meta, params, optimizer_state, hidden_state, self.flag, ema)
         finally:
             if not held:
                 self.lock.release()
@@ -434,7 +458,7 @@ class CheckpointFolder:
         ``dtype``, as ``latest.json`` marked ``export``: a model to sample from and visualise, small enough to
         ship. ``val_loss`` is what those cast weights score on the run's validation split."""
         meta = export_document(checkpoint, dtype, val_loss, val_tokens, description)
-        params = {name: value.astype(dtype) for name, value in checkpoint.params.items()}
+        params = {name: value.astype(dtype) for name, value in checkpoint.weights.items()}
         self.open()
         try:
             return self.save("latest", meta, params, {"step": meta["step"]})
@@ -489,7 +513,7 @@ def load_checkpoint(path) -> Checkpoint:
     note_corpus(meta["corpus"]["path"])
     task = KINDS[meta["task"]]
     config = task.config_class(**meta["model"])
-    expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"])
+    expected = expected_arrays(task.param_shapes(config), meta["optimizer_slots"], meta.get("ema_steps", 0) > 0)
     state_rows = TrainConfig(**meta["train"]).batch_size if task.kind == "lm" else 0
     arrays = read_npz(arrays_path, data, expected, (state_rows, getattr(config, "hidden_size", 0)))
     params = {name: value.astype(np.float32) if value.dtype == np.float16 else value   # float16 is storage only
@@ -501,7 +525,8 @@ def load_checkpoint(path) -> Checkpoint:
     require(task.kind == "lm" or not state, f"{arrays_path} holds a carried hidden state, which a translator "
                                             "never has: the checkpoint is damaged")
     hidden = hidden_state_from(state, config, arrays_path)
-    return Checkpoint(meta, params, optimizer_state, hidden, json_path)
+    ema = with_prefix(arrays, "ema/") or None
+    return Checkpoint(meta, params, optimizer_state, hidden, json_path, ema)
 
 
 SAVE_RACE_ATTEMPTS = 5         # a run saving every step replaces its JSON and arrays a few times per second
@@ -559,12 +584,14 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number a checkpoint can hold")
 
 
-def expected_arrays(shapes: dict, slots: list) -> dict:
+def expected_arrays(shapes: dict, slots: list, ema: bool = False) -> dict:
     """{member name: shape} of everything but the hidden state (whose batch size is not in the config), from
-    the model's {parameter: shape}."""
+    the model's {parameter: shape}; ``ema``: the averaged weights too."""
     expected = {f"param/{name}": shape for name, shape in shapes.items()}
     for slot in slots:
         expected.update({f"opt/{slot}/{name}": shape for name, shape in shapes.items()})
+    if ema:
+        expected.update({f"ema/{name}": shape for name, shape in shapes.items()})
     return expected
 
 

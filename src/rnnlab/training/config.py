@@ -119,6 +119,10 @@ def in_range(low: float, high: float, high_open: bool = True) -> Callable:
     return check
 
 
+def non_negative(value) -> str | None:
+    return None if value is None or value >= 0 else f"must be >= 0, got {value}"
+
+
 def not_empty(what: str) -> Callable:
     def check(value):
         return None if value is None or str(value).strip() != "" else f"is empty: give {what}"
@@ -183,6 +187,33 @@ class ModelSettings(Settings):
     max_output_length: int | None = setting(None, "translator: decoding stops after this many characters "
                                             "(default: the longest target + 4)", parse=int, check=positive,
                                             resume=LOCKED)
+    # the regularisers of nn/regularizers.py (docs/regularization.md): off by default, training only but zoneout
+    locked_dropout: bool = setting(False, "--dropout draws one mask per sequence, reused at every step (variational "
+                                   "/ locked dropout) instead of a new one for every character")
+    dropout_input: float = setting(0.0, "locked dropout on the characters: each sequence drops whole character "
+                                   "types (dimensions of the one-hot input) at every step (AWD-LSTM's embedding "
+                                   "dropout), training only", parse=finite_float, check=in_range(0.0, 1.0))
+    dropout_output: float = setting(0.0, "locked dropout on the top layer's output, before the softmax layer: one "
+                                    "mask per sequence, training only", parse=finite_float, check=in_range(0.0, 1.0))
+    weight_drop: float = setting(0.0, "DropConnect on every layer's recurrent matrix W_h: one mask per training "
+                                 "step (AWD-LSTM's weight drop; rnn, lstm, gru)", parse=finite_float,
+                                 check=in_range(0.0, 1.0))
+    zoneout: float = setting(0.0, "zoneout: each unit of the state keeps its previous value with this probability "
+                             "at every training step, the expectation at evaluation (rnn, lstm's h, gru); part of "
+                             "the model", parse=finite_float, check=in_range(0.0, 1.0), resume=LOCKED)
+    zoneout_cell: float | None = setting(None, "LSTM: the cell state's zoneout rate (default: --zoneout)",
+                                         parse=finite_float, check=in_range(0.0, 1.0), resume=LOCKED)
+    ar: float = setting(0.0, "activation regularisation: add alpha * mean ||h_t||^2 of the top layer's output to "
+                        "the loss (AWD-LSTM: 2)", parse=finite_float, check=non_negative)
+    tar: float = setting(0.0, "temporal activation regularisation: add beta * mean ||h_t - h_{t-1}||^2 of the top "
+                         "layer's output to the loss (AWD-LSTM: 1)", parse=finite_float, check=non_negative)
+
+    REGULARIZERS = ("locked_dropout", "dropout_input", "dropout_output", "weight_drop", "zoneout", "zoneout_cell",
+                    "ar", "tar")
+
+    def regularizers_on(self) -> list[str]:
+        """The flags of the regularisers this run turns on (beyond --dropout)."""
+        return [name for name in self.REGULARIZERS if getattr(self, name) not in (0, 0.0, None, False)]
 
 
 @dataclass
@@ -225,6 +256,11 @@ class OptimSettings(Settings):
                                        parse=optional_float, check=positive_or_none("; use 'none' to turn it off"))
     clip_norm: float | None = setting(None, "clip the global gradient norm (> 0); 'none' turns it off",
                                       parse=optional_float, check=positive_or_none("; use 'none' to turn it off"))
+    ema_decay: float | None = setting(None, "weight averaging: keep an exponential moving average of the weights "
+                                      "with this decay (e.g. 0.999: about the last 1,000 steps; bias-corrected); "
+                                      "validation, the best checkpoint and samples use it; 'none' turns it off",
+                                      parse=optional_float, check=lambda v: None if v is None or 0 < v < 1
+                                      else f"must be in (0, 1), got {v}")
 
     def __post_init__(self):
         super().__post_init__()
@@ -252,6 +288,8 @@ class RunSettings(Settings):
     metrics_file: str | None = setting(None, "append one JSON object per report to this file (for a step a resumed "
                                        "or restarted run repeats, rnnlab plot shows the latest)", parse=path_text,
                                        check=not_empty("a file name"), resume=HERE)
+    patience: int | None = setting(None, "early stopping: end the run after N validations in a row without a new "
+                                   "best validation loss (the best checkpoint is kept)", parse=int, check=positive)
 
 
 @dataclass
@@ -351,6 +389,18 @@ class TrainConfig:
                          "layers (use --num_layers 2 or more, or --block residual)")
         if self.block == "plain" and (self.norm, self.ffn_mult) != ("rms", 4):
             notes.append("--norm and --ffn_mult shape the residual block: they do nothing without --block residual")
+        dropout_acts = self.dropout > 0 and (self.num_layers > 1 or self.block != "plain")
+        if self.locked_dropout and not dropout_acts:
+            notes.append("--locked_dropout shapes --dropout's masks: it does nothing without --dropout between "
+                         "layers (the inputs' and the output's dropout are locked anyway)")
+        if self.weight_drop > 0 and not CELLS[self.cell].recurrent_weights:
+            notes.append(f"--weight_drop does nothing with --cell {self.cell}: it has no recurrent matrix W_h")
+        if self.zoneout_cell is not None and self.cell != "lstm":
+            notes.append(f"--zoneout_cell does nothing with --cell {self.cell}: only the LSTM has a cell state "
+                         "(--zoneout sets the rate of its hidden state)")
+        if self.patience is not None and self.checkpoint_dir is None:
+            notes.append(f"--patience {self.patience} stops the run at its best, but without --checkpoint_dir "
+                         "that best model is not kept")
         return notes
 
     @staticmethod

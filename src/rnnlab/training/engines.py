@@ -10,6 +10,7 @@ offers:
     train_step(batch, state)       -> (loss in nats/char, final state)    forward, loss, backward, clip, update
     evaluate(batch, state)         -> (loss, final state)                 no dropout, no update
     numpy_params()                 -> {name: array} in rnnlab's layout    for sampling and checkpoints
+    use_params(params)             -> the parameters it had               compute with others (an average)
     optimizer_state()              -> the optimizer state in rnnlab's layout (checkpoints)
     load_state(params, opt_state)  -> continue from a checkpoint
     set_learning_rate(lr)          -> for learning-rate schedules
@@ -93,6 +94,11 @@ class NumpyEngine:
 
     def numpy_params(self) -> dict:
         return self.params
+
+    def use_params(self, params: dict) -> dict:
+        """Compute with ``params`` from now on (no copy: evaluation of the weight average); -> the previous ones."""
+        previous, self.params = self.params, params
+        return previous
 
     def optimizer_state(self) -> dict:
         return self.opt_state

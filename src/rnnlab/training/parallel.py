@@ -18,9 +18,11 @@ unsplit step exactly -- same numbers, summed in another order -- because
 
 when every shard divides by the whole batch's count M of real (unmasked) characters, not its own
 (``softmax_cross_entropy(..., count=M)``): padded line batches, whose shards hold different numbers of real
-characters, need no weights. Dropout masks are drawn once for the whole batch, by the calling thread, with
-the same Generator calls in the same order as the unsplit step (:func:`model.draw_dropout_masks`); each shard
-takes its rows, so the sharded step sees the same masks and leaves the Generator in the same state. The
+characters, need no weights. Every random draw of the step (dropout, the regularisers' masks) is made once
+for the whole batch, by the calling thread, with the same Generator calls in the same order as the unsplit
+step (:func:`model.draw_masks`); each shard takes its rows (``StepMasks.rows``; weight drop's masks on W_h
+are the whole batch's), so the sharded step sees the same masks and leaves the Generator in the same state.
+AR and TAR, like the loss, divide by the whole batch's M. The
 carried state is split by rows and the shards' final states are stacked back. The gradients are summed in
 shard order on the calling thread, so the result does not depend on which thread finishes first.
 
@@ -157,13 +159,13 @@ class ShardedSteps:
                                                 dropout_rng, self.workspaces[0])
         dtype = next(iter(params.values())).dtype
         count = real_count(batch, dtype)
-        masks = charmodel.draw_dropout_masks(config, (*batch.ids.shape, config.hidden_size), dropout_rng, dtype)
+        masks = charmodel.draw_masks(config, batch.ids.shape, dropout_rng, dtype)
 
         def run(k, rows):
             return charmodel.loss_and_grads(
                 params, config, batch.ids[:, rows], batch.targets[:, rows], shard_state(state, rows),
                 None if batch.mask is None else batch.mask[:, rows], ws=self.workspaces[k], count=count,
-                dropout_masks=None if masks is None else [mask[:, rows] for mask in masks])
+                masks=None if masks is None else masks.rows(rows))
 
         results = self._map(run, shards)
         loss, grads = 0.0, results[0][1]                         # shard 0's grads are fresh arrays: add into them

@@ -55,7 +55,8 @@ class LanguageModelTask(LanguageModelKind):
         return charmodel.ModelConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                      hidden_size=config.hidden_size, num_layers=config.num_layers,
                                      dropout=config.dropout, block=config.block, norm=config.norm,
-                                     ffn_mult=config.ffn_mult)
+                                     ffn_mult=config.ffn_mult,
+                                     **{name: getattr(config, name) for name in config.model.REGULARIZERS})
 
     def data(self, config, rng: np.random.Generator) -> TrainData:
         return build_data(self.corpus, config, rng)
@@ -92,6 +93,9 @@ class TranslationTask(TranslatorKind):
                                           "only (--engine numpy)")
         require(config.block == "plain", "--block residual is for language models; the translator is an "
                                          "encoder-decoder of its own (leave --block plain)")
+        given = config.model.regularizers_on()
+        require(not given, f"{', '.join('--' + name for name in given)}: the regularisers of language models; the "
+                           "translator (an encoder-decoder, nn/seq2seq.py) has none of them: leave them off")
         fraction = val_fraction(config.val_fraction)
         self.pairs = load_pairs(config.dataset, fraction, test_fraction=fraction)
         self.tokenizer = PairTokenizers.fit(self.pairs.train + self.pairs.valid + self.pairs.test)

@@ -10,6 +10,10 @@ work lives elsewhere: what is learnt (a language model or a translator: its data
 in ``corpus.py``, the settings and their checks in ``config.py``, the run's changing state
 (:class:`checkpoint.RunState`) and its persistence in ``checkpoint.py``.
 
+Two trainer-side helpers of generalisation: weight averaging (``--ema_decay``, ``averaging.py``: validation,
+the best checkpoint and samples use the average) and early stopping (``--patience``: the run ends after N
+validations without a new best, its counter part of the RunState so that it resumes).
+
 The trainer never prints: it hands :class:`Report` objects to a callback, and the CLI decides what to show.
 Randomness comes from one seed, split into independent Generators for initialisation, data order, dropout
 and sampling, so that e.g. sampling more often does not change the trained weights.
@@ -17,6 +21,7 @@ and sampling, so that e.g. sampling more often does not change the trained weigh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +41,7 @@ from ..nn.losses import bits_per_char, perplexity
 from ..nn.optim import make_optimizer, optimizer_config, parse_options, scheduled_learning_rate
 from . import checkpoint as ckpt
 from . import distributed
+from .averaging import WeightAverage
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
 from .engines import EngineSettings
@@ -150,6 +156,13 @@ class Trainer:
         params = self.task.init_params(self.model_config, np.random.default_rng(init_seed), self.dtype, config)
         self.engine = self.task.engine_class(config.engine)(self.model_config, params, self.optimizer,
                                                             EngineSettings.of(config), self.dropout_rng)
+        self.average = None if config.ema_decay is None else WeightAverage(config.ema_decay)
+        require(self.average is None or getattr(self.engine.device, "type", self.engine.device) == "cpu",
+                f"--ema_decay averages the weights on the host after every step, which would make the host wait "
+                f"for {self.engine.device} at every step: not yet on a GPU (use --device cpu, or no --ema_decay)")
+        if config.patience is not None and self.val_batches is None:
+            self.notes.append(f"--patience {config.patience} needs validation, and this run has none: it trains "
+                              "all its steps")
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
@@ -190,7 +203,7 @@ class Trainer:
         c, report = self.config, None
         tokens, window_start = 0, time.perf_counter()
         self.run_started = step_start = window_start
-        while self.step < self.total_steps and not self.stopping:
+        while self.step < self.total_steps and not self.stopping and not self.stopped_early:
             _, batch = self.advance()                                          # one training step
             due = self.step == self.total_steps or self.step % c.sample_every == 0 or self.step % self.eval_every == 0
             if due:
@@ -237,6 +250,30 @@ class Trainer:
         """The current parameters in rnnlab's NumPy layout, whatever the engine."""
         return self.engine.numpy_params()
 
+    @property
+    def weights(self) -> dict:
+        """The weights the model is evaluated, kept and sampled with: the average (``--ema_decay``) once it
+        holds a step, else the parameters."""
+        return self.params if self.average is None or self.average.weights is None else self.average.weights
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """The engine computes with :attr:`weights` inside (the average swapped in), its parameters after."""
+        if self.average is None or self.average.weights is None:
+            yield
+            return
+        previous = self.engine.use_params(self.average.weights)
+        try:
+            yield
+        finally:
+            self.engine.use_params(previous)
+
+    @property
+    def stopped_early(self) -> bool:
+        """--patience validations in a row have passed without a new best: the run is over."""
+        patience = self.config.patience
+        return patience is not None and self.run_state.evals_since_best >= patience
+
     def learning_rate(self, step: int) -> float:
         """The learning rate used for ``step`` (1-based) under the configured schedule."""
         base = self.optimizer.lr
@@ -253,6 +290,8 @@ class Trainer:
         if self.state is None or batch.reset_state:
             self.state = self.engine.zero_state(batch.ids.shape[1])
         loss, self.state = self.engine.train_step(batch, self.state)
+        if self.average is not None:
+            self.average.update(self.engine.numpy_params())
         self.run_state.step += 1
         self.unread_losses.append(loss)
         if self.step % self.engine.loss_read_every == 0:
@@ -314,7 +353,7 @@ class Trainer:
             if val is not None:
                 report.val_loss, report.val_bpc, report.val_ppl = val, bits_per_char(val), perplexity(val)
                 report.val_tokens = self.data.val_tokens
-                for name, value in self.task.accuracy(self.params, self.model_config, last).items():
+                for name, value in self.task.accuracy(self.weights, self.model_config, last).items():
                     setattr(report, name, value)            # a translator's exact-match accuracy
         if (last or self.step % self.config.sample_every == 0) and not self.stopping and self.world.writes:
             report.samples = self.samples()
@@ -327,20 +366,27 @@ class Trainer:
         return report
 
     def validation_loss(self) -> float | None:
+        """Mean nats/char on the validation batches, of :attr:`weights` (the average, with --ema_decay)."""
         if self.val_batches is None:
             return None
-        return evaluate(self.engine, self.val_batches, lambda: self.stopping)
+        with self.evaluating():
+            return evaluate(self.engine, self.val_batches, lambda: self.stopping)
 
     def samples(self) -> list[str]:
         """What the model makes now: names or a text (language model), translations (translator)."""
-        return self.task.samples(self.params, self.model_config, self.sample_rng, self.config)
+        return self.task.samples(self.weights, self.model_config, self.sample_rng, self.config)
 
     def keep_if_best(self, report: Report) -> None:
-        """A new best validation loss: remember it and save ``best``."""
-        best = self.run_state.best_val_loss
-        if report.val_loss is not None and (best is None or report.val_loss < best):
-            self.run_state.best_val_loss = report.val_loss
+        """A new best validation loss: remember it and save ``best``; else count one more validation without
+        one (``--patience``)."""
+        run, best = self.run_state, self.run_state.best_val_loss
+        if report.val_loss is None:
+            return
+        if best is None or report.val_loss < best:
+            run.best_val_loss, run.best_step, run.evals_since_best = report.val_loss, self.step, 0
             self.save("best")
+        else:
+            run.evals_since_best += 1
 
     def describe(self) -> dict:
         """The run's settings, as they were resolved (for logs)."""
@@ -358,6 +404,7 @@ class Trainer:
         run.data_position = self.batches.state_dict()
         run.rng = {"dropout": self.dropout_rng.bit_generator.state, "sample": self.sample_rng.bit_generator.state}
         run.wall_s = self.wall_s()
+        run.ema_steps = 0 if self.average is None else self.average.steps
         return {"task": self.task.kind, "model": self.model_config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
                 "train": self.config.to_dict(), "corpus": self.task.fingerprint(),
                 "optimizer": optimizer_config(self.optimizer), **run.to_dict()}
@@ -371,7 +418,9 @@ class Trainer:
         hidden = None if self.state is None else self.engine.state_to_numpy(self.state)  # (gathered: all ranks)
         if self.folder is None:                                  # rank 0 owns the checkpoint folder
             return None
-        path = self.folder.save(tag, self.meta(), self.engine.numpy_params(), self.engine.optimizer_state(), hidden)
+        ema = None if self.average is None or not self.average.steps else self.average.weights
+        path = self.folder.save(tag, self.meta(), self.engine.numpy_params(), self.engine.optimizer_state(), hidden,
+                                ema)
         self.saved[tag] = path
         return path
 
@@ -420,6 +469,14 @@ class Trainer:
             self.notes.append(f"continuing on new data ({self.task.name}) from its start")
         set_generator_state(self.dropout_rng, run.rng["dropout"])
         set_generator_state(self.sample_rng, run.rng["sample"])
+        if self.average is not None:
+            self.average.load(checkpoint.ema, run.ema_steps)
+            if checkpoint.ema is None:
+                self.notes.append(f"weight averaging starts now, at step {run.step:,} (--ema_decay "
+                                  f"{self.config.ema_decay}); the best validation so far was the raw weights'")
+        elif checkpoint.ema is not None:
+            self.notes.append("weight averaging is off from now on: the average of the checkpoint is dropped, and "
+                              "validation measures the weights themselves")
         self.run_state = run
         self.wall_before_run = run.wall_s
         self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
