@@ -136,7 +136,7 @@ def test_losses_read_every_n_steps_give_the_same_reports_and_checkpoint(tmp_path
     CPU: reports, smoothed loss and the saved run are exactly those of reading every step."""
     probe = Trainer(TrainConfig(**SMALL))
     probe.engine.loss_read_every = 5
-    assert torch.is_tensor(probe.advance()[0]) and len(probe.unread_losses) == 1
+    assert torch.is_tensor(probe.advance()[0]) and len(probe.losses.unread) == 1
     every_step = Trainer(TrainConfig(**SMALL, checkpoint_dir=str(tmp_path / "a")))
     deferred = Trainer(TrainConfig(**SMALL, checkpoint_dir=str(tmp_path / "b")))
     deferred.engine.loss_read_every = 5

@@ -9,8 +9,10 @@ import math
 import pytest
 
 from rnnlab.cli import main
+from rnnlab.errors import TrainingDiverged
+from rnnlab.training.checkpoint import RunState
 from rnnlab.training.config import TrainConfig
-from rnnlab.training.health import MAX_GAP, STATE_RUNAWAY, health_warnings, state_max
+from rnnlab.training.health import MAX_GAP, STATE_RUNAWAY, LossTracker, health_warnings, state_max
 from rnnlab.training.trainer import Trainer
 
 
@@ -85,3 +87,36 @@ def test_a_scaled_forget_bias_makes_the_carried_state_run_away_and_the_reports_s
 def test_the_walkthrough_runs_stay_silent(args, capsys):
     assert main(["train", *args, "--quiet"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# ---- the loss tracker: smoothed loss and divergence guard -------------------------------------------------
+def test_loss_tracker_smooths_in_step_order_bias_corrected():
+    """The smoothed loss starts at the first loss (bias correction) and is the bias-corrected EMA of the
+    losses read, whether they are read one by one or together (a GPU engine's batch of device scalars)."""
+    losses = [3.0, 2.5, 2.2, 2.4, 2.0]
+    one, together = LossTracker(32, RunState()), LossTracker(32, RunState())
+    for i, loss in enumerate(losses, 1):
+        one.run.step = together.run.step = i
+        one.add(loss)
+        one.read()
+        together.add(loss)
+    assert math.isnan(together.smooth) and len(together.unread) == 5      # nothing read yet
+    together.read()
+    beta = max(0.999 ** 32, 0.9)
+    expected = sum((1 - beta) * beta ** (len(losses) - 1 - k) * x for k, x in enumerate(losses)) / (1 - beta ** 5)
+    assert one.smooth == pytest.approx(expected, rel=1e-12) and together.smooth == pytest.approx(expected, rel=1e-12)
+    assert one.last == together.last == 2.0 and one.run.first_loss == 3.0
+    fresh = LossTracker(32, RunState())
+    assert math.isnan(fresh.smooth) and math.isnan(fresh.last)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 100.0])
+def test_loss_tracker_stops_a_diverging_run_naming_the_step(bad):
+    """A non-finite loss, or a smoothed loss above 3x the first, raises TrainingDiverged naming the step
+    of the bad loss (read late, together with later ones) and the fix."""
+    tracker = LossTracker(1, RunState())          # batch 1: smoothing 0.999 -> the floor 0.9
+    for step, loss in enumerate([2.0, 2.1, bad, 2.0], 1):
+        tracker.run.step = step
+        tracker.add(loss)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 3: .*--learning_rate"):
+        tracker.read()

@@ -99,7 +99,7 @@ class RunState:
     the checkpoint JSON (its fields at the top level) and read back whole (:attr:`Checkpoint.run_state`)."""
 
     step: int = 0                      # optimisation steps done
-    loss_average: float = 0.0          # the smoothed training loss's running sum (train.Trainer.smooth_loss)
+    loss_average: float = 0.0          # the smoothed training loss's running sum (health.LossTracker)
     first_loss: float | None = None    # the first step's loss: the divergence guard compares against it
     best_val_loss: float | None = None  # the lowest validation loss so far (best.json holds that model)
     elapsed_s: float = 0.0             # seconds spent in training steps, across resumes

@@ -22,6 +22,9 @@ from a healthy one, and a third says why:
    (1 - tanh^2(50) ~ 1e-43): those units are counters that no gradient steers any more.
 
 Each warning is one line naming the likely cause and the fix, given once per run and kind.
+
+Before any of these, the training loss itself is watched step by step (:class:`LossTracker`): char-rnn's
+divergence guard stops a run whose smoothed loss is not finite or has tripled since its first step.
 """
 
 from __future__ import annotations
@@ -30,10 +33,54 @@ import math
 
 import numpy as np
 
+from ..errors import TrainingDiverged
+
 MAX_GAP = 0.5             # nats/char between validation and the smoothed training loss
 UNIFORM_MARGIN = 0.25     # a fresh model scores up to ~0.2 nats above ln V (its output weights are random)
 STATE_RUNAWAY = 50.0      # |c| beyond which tanh(c) is saturated for good
 EARLIEST = 0.1            # the uniform-guess check waits for 10 % of the run's steps
+
+
+class LossTracker:
+    """The training loss as the run reads it: the steps' losses not read yet, the last one read, the smoothed
+    loss and char-rnn's divergence guard.
+
+    A loss is a float, or for an engine on a GPU a device scalar that stays on the device until
+    :meth:`read` (so that the host does not wait for the device at every step). The smoothed loss is
+    min-char-rnn's moving average -- 0.999 per example, so it spans ~1000 examples whatever the batch size --
+    bias-corrected as in Adam so that it starts at the first loss. Its running sum and the first loss belong
+    to the run (``run``: the :class:`checkpoint.RunState`, saved in every checkpoint); the tracker keeps only
+    what a checkpoint never holds."""
+
+    def __init__(self, batch_size: int, run):
+        self.smoothing = max(0.999 ** batch_size, 0.9)
+        self.run = run                     # RunState: step, loss_average, first_loss
+        self.unread: list = []             # losses of the steps since the last read (device scalars)
+        self.last = math.nan               # the latest loss read
+
+    def add(self, loss) -> None:
+        """The loss of the step just taken (``run.step`` already counts it)."""
+        self.unread.append(loss)
+
+    def read(self) -> None:
+        """Fold the losses not read yet, in step order, into the smoothed loss, checking each with the
+        divergence guard (on the smoothed loss: one short window can be far above average by chance)."""
+        run = self.run
+        while self.unread:
+            loss = self.last = float(self.unread.pop(0))
+            run.first_loss = loss if run.first_loss is None else run.first_loss
+            run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
+            if not math.isfinite(loss) or self.smooth > 3 * run.first_loss:
+                raise TrainingDiverged(
+                    f"training diverged at step {run.step - len(self.unread)}: loss {loss:.4g}, smoothed "
+                    f"{self.smooth:.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
+                    "with --clip_value / --clip_norm")
+
+    @property
+    def smooth(self) -> float:
+        """The smoothed training loss over the losses read so far (NaN before the first)."""
+        read = self.run.step - len(self.unread)
+        return self.run.loss_average / (1 - self.smoothing ** read) if read else math.nan
 
 
 def state_max(state) -> list[float]:

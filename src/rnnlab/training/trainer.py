@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import numpy as np
 
 from .. import files
 from ..data.batches import set_generator_state
-from ..errors import TrainingDiverged, require
+from ..errors import require
 from ..frameworks import engine_optimizer_options
 from ..memory import format_bytes, require_memory
 from ..nn.losses import bits_per_char, perplexity
@@ -45,7 +44,7 @@ from .averaging import WeightAverage
 from .checkpoint import RunState
 from .config import DTYPES, TrainConfig, resume_config
 from .engines import EngineSettings
-from .health import health_warnings, state_max
+from .health import LossTracker, health_warnings, state_max
 from .tasks import make_task
 
 __all__ = ["DTYPES", "Progress", "Report", "RunState", "TrainConfig", "Trainer", "evaluate", "format_bytes"]
@@ -166,12 +165,8 @@ class Trainer:
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
+        self.losses = LossTracker(config.batch_size, self.run_state)   # smoothed loss, divergence guard
         self.state = None                  # the hidden state carried into the next batch
-        self.unread_losses: list = []      # losses of the steps since the last read_losses (device scalars)
-        self.last_loss = math.nan          # the latest loss read
-        # Smoothed loss: min-char-rnn's moving average (0.999 per example, so it spans ~1000 examples
-        # whatever the batch size), bias-corrected as in Adam so that it starts at the first loss.
-        self.smoothing = max(0.999 ** config.batch_size, 0.9)
         self.wall_before_run, self.run_started = 0.0, None
         self.stop_requested = False        # asked in this process (a signal)
         self.stop_agreed = False           # asked in any process, as of the last read_losses (several processes)
@@ -212,10 +207,10 @@ class Trainer:
             self.run_state.elapsed_s += now - step_start
             tokens += batch.n_tokens
             rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, self.last_loss, self.smooth_loss, rate,
+            self.on_progress(Progress(self.step, self.total_steps, self.losses.last, self.losses.smooth, rate,
                                       self.run_state.elapsed_s))
             if due:
-                report = self.report(self.last_loss, batch.epoch, rate)        # validate, sample
+                report = self.report(self.losses.last, batch.epoch, rate)       # validate, sample
                 self.keep_if_best(report)
                 if self.metrics is not None:
                     self.metrics.write(json.dumps(report.metrics()) + "\n")
@@ -293,14 +288,14 @@ class Trainer:
         if self.average is not None:
             self.average.update(self.engine.numpy_params())
         self.run_state.step += 1
-        self.unread_losses.append(loss)
+        self.losses.add(loss)
         if self.step % self.engine.loss_read_every == 0:
             self.read_losses()
         return loss, batch
 
     def read_losses(self) -> None:
-        """Fold the losses not read yet, in step order, into the smoothed loss, checking each with char-rnn's
-        divergence guard (on the smoothed loss: one short window can be far above average by chance).
+        """Read the losses of the steps so far (:meth:`health.LossTracker.read`: the smoothed loss and the
+        divergence guard).
 
         The NumPy engine and the torch engine on the CPU hand over floats and this runs after every step, as
         the guard always did. A GPU engine's losses stay on the device and are read here together every
@@ -308,24 +303,9 @@ class Trainer:
         device in between; a divergence is then caught at most that many steps late, and nothing it
         produced is saved (checkpoints refuse non-finite arrays). With several processes this is also where
         they agree on a stop request, so that all stop after the same step."""
-        run = self.run_state
-        while self.unread_losses:
-            loss = self.last_loss = float(self.unread_losses.pop(0))
-            run.first_loss = loss if run.first_loss is None else run.first_loss
-            run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
-            if not math.isfinite(loss) or self.smooth_loss > 3 * run.first_loss:
-                raise TrainingDiverged(
-                    f"training diverged at step {self.step - len(self.unread_losses)}: loss {loss:.4g}, smoothed "
-                    f"{self.smooth_loss:.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
-                    "with --clip_value / --clip_norm")
+        self.losses.read()
         if self.world.size > 1:
             self.stop_agreed = self.world.any(self.stop_requested)
-
-    @property
-    def smooth_loss(self) -> float:
-        """The smoothed training loss over the losses read so far."""
-        read = self.step - len(self.unread_losses)
-        return self.run_state.loss_average / (1 - self.smoothing ** read) if read else math.nan
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop after the current step (e.g. from a SIGINT handler)."""
@@ -347,7 +327,7 @@ class Trainer:
         """The numbers of this step: training loss, validation (every ``eval_every`` steps and at the end)
         and samples (every ``sample_every`` steps and at the end). Reports only: saves nothing."""
         last = self.step == self.total_steps
-        report = Report(self.step, epoch, loss, self.smooth_loss, tokens_per_s, self.run_state.elapsed_s)
+        report = Report(self.step, epoch, loss, self.losses.smooth, tokens_per_s, self.run_state.elapsed_s)
         if last or self.step % self.eval_every == 0:
             val = self.validation_loss()
             if val is not None:
@@ -459,7 +439,7 @@ class Trainer:
         streams, carried hidden state and counters -- after checking that the checkpoint fits this run (the
         same model, vocabulary and data; ``new_data`` allows other text, restarting its data position)."""
         same_data = checkpoint.check_fits(self.task, self.model_config, self.tokenizer, self.optimizer,
-                                          self.config.batch_size, self.smoothing, new_data)
+                                          self.config.batch_size, self.losses.smoothing, new_data)
         run, hidden = checkpoint.run_state, checkpoint.hidden_state
         self.engine.load_state(checkpoint.params, checkpoint.optimizer_state)
         if same_data:
@@ -477,6 +457,6 @@ class Trainer:
         elif checkpoint.ema is not None:
             self.notes.append("weight averaging is off from now on: the average of the checkpoint is dropped, and "
                               "validation measures the weights themselves")
-        self.run_state = run
+        self.run_state = self.losses.run = run
         self.wall_before_run = run.wall_s
         self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
