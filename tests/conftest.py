@@ -42,3 +42,11 @@ def fresh_file_session():
     they do for every ``rnnlab`` command."""
     files.new_session()
     yield
+
+
+@pytest.fixture
+def stream_corpus(tmp_path):
+    """A small play-like text (stream mode: read as one text in windows), ~3,000 characters."""
+    path = tmp_path / "play.txt"
+    path.write_text("".join(f"KING:\nline {i}, my lord, of the play we make.\n\n" for i in range(60)))
+    return str(path)

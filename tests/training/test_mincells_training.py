@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_checkpoint import run  # a run and its reports by step (tests/ is on sys.path, as for crosscheck)
+from test_checkpoint import assert_same_training, run  # (tests/ is on sys.path, as for crosscheck)
 
 from rnnlab.errors import RnnlabError
 from rnnlab.generate.sampling import sample
@@ -20,32 +20,19 @@ from rnnlab.training.trainer import Trainer
 pytestmark = pytest.mark.slow      # trains and resumes whole runs
 
 
-@pytest.fixture
-def play(tmp_path):
-    path = tmp_path / "play.txt"
-    path.write_text("".join(f"KING:\nline {i}, my lord, of the play we make.\n\n" for i in range(60)))
-    return str(path)
-
-
 @pytest.mark.parametrize("cell,block", [("mingru", "plain"), ("minlstm", "plain"), ("mingru", "residual"),
                                         ("minlstm", "residual"), ("gru", "residual")])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, play, cell, block):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stream_corpus, cell, block):
     """2N steps == N steps + resume to 2N: parameters, optimizer moments, carried state, metrics, samples --
     with dropout on (two masks per layer in the residual block), so its Generator is restored too."""
-    common = dict(dataset=play, cell=cell, block=block, hidden_size=12, num_layers=2, dropout=0.1, batch_size=4,
-                  seq_length=16, sample_every=10, num_samples=2, sample_length=30, norm="layer", ffn_mult=2)
+    common = dict(dataset=stream_corpus, cell=cell, block=block, hidden_size=12, num_layers=2, dropout=0.1,
+                  batch_size=4, seq_length=16, sample_every=10, num_samples=2, sample_length=30, norm="layer",
+                  ffn_mult=2)
     full, full_metrics = run(TrainConfig(iterations=40, checkpoint_dir=str(tmp_path / "full"), **common))
     half, half_metrics = run(TrainConfig(iterations=20, checkpoint_dir=str(tmp_path / "half"), **common))
     resumed, resumed_metrics = run(TrainConfig(iterations=40, checkpoint_dir=str(tmp_path / "half"), **common),
                                    resume_from=tmp_path / "half")
-    for name, value in full.params.items():
-        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
-    for slot in ("m", "v"):
-        for name, value in full.engine.opt_state[slot].items():
-            np.testing.assert_array_equal(resumed.engine.opt_state[slot][name], value)
-    for layer_a, layer_b in zip(full.state, resumed.state, strict=True):
-        for a, b in zip(layer_a, layer_b, strict=True):
-            np.testing.assert_array_equal(a, b)
+    assert_same_training(full, resumed)
     assert {**half_metrics, **resumed_metrics} == full_metrics
     meta = json.loads((tmp_path / "full" / "latest.json").read_text())
     assert meta["model"]["block"] == block and meta["model"]["cell"] == cell
@@ -55,11 +42,11 @@ def cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "rnnlab.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_train_resume_sample_and_visualize_from_the_command_line(tmp_path, play):
+def test_train_resume_sample_and_visualize_from_the_command_line(tmp_path, stream_corpus):
     """``rnnlab train --cell mingru --block residual`` end to end; a flag that changes the model's shape is
     refused on resume in one line (exit status 2)."""
     run_dir = tmp_path / "run"
-    trained = cli("train", "--dataset", play, "--cell", "mingru", "--block", "residual", "--num_layers", "2",
+    trained = cli("train", "--dataset", stream_corpus, "--cell", "mingru", "--block", "residual", "--num_layers", "2",
                   "--hidden_size", "16", "--batch_size", "4", "--seq_length", "16", "--iterations", "12",
                   "--checkpoint_dir", str(run_dir), "--quiet")
     assert trained.returncode == 0, trained.stderr
@@ -97,10 +84,10 @@ def test_visualize_keeps_every_layers_recurrent_state_in_the_residual_block():
         np.testing.assert_allclose(vis.states[layer]["h"][-1], final[layer][0][0], rtol=1e-10, atol=1e-12)
 
 
-def test_a_checkpoint_written_before_the_block_field_loads_samples_and_resumes(tmp_path, play):
+def test_a_checkpoint_written_before_the_block_field_loads_samples_and_resumes(tmp_path, stream_corpus):
     """Older checkpoints (the shipped models among them) have no block, norm or ffn_mult: the defaults (the
     plain stack) apply, and they sample and resume as before."""
-    run(TrainConfig(dataset=play, cell="gru", hidden_size=8, batch_size=2, seq_length=8, iterations=6,
+    run(TrainConfig(dataset=stream_corpus, cell="gru", hidden_size=8, batch_size=2, seq_length=8, iterations=6,
                     checkpoint_dir=str(tmp_path / "old")))
     path = tmp_path / "old" / "latest.json"
     meta = json.loads(path.read_text())
@@ -112,8 +99,8 @@ def test_a_checkpoint_written_before_the_block_field_loads_samples_and_resumes(t
     text = sample(checkpoint.params, checkpoint.model_config, checkpoint.tokenizer, np.random.default_rng(0),
                   length=20)
     assert len(text) == 20
-    resumed, _ = run(TrainConfig(dataset=play, cell="gru", hidden_size=8, batch_size=2, seq_length=8, iterations=8,
-                                 checkpoint_dir=str(tmp_path / "old")), resume_from=tmp_path / "old")
+    resumed, _ = run(TrainConfig(dataset=stream_corpus, cell="gru", hidden_size=8, batch_size=2, seq_length=8,
+                                 iterations=8, checkpoint_dir=str(tmp_path / "old")), resume_from=tmp_path / "old")
     assert resumed.step == 8
 
 

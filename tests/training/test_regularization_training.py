@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_checkpoint import assert_same_training, run  # (tests/ is on sys.path, as for crosscheck)
 
 from rnnlab.errors import RnnlabError
 from rnnlab.nn import model as charmodel
@@ -15,7 +16,6 @@ from rnnlab.training.averaging import WeightAverage
 from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.trainer import TrainConfig, Trainer
 
-TIMING = ("tokens_per_s", "elapsed_s", "wall_s")
 EVERYTHING = dict(dropout=0.2, locked_dropout=True, dropout_input=0.1, dropout_output=0.2, weight_drop=0.2,
                   zoneout=0.1, zoneout_cell=0.3, ar=1.0, tar=1.0, ema_decay=0.9)
 
@@ -23,24 +23,6 @@ EVERYTHING = dict(dropout=0.2, locked_dropout=True, dropout_input=0.1, dropout_o
 def rnnlab(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "rnnlab.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=300, **kwargs)
-
-
-def run(config, resume_from=None):
-    reports = []
-    checkpoint = None if resume_from is None else load_checkpoint(resume_from)
-    trainer = Trainer(config, reports.append, continues=checkpoint)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
-    trainer.run()
-    return trainer, {r.step: {k: v for k, v in r.metrics().items() if k not in TIMING} | {"samples": r.samples}
-                     for r in reports}
-
-
-@pytest.fixture
-def stream_corpus(tmp_path):
-    path = tmp_path / "play.txt"
-    path.write_text("".join(f"KING:\nline {i}, my lord, of the play we make.\n\n" for i in range(60)))
-    return str(path)
 
 
 @pytest.mark.parametrize("cell,data", [("lstm", "stream"), ("gru", "names"), ("rnn", "names")])
@@ -56,17 +38,8 @@ def test_resume_is_bit_identical_with_every_regularizer_the_average_and_patience
     half, half_metrics = run(TrainConfig(iterations=15, checkpoint_dir=str(tmp_path / "half"), **common))
     resumed, resumed_metrics = run(TrainConfig(iterations=30, checkpoint_dir=str(tmp_path / "half"), **common),
                                    resume_from=tmp_path / "half")
-    assert resumed.step == full.step == 30
-    for name, value in full.params.items():
-        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
-        np.testing.assert_array_equal(resumed.average.weights[name], full.average.weights[name], err_msg=name)
-    for slot in ("m", "v"):
-        for name, value in full.engine.opt_state[slot].items():
-            np.testing.assert_array_equal(resumed.engine.opt_state[slot][name], value)
-    for layer_a, layer_b in zip(full.state, resumed.state, strict=True):
-        for a, b in zip(layer_a, layer_b, strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert resumed.average.steps == full.average.steps == 30
+    assert resumed.step == full.step == 30 and full.average.steps == 30
+    assert_same_training(full, resumed)                     # the average included
     assert (resumed.run_state.evals_since_best, resumed.run_state.best_step) == \
         (full.run_state.evals_since_best, full.run_state.best_step)
     assert {**half_metrics, **resumed_metrics} == full_metrics
