@@ -94,29 +94,31 @@ def test_loss_tracker_smooths_in_step_order_bias_corrected():
     """The smoothed loss starts at the first loss (bias correction) and is the bias-corrected EMA of the
     losses read, whether they are read one by one or together (a GPU engine's batch of device scalars)."""
     losses = [3.0, 2.5, 2.2, 2.4, 2.0]
-    one, together = LossTracker(32, RunState()), LossTracker(32, RunState())
+    one, together = LossTracker(32), LossTracker(32)
+    run_one, run_together = RunState(), RunState()
     for i, loss in enumerate(losses, 1):
-        one.run.step = together.run.step = i
+        run_one.step = run_together.step = i
         one.add(loss)
-        one.read()
+        one.read(run_one)
         together.add(loss)
-    assert math.isnan(together.smooth) and len(together.unread) == 5      # nothing read yet
-    together.read()
+    assert math.isnan(together.smooth(run_together)) and len(together.unread) == 5      # nothing read yet
+    together.read(run_together)
     beta = max(0.999 ** 32, 0.9)
     expected = sum((1 - beta) * beta ** (len(losses) - 1 - k) * x for k, x in enumerate(losses)) / (1 - beta ** 5)
-    assert one.smooth == pytest.approx(expected, rel=1e-12) and together.smooth == pytest.approx(expected, rel=1e-12)
-    assert one.last == together.last == 2.0 and one.run.first_loss == 3.0
-    fresh = LossTracker(32, RunState())
-    assert math.isnan(fresh.smooth) and math.isnan(fresh.last)
+    assert one.smooth(run_one) == pytest.approx(expected, rel=1e-12)
+    assert together.smooth(run_together) == pytest.approx(expected, rel=1e-12)
+    assert one.last == together.last == 2.0 and run_one.first_loss == 3.0
+    fresh = LossTracker(32)
+    assert math.isnan(fresh.smooth(RunState())) and math.isnan(fresh.last)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 100.0])
 def test_loss_tracker_stops_a_diverging_run_naming_the_step(bad):
     """A non-finite loss, or a smoothed loss above 3x the first, raises TrainingDiverged naming the step
     of the bad loss (read late, together with later ones) and the fix."""
-    tracker = LossTracker(1, RunState())          # batch 1: smoothing 0.999 -> the floor 0.9
+    tracker, run = LossTracker(1), RunState()          # batch 1: smoothing 0.999 -> the floor 0.9
     for step, loss in enumerate([2.0, 2.1, bad, 2.0], 1):
-        tracker.run.step = step
+        run.step = step
         tracker.add(loss)
     with pytest.raises(TrainingDiverged, match=r"diverged at step 3: .*--learning_rate"):
-        tracker.read()
+        tracker.read(run)

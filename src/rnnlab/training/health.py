@@ -49,38 +49,36 @@ class LossTracker:
     :meth:`read` (so that the host does not wait for the device at every step). The smoothed loss is
     min-char-rnn's moving average -- 0.999 per example, so it spans ~1000 examples whatever the batch size --
     bias-corrected as in Adam so that it starts at the first loss. Its running sum and the first loss belong
-    to the run (``run``: the :class:`checkpoint.RunState`, saved in every checkpoint); the tracker keeps only
-    what a checkpoint never holds."""
+    to the run: the :class:`checkpoint.RunState` (saved in every checkpoint), which the trainer owns and
+    hands to :meth:`read` and :meth:`smooth`; the tracker keeps only what a checkpoint never holds."""
 
-    def __init__(self, batch_size: int, run):
+    def __init__(self, batch_size: int):
         self.smoothing = max(0.999 ** batch_size, 0.9)
-        self.run = run                     # RunState: step, loss_average, first_loss
         self.unread: list = []             # losses of the steps since the last read (device scalars)
         self.last = math.nan               # the latest loss read
 
     def add(self, loss) -> None:
-        """The loss of the step just taken (``run.step`` already counts it)."""
+        """The loss of the step just taken (the run's step count already counts it)."""
         self.unread.append(loss)
 
-    def read(self) -> None:
-        """Fold the losses not read yet, in step order, into the smoothed loss, checking each with the
-        divergence guard (on the smoothed loss: one short window can be far above average by chance)."""
-        run = self.run
+    def read(self, run) -> None:
+        """Fold the losses not read yet, in step order, into the smoothed loss of ``run`` (the RunState:
+        step, loss_average, first_loss), checking each with the divergence guard (on the smoothed loss: one
+        short window can be far above average by chance)."""
         while self.unread:
             loss = self.last = float(self.unread.pop(0))
             run.first_loss = loss if run.first_loss is None else run.first_loss
             run.loss_average = self.smoothing * run.loss_average + (1 - self.smoothing) * loss
-            if not math.isfinite(loss) or self.smooth > 3 * run.first_loss:
+            if not math.isfinite(loss) or self.smooth(run) > 3 * run.first_loss:
                 raise TrainingDiverged(
                     f"training diverged at step {run.step - len(self.unread)}: loss {loss:.4g}, smoothed "
-                    f"{self.smooth:.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
+                    f"{self.smooth(run):.4g} (first loss {run.first_loss:.4g}); lower --learning_rate, or clip "
                     "with --clip_value / --clip_norm")
 
-    @property
-    def smooth(self) -> float:
-        """The smoothed training loss over the losses read so far (NaN before the first)."""
-        read = self.run.step - len(self.unread)
-        return self.run.loss_average / (1 - self.smoothing ** read) if read else math.nan
+    def smooth(self, run) -> float:
+        """The smoothed training loss of ``run`` over the losses read so far (NaN before the first)."""
+        read = run.step - len(self.unread)
+        return run.loss_average / (1 - self.smoothing ** read) if read else math.nan
 
 
 def state_max(state) -> list[float]:

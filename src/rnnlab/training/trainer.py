@@ -165,7 +165,7 @@ class Trainer:
         self.total_steps = config.iterations if config.epochs is None else config.epochs * self.data.steps_per_epoch
         self.eval_every = config.eval_every or config.sample_every
         self.run_state = RunState()
-        self.losses = LossTracker(config.batch_size, self.run_state)   # smoothed loss, divergence guard
+        self.losses = LossTracker(config.batch_size)   # smoothed loss, divergence guard (of run_state)
         self.state = None                  # the hidden state carried into the next batch
         self.wall_before_run, self.run_started = 0.0, None
         self.stop_requested = False        # asked in this process (a signal)
@@ -207,7 +207,7 @@ class Trainer:
             self.run_state.elapsed_s += now - step_start
             tokens += batch.n_tokens
             rate = tokens / max(now - window_start, 1e-9)
-            self.on_progress(Progress(self.step, self.total_steps, self.losses.last, self.losses.smooth, rate,
+            self.on_progress(Progress(self.step, self.total_steps, self.losses.last, self.smooth_loss, rate,
                                       self.run_state.elapsed_s))
             if due:
                 report = self.report(self.losses.last, batch.epoch, rate)       # validate, sample
@@ -226,6 +226,11 @@ class Trainer:
     @property
     def step(self) -> int:
         return self.run_state.step
+
+    @property
+    def smooth_loss(self) -> float:
+        """The smoothed training loss over the losses read so far (:meth:`health.LossTracker.smooth`)."""
+        return self.losses.smooth(self.run_state)
 
     @property
     def corpus(self):
@@ -303,7 +308,7 @@ class Trainer:
         device in between; a divergence is then caught at most that many steps late, and nothing it
         produced is saved (checkpoints refuse non-finite arrays). With several processes this is also where
         they agree on a stop request, so that all stop after the same step."""
-        self.losses.read()
+        self.losses.read(self.run_state)
         if self.world.size > 1:
             self.stop_agreed = self.world.any(self.stop_requested)
 
@@ -327,7 +332,7 @@ class Trainer:
         """The numbers of this step: training loss, validation (every ``eval_every`` steps and at the end)
         and samples (every ``sample_every`` steps and at the end). Reports only: saves nothing."""
         last = self.step == self.total_steps
-        report = Report(self.step, epoch, loss, self.losses.smooth, tokens_per_s, self.run_state.elapsed_s)
+        report = Report(self.step, epoch, loss, self.smooth_loss, tokens_per_s, self.run_state.elapsed_s)
         if last or self.step % self.eval_every == 0:
             val = self.validation_loss()
             if val is not None:
@@ -457,6 +462,6 @@ class Trainer:
         elif checkpoint.ema is not None:
             self.notes.append("weight averaging is off from now on: the average of the checkpoint is dropped, and "
                               "validation measures the weights themselves")
-        self.run_state = self.losses.run = run
+        self.run_state = run
         self.wall_before_run = run.wall_s
         self.state = None if hidden is None else self.engine.state_from_numpy(hidden)
