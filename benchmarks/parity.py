@@ -74,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_carry", action="store_true",
                         help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads for numpy and torch (restarts the script with OPENBLAS_NUM_THREADS)")
+                        help="threads for each engine: the NumPy engine's --threads (batch shards) and its BLAS threads "
+                             "(restarts the script with OPENBLAS_NUM_THREADS), torch.set_num_threads")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--metrics_dir", default=None,
                         help="also write each run's validation curve as ENGINE-CELL-seedS.jsonl in this folder, "
@@ -120,7 +121,7 @@ class RnnlabRun:
                              seq_length=args.seq_length, optimizer="adam", learning_rate=args.learning_rate,
                              clip_value=None, clip_norm=args.clip_norm, val_fraction=args.val_fraction,
                              seed=seed, init=scheme, forget_bias=args.forget_bias, dropout=args.dropout,
-                             lr_schedule=args.lr_schedule)
+                             lr_schedule=args.lr_schedule, threads=args.threads)
         self.trainer = Trainer(config)
         self.train_windows = copy.deepcopy(self.trainer.batches)   # the same windows, untouched, for torch
         self.seconds, self.tokens, self.max_state = 0.0, 0, None
