@@ -179,11 +179,18 @@ def test_train_help_exits_0_and_mentions_every_flag(train_help):
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_train_help_shows_each_default(train_help, name):
-    """`train --help` states the default of every option, so a user sees what a run does without flags."""
+    """`train --help` states the default of every option once, so a user sees what a run does without flags:
+    its value, "off" for a setting unset by default, or the help's own words for one whose default depends
+    on other settings (--learning_rate: the optimizer's own)."""
     entries = help_entries(train_help.stdout)
     if f"--{name}" not in entries:
         pytest.skip(f"no --{name} flag: reported by test_train_help_exits_0_and_mentions_every_flag")
-    assert f"(default: {default_of(SETTINGS[name][1])})" in entries[f"--{name}"]
+    entry, default = entries[f"--{name}"], default_of(SETTINGS[name][1])
+    assert len(re.findall(r"\bdefault\b", entry)) == 1, entry
+    if default is not None:
+        assert f"(default: {default})" in entry
+    elif "(default: off)" not in entry:
+        assert "(default: None)" not in entry and re.search(r"\bdefault\b", SETTINGS[name][1].metadata["help"])
 
 
 def test_every_setting_has_exactly_one_flag_and_every_train_flag_is_a_setting_or_a_command_option(train_help):
@@ -192,6 +199,31 @@ def test_every_setting_has_exactly_one_flag_and_every_train_flag_is_a_setting_or
     firsts = [line.split()[0].rstrip(",") for line in train_help.stdout.splitlines() if line.startswith("  --")]
     assert len(firsts) == len(set(firsts))
     assert sorted(firsts) == sorted(f"--{name}" for name in [*SETTINGS, "resume", "new_data", "overwrite", "quiet"])
+
+
+COMMANDS = ("train", "sample", "export", "translate", "plot", "bench", "visualize")
+
+
+def help_text(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_help_says_what_the_command_does_with_an_example_and_each_default_once(capsys, command):
+    """`rnnlab [COMMAND] --help` speaks to users: a sentence on what it does (not a module docstring), an
+    example command on one unwrapped line to copy, and each option's default at most once -- never
+    "(default: None)" (an option without a default says what happens instead, or nothing)."""
+    text = help_text(capsys, *([command] if command else []))
+    description = text.split("\n\n")[1]
+    assert description[0].isupper() and "``" not in description and "module" not in description
+    examples = text.split("example:\n", 1)[1].splitlines()
+    assert examples and examples[0].startswith(f"  rnnlab {command or ''}".rstrip())
+    assert all(line.startswith("  rnnlab ") for line in examples if line)       # unwrapped: each a whole command
+    for flag, entry in help_entries(text).items():
+        assert "(default: None)" not in entry and entry.count("(default:") <= 1, (flag, entry)
 
 
 def test_only_the_settings_given_reach_the_config():

@@ -70,12 +70,45 @@ def add_flag(parser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help -- unless the help states it already (in its own words) or there
+    is none to state (no default value, a switch that is off): never "(default: None)", never twice. The
+    example under the options stays on one line, to copy and paste."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default:" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("example:"):                      # a command to copy and paste: never wrapped
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def add_command(sub, name: str, summary: str, example: str, description: str | None = None):
+    """One command: its line in ``rnnlab --help``; in its own ``--help`` what it does and an example."""
+    return sub.add_parser(name, help=summary, description=description or f"{summary[0].upper()}{summary[1:]}.",
+                          epilog=f"example:\n  {example}", formatter_class=HelpFormatter)
+
+
+def default_note(f) -> str:
+    """How a setting's --help states its default: its value; "off" for a setting that is unset by default
+    (no checkpoints, no clipping, no early stop); nothing where the help says in its own words what happens
+    without the flag (``default: the optimizer's own``)."""
+    default = config_module.default_of(f)
+    if re.search(r"\bdefault\b", f.metadata["help"]):
+        return ""
+    return " (default: off)" if default is None else f" (default: {default})"
+
+
 def add_setting_flag(parser, f) -> None:
     """The flag of one training setting (config.py), from its field: help, parse, choices and default. The
     parser's default is SUPPRESS, so the namespace holds exactly the settings the user gave (resume changes
     only those); the help states the setting's own default."""
     meta = f.metadata
-    help_text = f"{meta['help']} (default: {config_module.default_of(f)})"
+    help_text = f"{meta['help']}{default_note(f)}"
     if f.type in (bool, "bool"):                             # one that may change on resume can be turned off
         action = "store_true" if meta["resume"] == config_module.LOCKED else argparse.BooleanOptionalAction
         add_flag(parser, f.name, action=action, default=argparse.SUPPRESS, help=help_text)
@@ -85,15 +118,19 @@ def add_setting_flag(parser, f) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="rnnlab", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="rnnlab", formatter_class=HelpFormatter,
+                           description="Character-level recurrent language models (RNN, LSTM, GRU, minGRU, "
+                                       "minLSTM) from scratch in NumPy: train on any UTF-8 text, sample, translate, "
+                                       "export, benchmark. `rnnlab COMMAND --help` tells more of each command.",
+                           epilog="example:\n  rnnlab train --dataset dinos --checkpoint_dir runs/dinos"
+                                  "\n  rnnlab sample --checkpoint runs/dinos --num_samples 10 --novelty")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    train = sub.add_parser("train", help="train a character model and print samples",
-                           description="Train a character-level model on a text (a file, a folder, a glob or a "
-                                       "shipped corpus) and print samples as it learns; pairs data (SOURCE<TAB>"
-                                       "TARGET lines) trains a translator.",
-                           epilog="example: rnnlab train --dataset shakespeare --cell lstm --num_layers 2 "
-                                  "--hidden_size 256 --batch_size 32 --seq_length 64 --checkpoint_dir runs/s",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = add_command(sub, "train", "train a character model and print samples",
+                        "rnnlab train --dataset shakespeare --cell lstm --num_layers 2 --hidden_size 256 "
+                        "--batch_size 32 --seq_length 64 --checkpoint_dir runs/s",
+                        description="Train a character-level model on a text (a file, a folder, a glob or a shipped "
+                                    "corpus) and print samples as it learns; pairs data (SOURCE<TAB>TARGET lines) "
+                                    "trains a translator.")
     for group, cls in GROUPS.items():                        # every training setting: one field, one flag
         flags = train.add_argument_group(f"{group} settings")
         for f in dataclasses.fields(cls):
@@ -109,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "write")
     add_flag(train, "quiet", action="store_true", help="no progress bar; print only the final report")
 
-    smp = sub.add_parser("sample", help="generate text from a checkpoint",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    smp = add_command(sub, "sample", "generate text from a checkpoint or a shipped model",
+                      'rnnlab sample --checkpoint shakespeare-lstm --prime "ROMEO:" --length 400 --temperature 0.7')
     add_flag(smp, "checkpoint", default=None, type=path_text,
              help="a checkpoint directory or its .json file, or a shipped model's name (see --list)")
     add_flag(smp, "list", action="store_true", help="list the pretrained models shipped with rnnlab and exit")
@@ -133,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(smp, "novelty", action="store_true",
              help="(one-name-per-line corpora) report the share of samples not in the training text")
 
-    exp = sub.add_parser("export", help="share a trained model: a web page that samples in the browser, ONNX, "
-                         "safetensors for PyTorch, or rnnlab's own weights-only checkpoint (docs/export.md)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    exp = add_command(sub, "export", "share a trained model: a web page that samples in the browser, ONNX, "
+                      "safetensors for PyTorch, or rnnlab's own weights-only checkpoint (docs/export.md)",
+                      "rnnlab export --checkpoint shakespeare-lstm --out shakespeare.html")
     add_flag(exp, "checkpoint", required=True, type=path_text,
              help="a checkpoint directory or its .json file, or a shipped model's name (see sample --list)")
     add_flag(exp, "out", required=True, type=path_text,
@@ -154,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(exp, "overwrite", action="store_true",
              help="replace an existing --out file, or the checkpoint already in an --out folder")
 
-    tr = sub.add_parser("translate", help="translate text with a translator checkpoint (trained on pairs data): "
-                        "one output line per input line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr = add_command(sub, "translate", "translate text with a translator checkpoint (trained on pairs data): "
+                     "one output line per input line",
+                     'rnnlab translate --checkpoint runs/dates "9th of may 18" --beam_size 4 --show_attention')
     add_flag(tr, "checkpoint", required=True, type=path_text, help="a translator's checkpoint directory or .json")
     tr.add_argument("texts", nargs="*", help="the texts to translate (or use --input)")
     add_flag(tr, "input", default=None, type=path_text, help="a UTF-8 file with one text per line; '-' reads stdin")
@@ -164,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="beam search ranks log p / length^penalty (0: raw log-probability)")
     add_flag(tr, "show_attention", action="store_true", help="print each attention matrix as text under its line")
 
-    plot = sub.add_parser("plot", help="draw train/validation loss curves from a --metrics_file",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    plot = add_command(sub, "plot", "draw train/validation loss curves from a --metrics_file",
+                       "rnnlab plot runs/a/metrics.jsonl runs/b/metrics.jsonl --labels a,b --x minutes --out loss.png")
     plot.add_argument("metrics", type=path_text, nargs="+",
                       help="a JSONL file written by rnnlab train --metrics_file; several: their curves overlaid")
     add_flag(plot, "out", default="loss.png", type=path_text, help="the image to write (.png, .svg or .pdf)")
@@ -177,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="comma-separated names for several metrics files (default: each file's name, or its folder's "
                   "when the file is called metrics.jsonl)")
 
-    bench = sub.add_parser("bench", help="time one training step: NumPy vs PyTorch vs Keras, side by side",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench = add_command(sub, "bench", "time one training step: NumPy vs PyTorch vs Keras, side by side",
+                        "rnnlab bench --cells lstm,gru --shapes 256/32/64/2 --threads 1")
     add_flag(bench, "cells", default="rnn,lstm,gru,mingru,minlstm", help="comma-separated cells")
     add_flag(bench, "shapes", default=None,
              help="comma-separated HIDDEN/BATCH/SEQ[/LAYERS] (default: 50/1/10,128/32/64,256/64/100,512/64/100,"
@@ -198,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
              help="also write every row (and the GEMM peak) to this JSON file")
     add_flag(bench, "overwrite", action="store_true", help="replace an existing --json that rnnlab did not write")
 
-    vis = sub.add_parser("visualize", help="an HTML page: the text coloured by a hidden unit, the units that track "
-                         "quotes, lines, brackets ..., and the next-character predictions",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    vis = add_command(sub, "visualize", "an HTML page: the text coloured by a hidden unit, the units that track "
+                      "quotes, lines, brackets ..., and the next-character predictions",
+                      'rnnlab visualize --checkpoint shakespeare-gru --text "To be, or not to be" --out gru.html',
+                      description="Write an HTML page: the text coloured by a hidden unit, the units that track "
+                                  "quotes, lines, brackets ..., and the next-character predictions; for a "
+                                  "translator, its attention heatmaps.")
     add_flag(vis, "checkpoint", required=True, type=path_text, help="a checkpoint directory or its .json file")
     add_flag(vis, "text", required=True,
              help="a UTF-8 text file, or the text itself (a missing path ending in .txt or with '/' is an error); "

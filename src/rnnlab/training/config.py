@@ -271,8 +271,8 @@ class OptimSettings(Settings):
 @dataclass
 class RunSettings(Settings):
     iterations: int = setting(22001, "optimisation steps", parse=int, check=positive)
-    epochs: int | None = setting(None, "passes over the training data (overrides --iterations)", parse=int,
-                                 check=positive)
+    epochs: int | None = setting(None, "passes over the training data, instead of --iterations (default: "
+                                       "--iterations counts the steps)", parse=int, check=positive)
     eval_every: int | None = setting(None, "validation every N steps (default: with every report, --sample_every)",
                                      parse=int, check=positive)
     sample_every: int = setting(2000, "report and sample every N steps", parse=int, check=positive)
