@@ -1,6 +1,6 @@
 """Train and export the pretrained models shipped in src/rnnlab/pretrained/.
 
-    python scripts/train_pretrained.py                     # all three (about 20 minutes each on a 2-core CPU)
+    python scripts/train_pretrained.py                     # all three (15-30 minutes each on a 2-core CPU)
     python scripts/train_pretrained.py --only shakespeare-gru --runs runs/pretrained
 
 Each model is trained by the `rnnlab train` command in :data:`RECIPES` (its best checkpoint by validation
