@@ -74,8 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_carry", action="store_true",
                         help="ablation: start every training window from a zero state (both engines)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for each engine: the NumPy engine's --threads (batch shards) and its BLAS threads "
-                             "(restarts the script with OPENBLAS_NUM_THREADS), torch.set_num_threads")
+                        help="threads for each engine: the NumPy engine's --threads (batch shards) and its BLAS "
+                             "threads (restarts the script with OPENBLAS_NUM_THREADS), torch.set_num_threads")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--metrics_dir", default=None,
                         help="also write each run's validation curve as ENGINE-CELL-seedS.jsonl in this folder, "
