@@ -269,9 +269,26 @@ def test_a_rank_that_cannot_reach_rank_0_says_so_itself(tmp_path):
     assert status == 2 and len(lines) == 1 and "process 1 of 2 could not reach the rendezvous" in lines[0], lines
 
 
+def serving(port: int, process: subprocess.Popen, within_s: float) -> None:
+    """Wait until rank 0 serves the rendezvous store on ``port`` (torch imported, the wait for the others
+    begun): a fixed sleep is too short where importing torch is slow (a fresh virtual environment, cold
+    caches)."""
+    import socket
+    deadline = time.monotonic() + within_s
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "rank 0 never served the store"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+
+
 def test_ctrl_c_while_waiting_for_the_others_ends_at_once(tmp_path):
-    process = rank_process(tmp_path, 0, 2, free_port(), "--dist_timeout", "600")
-    time.sleep(3)                                             # well inside the wait (torch imported, store up)
+    port = free_port()
+    process = rank_process(tmp_path, 0, 2, port, "--dist_timeout", "600")
+    serving(port, process, 120)
+    time.sleep(0.5)                                           # inside the wait loop for the other rank
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     status, lines = finished(process, 30)
