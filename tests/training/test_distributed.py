@@ -242,7 +242,13 @@ def rank_process(cwd: Path, rank: int, size: int, port: int, *flags: str, **env:
     (cwd / "text.txt").write_text(stream_text(), encoding="utf-8")
     return subprocess.Popen([sys.executable, "-m", "rnnlab", "train", "--dataset", "text.txt", *STREAM_RUN,
                              "--iterations", "3", *flags], cwd=cwd, env=variables, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """The child's SIGINT as in a terminal: a test run started in the background by a shell (``cmd &``)
+    inherits SIGINT *ignored*, and a process that ignores it cannot show what Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finished(process: subprocess.Popen, within_s: float) -> tuple[int, list[str]]:
