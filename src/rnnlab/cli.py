@@ -70,6 +70,9 @@ def add_flag(parser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+OWN_DEFAULT = re.compile(r"\bdefault\b")   # a help that says in its own words what happens without the flag
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's default after its help -- unless the help states it already (in its own words) or there
     is none to state (no default value, a switch that is off): never "(default: None)", never twice. The
@@ -77,7 +80,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "(default:" in text or action.default in (None, False, argparse.SUPPRESS):
+        if OWN_DEFAULT.search(text) or action.default in (None, False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
 
@@ -98,7 +101,7 @@ def default_note(f) -> str:
     (no checkpoints, no clipping, no early stop); nothing where the help says in its own words what happens
     without the flag (``default: the optimizer's own``)."""
     default = config_module.default_of(f)
-    if re.search(r"\bdefault\b", f.metadata["help"]):
+    if OWN_DEFAULT.search(f.metadata["help"]):
         return ""
     return " (default: off)" if default is None else f" (default: {default})"
 
